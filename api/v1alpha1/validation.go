@@ -1,0 +1,139 @@
+package v1alpha1
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+)
+
+// MaxReplicas bounds spec.replicas so that a typo cannot fork thousands of processes.
+const MaxReplicas = 1000
+
+var memorySize = regexp.MustCompile(`^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$`)
+
+// Validate checks a defaulted Agent for embedded mode and Kubernetes alike. Each error names the
+// field path and says why the value is wrong.
+func (a *Agent) Validate() field.ErrorList {
+	var errs field.ErrorList
+	if a.APIVersion != GroupVersion.String() {
+		errs = append(errs, field.Invalid(field.NewPath("apiVersion"), a.APIVersion, "must be "+GroupVersion.String()))
+	}
+	if a.Kind != KindAgent {
+		errs = append(errs, field.Invalid(field.NewPath("kind"), a.Kind, "must be "+KindAgent))
+	}
+	name := field.NewPath("metadata", "name")
+	if a.Name == "" {
+		errs = append(errs, field.Required(name, "every agent needs a name"))
+	} else {
+		for _, msg := range validation.IsDNS1035Label(a.Name) {
+			errs = append(errs, field.Invalid(name, a.Name, msg))
+		}
+	}
+	return append(errs, a.Spec.validate(field.NewPath("spec"))...)
+}
+
+func (s *AgentSpec) validate(p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if s.Replicas != nil && (*s.Replicas < 0 || *s.Replicas > MaxReplicas) {
+		errs = append(errs, field.Invalid(p.Child("replicas"), *s.Replicas, fmt.Sprintf("must be between 0 and %d", MaxReplicas)))
+	}
+	if s.MaxConcurrency < 1 {
+		errs = append(errs, field.Invalid(p.Child("maxConcurrency"), s.MaxConcurrency, "must be at least 1"))
+	}
+	if len(s.Command) == 0 && s.Image == "" {
+		errs = append(errs, field.Required(p.Child("command"), "set command (embedded mode) or image (Kubernetes), or both"))
+	}
+	for i, c := range s.Command {
+		if strings.TrimSpace(c) == "" {
+			errs = append(errs, field.Invalid(p.Child("command").Index(i), c, "must not be empty"))
+		}
+	}
+	seen := map[string]bool{}
+	for i, e := range s.Env {
+		ep := p.Child("env").Index(i).Child("name")
+		switch {
+		case e.Name == "":
+			errs = append(errs, field.Required(ep, ""))
+		case seen[e.Name]:
+			errs = append(errs, field.Duplicate(ep, e.Name))
+		case reservedEnv[e.Name]:
+			errs = append(errs, field.Forbidden(ep, e.Name+" is set by agentplane for each replica"))
+		default:
+			for _, msg := range validation.IsEnvVarName(e.Name) {
+				errs = append(errs, field.Invalid(ep, e.Name, msg))
+			}
+		}
+		seen[e.Name] = true
+	}
+	switch s.State {
+	case Stateless:
+		if s.Memory != nil {
+			errs = append(errs, field.Forbidden(p.Child("memory"), "only stateful agents have memory"))
+		}
+	case Stateful:
+		if s.Memory == nil {
+			errs = append(errs, field.Required(p.Child("memory"), "stateful agents need a memory volume"))
+		}
+	default:
+		errs = append(errs, field.NotSupported(p.Child("state"), s.State, []string{string(Stateless), string(Stateful)}))
+	}
+	if s.Memory != nil && !memorySize.MatchString(s.Memory.Size) {
+		errs = append(errs, field.Invalid(p.Child("memory", "size"), s.Memory.Size, `must be a quantity such as "512Mi" or "1Gi"`))
+	}
+	if s.Probes != nil {
+		errs = append(errs, s.Probes.Startup.validate(p.Child("probes", "startup"))...)
+		errs = append(errs, s.Probes.Readiness.validate(p.Child("probes", "readiness"))...)
+		errs = append(errs, s.Probes.Liveness.validate(p.Child("probes", "liveness"))...)
+	}
+	if pl := s.Placement; pl != nil {
+		pp := p.Child("placement")
+		if pl.Site != "" {
+			for _, msg := range validation.IsDNS1123Label(pl.Site) {
+				errs = append(errs, field.Invalid(pp.Child("site"), pl.Site, msg))
+			}
+		}
+		for i, site := range pl.AllowedSites {
+			for _, msg := range validation.IsDNS1123Label(site) {
+				errs = append(errs, field.Invalid(pp.Child("allowedSites").Index(i), site, msg))
+			}
+		}
+		if pl.Site != "" && len(pl.AllowedSites) > 0 && !contains(pl.AllowedSites, pl.Site) {
+			errs = append(errs, field.Invalid(pp.Child("site"), pl.Site, "is not in placement.allowedSites, so no task could be served"))
+		}
+	}
+	return errs
+}
+
+func (pr *Probe) validate(p *field.Path) field.ErrorList {
+	if pr == nil {
+		return nil
+	}
+	var errs field.ErrorList
+	if pr.Path != "" && !strings.HasPrefix(pr.Path, "/") {
+		errs = append(errs, field.Invalid(p.Child("path"), pr.Path, `must start with "/"`))
+	}
+	for _, f := range []struct {
+		name string
+		v    int32
+	}{{"periodSeconds", pr.PeriodSeconds}, {"timeoutSeconds", pr.TimeoutSeconds}, {"failureThreshold", pr.FailureThreshold}} {
+		if f.v < 0 {
+			errs = append(errs, field.Invalid(p.Child(f.name), f.v, "must not be negative"))
+		}
+	}
+	return errs
+}
+
+// reservedEnv are the variables agentplane sets for every replica.
+var reservedEnv = map[string]bool{"PORT": true, "AGENTPLANE_AGENT": true, "AGENTPLANE_REPLICA": true}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}

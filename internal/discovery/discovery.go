@@ -1,0 +1,95 @@
+// Package discovery is the seam between whatever runs agent replicas and the gateway that routes
+// tasks to them. In embedded mode the supervisor is the Source; on Kubernetes it will be
+// EndpointSlices and Pods. The gateway never needs to know which.
+//
+// It holds data types and one interface only; it does not probe, balance or start anything.
+package discovery
+
+import "time"
+
+// Replica states, in the words of Kubernetes' container states so that operators read them the
+// same way in both runtimes.
+const (
+	StatePending          = "Pending"          // not started yet
+	StateStarting         = "Starting"         // process running, startup probe not passed yet
+	StateRunning          = "Running"          // started; Ready says whether it takes tasks
+	StateCrashLoopBackOff = "CrashLoopBackOff" // exited; waiting Backoff before the next start
+	StateTerminating      = "Terminating"      // being stopped; takes no new tasks
+	StateStopped          = "Stopped"          // stopped for good
+)
+
+// Endpoint is one replica of an agent as the gateway and the admin API see it.
+type Endpoint struct {
+	// Agent is the agent's name.
+	Agent string `json:"agent"`
+	// Name is unique per agent and stable across restarts, such as "triage-0".
+	Name string `json:"name"`
+	// Index is the replica's ordinal, 0-based.
+	Index int `json:"index"`
+	// URL is the base URL of the replica, such as http://127.0.0.1:41234. It may change when
+	// the replica restarts, so per-replica health state is keyed by URL.
+	URL string `json:"url,omitempty"`
+	// Ready is true when the replica should receive tasks.
+	Ready bool `json:"ready"`
+	// State is one of the State* constants.
+	State string `json:"state"`
+	// Site and Zone place the replica.
+	Site string `json:"site,omitempty"`
+	Zone string `json:"zone,omitempty"`
+	// PID of the replica's process in embedded mode; 0 when not running or not known.
+	PID int `json:"pid,omitempty"`
+	// Restarts counts how often the replica was restarted.
+	Restarts int `json:"restarts"`
+	// LastExit describes the last exit, such as "exit status 2" or "signal: killed".
+	LastExit string `json:"lastExit,omitempty"`
+	// Since is when the replica entered its current State.
+	Since time.Time `json:"since"`
+	// NextStart is when a replica in CrashLoopBackOff will be started again.
+	NextStart time.Time `json:"nextStart,omitzero"`
+	// LogPath is the replica's log file in embedded mode.
+	LogPath string `json:"logPath,omitempty"`
+}
+
+// Agent is an agent with its replicas.
+type Agent struct {
+	Name           string `json:"name"`
+	Description    string `json:"description,omitempty"`
+	State          string `json:"state"` // stateless or stateful
+	MaxConcurrency int    `json:"maxConcurrency"`
+	// Desired is the number of replicas asked for.
+	Desired int `json:"desired"`
+	// AllowedSites, when not empty, is the data-residency rule: only these sites may serve.
+	AllowedSites []string   `json:"allowedSites,omitempty"`
+	Endpoints    []Endpoint `json:"replicas"`
+}
+
+// ReadyCount is how many endpoints are ready.
+func (a *Agent) ReadyCount() int {
+	n := 0
+	for _, e := range a.Endpoints {
+		if e.Ready {
+			n++
+		}
+	}
+	return n
+}
+
+// Source tells which agents exist and where their replicas are.
+//
+// Snapshot returns a consistent, immutable view: callers must not modify it. It must be cheap
+// (an atomic load), as the gateway calls it on every request. Changed returns a channel that is closed at the next change after the
+// call, so watchers loop: ch := s.Changed(); use s.Snapshot(); <-ch.
+type Source interface {
+	Snapshot() []Agent
+	Changed() <-chan struct{}
+}
+
+// Lookup returns the agent called name from a snapshot.
+func Lookup(agents []Agent, name string) (Agent, bool) {
+	for _, a := range agents {
+		if a.Name == name {
+			return a, true
+		}
+	}
+	return Agent{}, false
+}

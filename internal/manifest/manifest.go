@@ -1,0 +1,229 @@
+package manifest
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	sigsjson "sigs.k8s.io/json"
+	"sigs.k8s.io/yaml"
+
+	"github.com/agentplane/agentplane/api/v1alpha1"
+)
+
+// MaxFileSize bounds one manifest file; manifests are small, and a huge file is a mistake.
+const MaxFileSize = 4 << 20
+
+// Error is a problem with one document of one manifest file.
+type Error struct {
+	File     string // path of the file
+	Document int    // 1-based index of the YAML document in the file; 0 for the whole file
+	Errs     []error
+}
+
+func (e *Error) Error() string {
+	where := e.File
+	if e.Document > 0 {
+		where = fmt.Sprintf("%s (document %d)", e.File, e.Document)
+	}
+	msgs := make([]string, len(e.Errs))
+	for i, err := range e.Errs {
+		msgs[i] = err.Error()
+	}
+	return where + ": " + strings.Join(msgs, "; ")
+}
+
+func (e *Error) Unwrap() []error { return e.Errs }
+
+// Load reads every Agent in the given files and directories (a directory contributes its *.yaml and
+// *.yml files, not recursively, in name order). It returns defaulted, validated agents in the order
+// found, or every error found, joined.
+func Load(paths ...string) ([]v1alpha1.Agent, error) {
+	if len(paths) == 0 {
+		return nil, errors.New("no manifest files given")
+	}
+	var files []string
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return nil, err
+		}
+		if !fi.IsDir() {
+			files = append(files, p)
+			continue
+		}
+		entries, err := os.ReadDir(p)
+		if err != nil {
+			return nil, err
+		}
+		n := len(files)
+		for _, e := range entries {
+			if ext := filepath.Ext(e.Name()); !e.IsDir() && (ext == ".yaml" || ext == ".yml") {
+				files = append(files, filepath.Join(p, e.Name()))
+			}
+		}
+		if len(files) == n {
+			return nil, fmt.Errorf("%s: no *.yaml or *.yml files in this directory", p)
+		}
+	}
+
+	var (
+		agents []v1alpha1.Agent
+		errs   []error
+		seen   = map[string]string{}
+	)
+	for _, f := range files {
+		data, err := readFile(f)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		got, err := Decode(f, data)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, a := range got {
+			if prev, dup := seen[a.Name]; dup {
+				errs = append(errs, &Error{File: f, Errs: []error{
+					field.Duplicate(field.NewPath("metadata", "name"), a.Name+" (also defined in "+prev+")"),
+				}})
+				continue
+			}
+			seen[a.Name] = f
+			agents = append(agents, a)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if len(agents) == 0 {
+		return nil, fmt.Errorf("%s: no agents defined", strings.Join(paths, ", "))
+	}
+	return agents, nil
+}
+
+func readFile(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	n, err := buf.ReadFrom(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, &Error{File: name, Errs: []error{err}}
+	}
+	if n > MaxFileSize {
+		return nil, &Error{File: name, Errs: []error{fmt.Errorf("file is larger than %d bytes", MaxFileSize)}}
+	}
+	return buf.Bytes(), nil
+}
+
+var docSeparator = regexp.MustCompile(`(?m)^---[ \t]*(#.*)?$`)
+
+// Decode decodes, defaults and validates every Agent in one YAML stream. name is used in errors.
+// Agents that decode cleanly are returned even when others in the same stream do not.
+func Decode(name string, data []byte) ([]v1alpha1.Agent, error) {
+	var (
+		agents []v1alpha1.Agent
+		errs   []error
+	)
+	for i, doc := range docSeparator.Split(string(data), -1) {
+		if isBlank(doc) {
+			continue
+		}
+		a, err := decodeOne([]byte(doc))
+		if err != nil {
+			errs = append(errs, &Error{File: name, Document: i + 1, Errs: err})
+			continue
+		}
+		agents = append(agents, *a)
+	}
+	return agents, errors.Join(errs...)
+}
+
+func decodeOne(doc []byte) (*v1alpha1.Agent, []error) {
+	js, err := yaml.YAMLToJSONStrict(doc)
+	if err != nil {
+		return nil, []error{fmt.Errorf("invalid YAML: %w", trimYAMLErr(err))}
+	}
+	var head struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+	}
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(js, &head); err != nil {
+		return nil, []error{fmt.Errorf("a manifest must be a YAML mapping with apiVersion and kind: %w", err)}
+	}
+	if head.Kind != v1alpha1.KindAgent || head.APIVersion != v1alpha1.GroupVersion.String() {
+		return nil, []error{fmt.Errorf("apiVersion %q, kind %q is not supported: expected apiVersion %s, kind %s",
+			head.APIVersion, head.Kind, v1alpha1.GroupVersion, v1alpha1.KindAgent)}
+	}
+	var a v1alpha1.Agent
+	strict, err := sigsjson.UnmarshalStrict(js, &a, sigsjson.DisallowUnknownFields)
+	if err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return nil, []error{fmt.Errorf("%s: Invalid value: a %s, but must be %s", te.Field, te.Value, jsonKind(te.Type))}
+		}
+		return nil, []error{err}
+	}
+	if len(strict) > 0 {
+		return nil, strict
+	}
+	if a.Status.ObservedGeneration != 0 || len(a.Status.Conditions) > 0 || a.Status.Replicas != 0 {
+		return nil, []error{field.Forbidden(field.NewPath("status"), "status is written by agentplane, not by manifests")}
+	}
+	a.SetDefaults()
+	if fe := a.Validate(); len(fe) > 0 {
+		errs := make([]error, len(fe))
+		for i, e := range fe {
+			errs[i] = e
+		}
+		return nil, errs
+	}
+	return &a, nil
+}
+
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int32, reflect.Int64:
+		return "an integer"
+	case reflect.String:
+		return "a string"
+	case reflect.Slice:
+		return "a list"
+	case reflect.Struct, reflect.Map:
+		return "a mapping"
+	case reflect.Bool:
+		return "true or false"
+	}
+	return t.String()
+}
+
+func isBlank(doc string) bool {
+	for line := range strings.Lines(doc) {
+		t := strings.TrimSpace(line)
+		if t != "" && !strings.HasPrefix(t, "#") {
+			return false
+		}
+	}
+	return true
+}
+
+func trimYAMLErr(err error) error {
+	return errors.New(strings.TrimPrefix(err.Error(), "error converting YAML to JSON: "))
+}
+
+// Sort orders agents by name, the order listings use.
+func Sort(agents []v1alpha1.Agent) {
+	slices.SortFunc(agents, func(a, b v1alpha1.Agent) int { return strings.Compare(a.Name, b.Name) })
+}

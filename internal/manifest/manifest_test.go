@@ -1,0 +1,158 @@
+package manifest
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/agentplane/agentplane/api/v1alpha1"
+)
+
+const good = `apiVersion: agentplane.io/v1alpha1
+kind: Agent
+metadata:
+  name: triage
+spec:
+  replicas: 3
+  maxConcurrency: 2
+  command: [agentplane, simagent]
+  args: ["--latency", "100ms"]
+  env:
+  - name: MODEL
+    value: small
+  placement:
+    site: clinic-a
+`
+
+func TestDecodeDefaults(t *testing.T) {
+	agents, err := Decode("good.yaml", []byte(good+"---\n# only a comment\n---\n"+strings.Replace(good, "triage", "sched", 1)))
+	if err != nil {
+		t.Fatalf("Decode() error = %v", err)
+	}
+	if len(agents) != 2 {
+		t.Fatalf("Decode() = %d agents, want 2", len(agents))
+	}
+	a := agents[0]
+	if a.Name != "triage" || a.DesiredReplicas() != 3 || a.Spec.MaxConcurrency != 2 || a.Spec.State != v1alpha1.Stateless {
+		t.Errorf("decoded %+v", a.Spec)
+	}
+	if p := a.Spec.Probes.Readiness; p.Path != v1alpha1.DefaultProbePath || p.PeriodSeconds != v1alpha1.DefaultPeriodSeconds {
+		t.Errorf("readiness probe defaults = %+v", p)
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		doc  string
+		want []string // each must appear in the error
+	}{
+		{"unknown field", strings.Replace(good, "replicas: 3", "replicas: 3\n  replicass: 2", 1), []string{"bad.yaml (document 1)", `unknown field "spec.replicass"`}},
+		{"wrong type", strings.Replace(good, "replicas: 3", `replicas: "three"`, 1), []string{"spec.replicas", "must be an integer"}},
+		{"negative replicas", strings.Replace(good, "replicas: 3", "replicas: -1", 1), []string{"spec.replicas", "between 0 and"}},
+		{"zero concurrency", strings.Replace(good, "maxConcurrency: 2", "maxConcurrency: -2", 1), []string{"spec.maxConcurrency", "at least 1"}},
+		{"bad name", strings.Replace(good, "name: triage", "name: Front_Desk", 1), []string{"metadata.name", "Front_Desk"}},
+		{"missing name", strings.Replace(good, "name: triage", "labels: {}", 1), []string{"metadata.name: Required"}},
+		{"bad state", strings.Replace(good, "replicas: 3", "replicas: 3\n  state: sometimes", 1), []string{"spec.state", "stateless", "stateful"}},
+		{"stateful without memory", strings.Replace(good, "replicas: 3", "replicas: 3\n  state: stateful", 1), []string{"spec.memory: Required"}},
+		{"no command", strings.Replace(good, "  command: [agentplane, simagent]\n", "", 1), []string{"spec.command: Required"}},
+		{"reserved env", strings.Replace(good, "name: MODEL", "name: PORT", 1), []string{"spec.env[0].name", "set by agentplane"}},
+		{"duplicate key", strings.Replace(good, "replicas: 3", "replicas: 3\n  replicas: 4", 1), []string{"invalid YAML", "replicas"}},
+		{"wrong kind", strings.Replace(good, "kind: Agent", "kind: Deployment", 1), []string{`kind "Deployment" is not supported`}},
+		{"wrong version", strings.Replace(good, "v1alpha1", "v2", 1), []string{`apiVersion "agentplane.io/v2"`}},
+		{"not a mapping", "- a\n- b\n", []string{"YAML mapping"}},
+		{"bad probe path", strings.Replace(good, "replicas: 3", "replicas: 3\n  probes: {liveness: {path: health}}", 1), []string{"spec.probes.liveness.path", `start with "/"`}},
+		{"site outside allowed", strings.Replace(good, "site: clinic-a", "site: clinic-a\n    allowedSites: [hub]", 1), []string{"spec.placement.site", "allowedSites"}},
+		{"status set", good + "status:\n  replicas: 2\n", []string{"status"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Decode("bad.yaml", []byte(tt.doc))
+			if err == nil {
+				t.Fatalf("Decode() error = nil, want one mentioning %q", tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Decode() error = %q, want it to contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadDirAndDuplicates(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, s string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a.yaml", good)
+	write("b.yml", strings.Replace(good, "triage", "sched", 1))
+	write("notes.txt", "not a manifest")
+	agents, err := Load(dir)
+	if err != nil {
+		t.Fatalf("Load() error = %v", err)
+	}
+	if len(agents) != 2 || agents[0].Name != "triage" || agents[1].Name != "sched" {
+		t.Fatalf("Load() = %v", agents)
+	}
+
+	write("c.yaml", good)
+	if _, err := Load(dir); err == nil || !strings.Contains(err.Error(), "c.yaml") || !strings.Contains(err.Error(), "also defined in") {
+		t.Fatalf("Load() with a duplicate name: error = %v", err)
+	}
+	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil {
+		t.Fatal("Load() of a missing file: error = nil")
+	}
+	if _, err := Load(t.TempDir()); err == nil || !strings.Contains(err.Error(), "no *.yaml") {
+		t.Fatalf("Load() of an empty dir: error = %v", err)
+	}
+}
+
+func TestLoadExamples(t *testing.T) {
+	agents, err := Load("../../examples/clinic")
+	if err != nil {
+		t.Fatalf("the shipped examples must load: %v", err)
+	}
+	if len(agents) < 3 {
+		t.Fatalf("examples/clinic has %d agents, want at least 3", len(agents))
+	}
+}
+
+// FuzzDecode checks that no input panics the decoder, and that whatever decodes survives
+// marshal → decode unchanged.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte(good))
+	f.Add([]byte(good + "---\n" + good))
+	f.Add([]byte("apiVersion: agentplane.io/v1alpha1\nkind: Agent\nmetadata: {name: x}\nspec: {command: [a], state: stateful, memory: {size: 1Gi}}\n"))
+	f.Add([]byte("{}"))
+	f.Add([]byte("---\n---\n- [\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		agents, err := Decode("fuzz.yaml", data)
+		if err != nil {
+			return
+		}
+		for _, a := range agents {
+			out, err := yaml.Marshal(a)
+			if err != nil {
+				t.Fatalf("Marshal(%+v) error = %v", a, err)
+			}
+			again, err := Decode("again.yaml", out)
+			if err != nil {
+				t.Fatalf("re-decoding a decoded agent failed: %v\n%s", err, out)
+			}
+			if len(again) != 1 {
+				t.Fatalf("re-decoding gave %d agents", len(again))
+			}
+			b, _ := yaml.Marshal(again[0])
+			if string(b) != string(out) {
+				t.Fatalf("round trip changed the agent:\n%s\n---\n%s", out, b)
+			}
+		}
+	})
+}
