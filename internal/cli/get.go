@@ -1,0 +1,173 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
+
+	"github.com/agentplane/agentplane/internal/gateway"
+)
+
+const defaultGatewayURL = "http://127.0.0.1:8080"
+
+type getOptions struct {
+	gateway string
+	output  string
+	agent   string
+}
+
+func newGetCommand(streams Streams) *cobra.Command {
+	o := getOptions{}
+	cmd := &cobra.Command{
+		Use:   "get agents|replicas",
+		Short: "List agents or replicas of a running gateway",
+		Example: `  agentplane get agents
+  agentplane get replicas --agent triage -o json`,
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: []string{"agents", "replicas"},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch o.output {
+			case "table", "json", "yaml":
+			default:
+				return &exitError{code: 2, err: fmt.Errorf("-o %q: must be table, json or yaml", o.output)}
+			}
+			switch args[0] {
+			case "agents", "agent", "ag":
+				return getAgents(cmd.Context(), streams, o)
+			case "replicas", "replica":
+				return getReplicas(cmd.Context(), streams, o)
+			}
+			return &exitError{code: 2, err: fmt.Errorf("unknown resource %q: use agents or replicas", args[0])}
+		},
+	}
+	gw := os.Getenv("AGENTPLANE_GATEWAY")
+	if gw == "" {
+		gw = defaultGatewayURL
+	}
+	cmd.Flags().StringVar(&o.gateway, "gateway", gw, "gateway base URL (env AGENTPLANE_GATEWAY)")
+	cmd.Flags().StringVarP(&o.output, "output", "o", "table", "output format: table, json or yaml")
+	cmd.Flags().StringVar(&o.agent, "agent", "", "only replicas of this agent")
+	return cmd
+}
+
+func fetchJSON(ctx context.Context, base, path string, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the gateway at %s: %w (is agentplane up running? set --gateway)", base, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("gateway answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	return json.Unmarshal(body, v)
+}
+
+func printData(w io.Writer, format string, v any) error {
+	switch format {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	case "yaml":
+		b, err := yaml.Marshal(v)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	}
+	return fmt.Errorf("unknown format %q", format)
+}
+
+func getAgents(ctx context.Context, streams Streams, o getOptions) error {
+	var resp struct {
+		Agents []gateway.AgentStatus `json:"agents"`
+	}
+	if err := fetchJSON(ctx, o.gateway, "/api/v1/agents", &resp); err != nil {
+		return err
+	}
+	if o.output != "table" {
+		return printData(streams.Out, o.output, resp.Agents)
+	}
+	tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tREADY\tSTATE\tMAX-CONCURRENCY\tIN-FLIGHT\tRESTARTS\tSITES")
+	for _, a := range resp.Agents {
+		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%d\t%d\t%d\t%s\n", a.Name, a.Ready, a.Desired, a.State, a.MaxConcurrency,
+			a.InFlight, a.Restarts, orDash(strings.Join(a.Sites, ",")))
+	}
+	return tw.Flush()
+}
+
+func getReplicas(ctx context.Context, streams Streams, o getOptions) error {
+	var resp struct {
+		Replicas []gateway.ReplicaStatus `json:"replicas"`
+	}
+	path := "/api/v1/replicas"
+	if o.agent != "" {
+		path += "?agent=" + o.agent
+	}
+	if err := fetchJSON(ctx, o.gateway, path, &resp); err != nil {
+		return err
+	}
+	if o.output != "table" {
+		return printData(streams.Out, o.output, resp.Replicas)
+	}
+	tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "AGENT\tREPLICA\tADDRESS\tPID\tSTATE\tREADY\tRESTARTS\tIN-FLIGHT\tAGE")
+	now := time.Now()
+	for _, r := range resp.Replicas {
+		state := r.State
+		if r.Ejected {
+			state += " (ejected)"
+		}
+		pid := "-"
+		if r.PID > 0 {
+			pid = strconv.Itoa(r.PID)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%t\t%d\t%d\t%s\n", r.Agent, r.Name, orDash(strings.TrimPrefix(r.URL, "http://")),
+			pid, state, r.Ready, r.Restarts, r.InFlight, age(now, r.Since))
+	}
+	return tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func age(now, since time.Time) string {
+	if since.IsZero() {
+		return "-"
+	}
+	d := now.Sub(since)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	default:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+}

@@ -1,0 +1,29 @@
+package cli
+
+import (
+	"log/slog"
+
+	"github.com/spf13/cobra"
+
+	"github.com/agentplane/agentplane/internal/simagent"
+)
+
+func newSimagentCommand(streams Streams) *cobra.Command {
+	var cfg simagent.Config
+	cmd := &cobra.Command{
+		Use:   "simagent",
+		Short: "Run a simulated A2A agent (for examples, tests and benchmarks)",
+		Long: `Run a simulated A2A agent built on the official A2A Go SDK. It listens on $PORT (or --listen),
+serves its agent card, answers SendMessage and SendStreamingMessage (and the v0.3 names) after a
+latency drawn from --latency, works on at most --max-concurrency tasks at once (more wait), and
+can inject faults: --fail-rate, --hang-rate, --crash-after.`,
+		Example: `  PORT=9000 agentplane simagent --latency lognormal:2s,15s --max-concurrency 2`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger := slog.New(slog.NewJSONHandler(streams.Err, nil))
+			return simagent.Run(cmd.Context(), cfg, logger)
+		},
+	}
+	cfg.BindFlags(cmd.Flags())
+	return cmd
+}

@@ -1,0 +1,219 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/agentplane/agentplane/internal/gateway"
+	"github.com/agentplane/agentplane/internal/manifest"
+	"github.com/agentplane/agentplane/internal/supervisor"
+)
+
+type upOptions struct {
+	files          []string
+	listen         string
+	dataDir        string
+	advertiseURL   string
+	drainTimeout   time.Duration
+	grace          time.Duration
+	taskTimeout    time.Duration
+	restartBackoff time.Duration
+	maxBody        int64
+	logLevel       string
+	insecureRemote bool
+}
+
+func newUpCommand(streams Streams) *cobra.Command {
+	o := upOptions{}
+	cmd := &cobra.Command{
+		Use:   "up [-f FILE|DIR]...",
+		Short: "Run agents on this machine behind an A2A gateway",
+		Long: `Run the agents of the given manifests as supervised local processes behind an A2A gateway.
+
+Each replica gets a free port in $PORT and its agent and replica names in $AGENTPLANE_AGENT and
+$AGENTPLANE_REPLICA. Replicas that crash are restarted with exponential backoff; their output goes
+to DATA_DIR/logs/<agent>/<replica>.log. Ctrl-C stops routing, lets in-flight tasks finish (up to
+--drain-timeout), then stops the replicas (SIGTERM, then SIGKILL after --grace).`,
+		Example: `  agentplane up                         # the example clinic in examples/clinic
+  agentplane up -f my-agent.yaml --listen 127.0.0.1:9090`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd.Context(), streams, o) },
+	}
+	f := cmd.Flags()
+	f.StringArrayVarP(&o.files, "file", "f", []string{"examples/clinic"}, "manifest file or directory (repeatable)")
+	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "gateway listen address")
+	f.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "directory for logs and state")
+	f.StringVar(&o.advertiseURL, "advertise-url", "", "external base URL of the gateway for agent cards (default: from each request's Host)")
+	f.DurationVar(&o.drainTimeout, "drain-timeout", gateway.DefaultDrainTimeout, "on shutdown, how long in-flight tasks may take to finish")
+	f.DurationVar(&o.grace, "grace", supervisor.DefaultGrace, "on shutdown, how long a replica may take to exit after SIGTERM before SIGKILL")
+	f.DurationVar(&o.taskTimeout, "task-timeout", gateway.DefaultTaskTimeout, "longest a task may take before the gateway gives up on it")
+	f.DurationVar(&o.restartBackoff, "restart-backoff", time.Second, "first restart delay of a crashed replica; doubles up to 5m")
+	f.Int64Var(&o.maxBody, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest request body the gateway accepts")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level of DATA_DIR/agentplane.log: debug, info, warn, error")
+	f.BoolVar(&o.insecureRemote, "insecure-listen-remote", false, "allow a non-loopback --listen address although the gateway has no authentication yet")
+	return cmd
+}
+
+func defaultDataDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "agentplane")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "state", "agentplane")
+	}
+	return ".agentplane"
+}
+
+func runUp(ctx context.Context, streams Streams, o upOptions) error {
+	agents, err := manifest.Load(o.files...)
+	if err != nil {
+		return &exitError{code: 2, err: fmt.Errorf("invalid manifests:\n%w", err)}
+	}
+	if err := checkListen(o.listen, o.insecureRemote); err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return &exitError{code: 2, err: fmt.Errorf("--log-level: %w", err)}
+	}
+	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	unlock, err := lockDataDir(o.dataDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	logFile, err := os.OpenFile(filepath.Join(o.dataDir, "agentplane.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("log file: %w", err)
+	}
+	defer logFile.Close()
+	logger := slog.New(slog.NewMultiHandler(
+		slog.NewJSONHandler(logFile, &slog.HandlerOptions{Level: level}),
+		slog.NewTextHandler(streams.Err, &slog.HandlerOptions{Level: slog.LevelWarn}),
+	))
+
+	sup, err := supervisor.New(agents, supervisor.Options{
+		DataDir: o.dataDir, Grace: o.grace, Logger: logger,
+		Backoff: supervisor.Backoff{Initial: o.restartBackoff},
+	})
+	if err != nil {
+		return err
+	}
+	gw, err := gateway.New(gateway.Options{
+		Source: sup, AdvertiseURL: o.advertiseURL, MaxBodyBytes: o.maxBody,
+		TaskTimeout: o.taskTimeout, DrainTimeout: o.drainTimeout, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("gateway cannot listen on %s: %w (is another agentplane running? choose another address with --listen)", o.listen, err)
+	}
+	url := "http://" + ln.Addr().String()
+	fmt.Fprintf(streams.Err, "agentplane gateway listening on %s\n", url)
+	fmt.Fprintf(streams.Err, "data directory %s (replica logs in %s)\n", o.dataDir, filepath.Join(o.dataDir, "logs"))
+
+	// The supervisor outlives the gateway: replicas keep serving while the gateway drains.
+	supCtx, stopSup := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSup()
+	supDone := make(chan error, 1)
+	go func() { supDone <- sup.Start(supCtx) }()
+	gwCtx, stopGw := context.WithCancel(ctx)
+	defer stopGw()
+	gwDone := make(chan error, 1)
+	go func() { gwDone <- gw.Start(gwCtx, ln) }()
+	statusDone := make(chan struct{})
+	go func() { defer close(statusDone); reportStatus(gwCtx, streams.Err, sup, url) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(streams.Err, "stopping: draining in-flight tasks, then stopping replicas")
+	case err := <-supDone:
+		runErr = fmt.Errorf("supervisor stopped: %w", err)
+		supDone <- err
+	case err := <-gwDone:
+		runErr = fmt.Errorf("gateway stopped: %w", err)
+		gwDone <- err
+	}
+	stopGw()
+	if err := <-gwDone; err != nil && runErr == nil && !errors.Is(err, context.Canceled) {
+		runErr = err
+	}
+	<-statusDone
+	stopSup()
+	if err := <-supDone; err != nil && runErr == nil {
+		runErr = err
+	}
+	if runErr == nil {
+		fmt.Fprintln(streams.Err, "stopped")
+	}
+	return runErr
+}
+
+// checkListen refuses a non-loopback address unless allowed: the gateway has no authentication
+// yet, so anything that reaches it could call the agents.
+func checkListen(addr string, allowRemote bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--listen %q: %w", addr, err)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("--listen %q: port must be a number from 0 to 65535", addr)
+	}
+	if allowRemote {
+		return nil
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("--listen %q is not a loopback address, and the gateway has no authentication configured: "+
+		"anyone who reaches it could call the agents. Listen on 127.0.0.1, or pass --insecure-listen-remote if you mean it", addr)
+}
+
+// lockDataDir holds an exclusive lock on the data directory, so that two agentplane processes
+// never supervise (or clean up) each other's replicas.
+func lockDataDir(dir string) (func(), error) {
+	path := filepath.Join(dir, "lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("data directory lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		pid, _ := io.ReadAll(io.LimitReader(f, 32))
+		f.Close()
+		holder := strings.TrimSpace(string(pid))
+		if holder == "" {
+			holder = "another process"
+		} else {
+			holder = "pid " + holder
+		}
+		return nil, fmt.Errorf("data directory %s is in use by another agentplane (%s); stop it or use --data-dir", dir, holder)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return func() {
+		_ = f.Truncate(0)
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}

@@ -1,0 +1,158 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/agentplane/agentplane/internal/discovery"
+	"github.com/agentplane/agentplane/internal/gateway/balancer"
+	"github.com/agentplane/agentplane/internal/gateway/health"
+)
+
+// Defaults for Options.
+const (
+	DefaultMaxBodyBytes   = 8 << 20
+	DefaultTaskTimeout    = 10 * time.Minute
+	DefaultDrainTimeout   = 30 * time.Second
+	DefaultDialTimeout    = 2 * time.Second
+	DefaultMaxAttempts    = 3
+	DefaultRouteTableSize = 100_000
+	maxResponseBytes      = 64 << 20
+	cardTimeout           = 2 * time.Second
+)
+
+// Options configure a Gateway. Zero values take the defaults.
+type Options struct {
+	// Source tells which agents and replicas exist. Required.
+	Source discovery.Source
+	// AdvertiseURL is the gateway's external base URL, used in rewritten agent cards. When empty,
+	// it is derived from each request's Host.
+	AdvertiseURL string
+	// MaxBodyBytes bounds a request body.
+	MaxBodyBytes int64
+	// TaskTimeout bounds one forwarded request, streaming included.
+	TaskTimeout time.Duration
+	// DrainTimeout bounds how long Start waits for in-flight requests after its context ends.
+	DrainTimeout time.Duration
+	// MaxAttempts bounds how many replicas one request is tried on.
+	MaxAttempts int
+	// Transport carries requests to replicas; tests inject faults here.
+	Transport http.RoundTripper
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Gateway routes A2A requests to agent replicas.
+type Gateway struct {
+	opts     Options
+	log      *slog.Logger
+	client   *http.Client
+	picker   balancer.Picker
+	tracker  *balancer.Tracker
+	ejector  *health.Ejector
+	routes   *routeTable
+	cards    *cardCache
+	handler  http.Handler
+	draining atomic.Bool
+}
+
+// New returns a Gateway. It does not listen; see Start and Handler.
+func New(opts Options) (*Gateway, error) {
+	if opts.Source == nil {
+		return nil, errors.New("gateway: Options.Source is required")
+	}
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if opts.TaskTimeout <= 0 {
+		opts.TaskTimeout = DefaultTaskTimeout
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = DefaultDrainTimeout
+	}
+	if opts.MaxAttempts <= 0 {
+		opts.MaxAttempts = DefaultMaxAttempts
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Transport == nil {
+		opts.Transport = newTransport()
+	}
+	g := &Gateway{
+		opts:    opts,
+		log:     opts.Logger,
+		client:  &http.Client{Transport: opts.Transport, CheckRedirect: noRedirects},
+		picker:  balancer.NewP2C(uint64(opts.Now().UnixNano())),
+		tracker: balancer.NewTracker(),
+		ejector: health.NewEjector(0, 0),
+		routes:  newRouteTable(DefaultRouteTableSize),
+	}
+	g.cards = &cardCache{client: g.client, entries: map[string]*cardEntry{}}
+	g.handler = g.routesMux()
+	return g, nil
+}
+
+func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+func newTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil, // replicas are reached directly, never through an environment proxy
+		DialContext:           (&net.Dialer{Timeout: DefaultDialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
+		IdleConnTimeout:       90 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true, // pass bytes through; SSE must not be buffered by gzip
+	}
+}
+
+// Handler returns the gateway's HTTP handler.
+func (g *Gateway) Handler() http.Handler { return g.handler }
+
+// Start serves on ln until ctx ends, then stops accepting, marks itself not ready, waits up to
+// DrainTimeout for in-flight requests (streams included) and closes what is left.
+func (g *Gateway) Start(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           g.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second, // bodies are small; a client trickling one is cut off
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	wctx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() { defer close(watched); g.watch(wctx) }()
+	defer func() { stopWatch(); <-watched }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	g.draining.Store(true)
+	g.log.Info("gateway draining", "timeout", g.opts.DrainTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), g.opts.DrainTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if err != nil {
+		g.log.Warn("gateway drain timed out; closing remaining connections", "err", err)
+		err = srv.Close()
+	}
+	<-errc
+	g.log.Info("gateway stopped")
+	return err
+}

@@ -1,0 +1,102 @@
+// Package health keeps the gateway's own, passive view of replica health: a replica whose
+// connection was refused is ejected for a while, with a backoff that grows while it keeps
+// failing and resets once it serves again. Readiness from probes comes from discovery; this
+// package only adds what the gateway learns from the requests themselves, which it notices in
+// well under a millisecond instead of a probe period.
+package health
+
+import (
+	"sync"
+	"time"
+)
+
+// Defaults for Ejector.
+const (
+	DefaultBaseEjection = time.Second
+	DefaultMaxEjection  = 30 * time.Second
+)
+
+// Ejector tracks ejected replicas by key (the replica's URL). The zero value is not usable; use
+// NewEjector. Decisions take now so that they are tested at fixed instants.
+type Ejector struct {
+	base, max time.Duration
+
+	mu sync.Mutex
+	m  map[string]*ejection
+}
+
+type ejection struct {
+	until time.Time
+	count int // ejections in a row without a success between them
+}
+
+// NewEjector returns an Ejector; zero durations take the defaults.
+func NewEjector(base, max time.Duration) *Ejector {
+	if base <= 0 {
+		base = DefaultBaseEjection
+	}
+	if max < base {
+		max = max0(DefaultMaxEjection, base)
+	}
+	return &Ejector{base: base, max: max, m: map[string]*ejection{}}
+}
+
+func max0(a, b time.Duration) time.Duration {
+	if a > b {
+		return a
+	}
+	return b
+}
+
+// Eject takes key out of rotation from now on and returns for how long: base, doubling with each
+// ejection in a row, capped at max.
+func (e *Ejector) Eject(key string, now time.Time) time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ej := e.m[key]
+	if ej == nil {
+		ej = &ejection{}
+		e.m[key] = ej
+	}
+	if now.Before(ej.until) {
+		// Already out: the failures of requests that were in flight together are one event.
+		return ej.until.Sub(now)
+	}
+	d := e.base
+	for i := 0; i < ej.count && d < e.max; i++ {
+		d *= 2
+	}
+	d = min(d, e.max)
+	ej.count++
+	ej.until = now.Add(d)
+	return d
+}
+
+// Ejected reports whether key is out of rotation at now.
+func (e *Ejector) Ejected(key string, now time.Time) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ej := e.m[key]
+	return ej != nil && now.Before(ej.until)
+}
+
+// Succeeded records that key served a request: its backoff starts over.
+func (e *Ejector) Succeeded(key string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if ej := e.m[key]; ej != nil && ej.count > 0 {
+		delete(e.m, key)
+	}
+}
+
+// Retain forgets every key for which keep returns false, so that replicas that are gone do not
+// accumulate.
+func (e *Ejector) Retain(keep func(key string) bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for k := range e.m {
+		if !keep(k) {
+			delete(e.m, k)
+		}
+	}
+}

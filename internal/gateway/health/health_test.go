@@ -1,0 +1,46 @@
+package health
+
+import (
+	"testing"
+	"time"
+)
+
+func TestEjectorBackoff(t *testing.T) {
+	e := NewEjector(time.Second, 5*time.Second)
+	t0 := time.Unix(1000, 0)
+	now := t0
+	for i, want := range []time.Duration{1, 2, 4, 5, 5} {
+		if got := e.Eject("a", now); got != want*time.Second {
+			t.Fatalf("ejection %d lasted %v, want %v", i+1, got, want*time.Second)
+		}
+		// Failures while already ejected (requests that were in flight together) are one event.
+		if got := e.Eject("a", now.Add(time.Millisecond)); got != want*time.Second-time.Millisecond {
+			t.Fatalf("a second failure during ejection %d changed it to %v", i+1, got)
+		}
+		if !e.Ejected("a", now.Add(want*time.Second-time.Millisecond)) {
+			t.Fatal("not ejected before the time is up")
+		}
+		now = now.Add(want * time.Second)
+		if e.Ejected("a", now) {
+			t.Fatal("still ejected after the time is up")
+		}
+	}
+	if e.Ejected("b", t0) {
+		t.Fatal("an unknown key is ejected")
+	}
+	e.Succeeded("a")
+	if got := e.Eject("a", t0); got != time.Second {
+		t.Fatalf("after a success the backoff did not start over: %v", got)
+	}
+	e.Retain(func(string) bool { return false })
+	if e.Ejected("a", t0) {
+		t.Fatal("Retain did not forget")
+	}
+}
+
+func TestEjectorDefaults(t *testing.T) {
+	e := NewEjector(0, 0)
+	if got := e.Eject("a", time.Unix(0, 0)); got != DefaultBaseEjection {
+		t.Fatalf("default base = %v", got)
+	}
+}

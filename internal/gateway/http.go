@@ -1,0 +1,148 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/agentplane/agentplane/internal/discovery"
+)
+
+func (g *Gateway) routesMux() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /agents/{name}", g.serveRPC)
+	mux.HandleFunc("POST /agents/{name}/{$}", g.serveRPC)
+	mux.HandleFunc("GET /agents/{name}/.well-known/agent-card.json", g.serveCard)
+	mux.HandleFunc("GET /agents/{name}/.well-known/agent.json", g.serveCard) // A2A v0.2/v0.3 path
+	mux.HandleFunc("GET /agents", g.serveAgentList)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeText(w, http.StatusOK, "ok\n") })
+	mux.HandleFunc("GET /readyz", g.serveReady)
+	mux.HandleFunc("GET /api/v1/agents", g.serveAdminAgents)
+	mux.HandleFunc("GET /api/v1/replicas", g.serveAdminReplicas)
+	return mux
+}
+
+func writeText(w http.ResponseWriter, code int, s string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = w.Write([]byte(s))
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// serveReady answers 200 when the gateway is not draining and every agent that should have
+// replicas has at least one ready; otherwise 503 with the reasons.
+func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
+	if g.draining.Load() {
+		writeText(w, http.StatusServiceUnavailable, "draining\n")
+		return
+	}
+	var notReady []string
+	for _, a := range g.opts.Source.Snapshot() {
+		if a.Desired > 0 && a.ReadyCount() == 0 {
+			notReady = append(notReady, a.Name)
+		}
+	}
+	if len(notReady) > 0 {
+		writeText(w, http.StatusServiceUnavailable, "no ready replica: "+strings.Join(notReady, ", ")+"\n")
+		return
+	}
+	writeText(w, http.StatusOK, "ok\n")
+}
+
+// AgentSummary is one entry of GET /agents.
+type AgentSummary struct {
+	Name          string `json:"name"`
+	Description   string `json:"description,omitempty"`
+	URL           string `json:"url"`
+	CardURL       string `json:"cardUrl"`
+	ReadyReplicas int    `json:"readyReplicas"`
+	Replicas      int    `json:"replicas"`
+}
+
+func (g *Gateway) serveAgentList(w http.ResponseWriter, r *http.Request) {
+	base := g.baseURL(r)
+	out := []AgentSummary{}
+	for _, a := range g.opts.Source.Snapshot() {
+		u := base + "/agents/" + a.Name
+		out = append(out, AgentSummary{
+			Name: a.Name, Description: a.Description, URL: u, CardURL: u + "/.well-known/agent-card.json",
+			ReadyReplicas: a.ReadyCount(), Replicas: a.Desired,
+		})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"agents": out})
+}
+
+// AgentStatus is one entry of GET /api/v1/agents.
+type AgentStatus struct {
+	Name           string   `json:"name"`
+	Description    string   `json:"description,omitempty"`
+	State          string   `json:"state"`
+	Desired        int      `json:"desired"`
+	Ready          int      `json:"ready"`
+	MaxConcurrency int      `json:"maxConcurrency"`
+	InFlight       int      `json:"inFlight"`
+	Restarts       int      `json:"restarts"`
+	Sites          []string `json:"sites,omitempty"`
+}
+
+// ReplicaStatus is one entry of GET /api/v1/replicas.
+type ReplicaStatus struct {
+	discovery.Endpoint
+	InFlight int  `json:"inFlight"`
+	Ejected  bool `json:"ejected"`
+}
+
+func (g *Gateway) serveAdminAgents(w http.ResponseWriter, _ *http.Request) {
+	out := []AgentStatus{}
+	for _, a := range g.opts.Source.Snapshot() {
+		s := AgentStatus{Name: a.Name, Description: a.Description, State: a.State, Desired: a.Desired,
+			Ready: a.ReadyCount(), MaxConcurrency: a.MaxConcurrency}
+		for _, e := range a.Endpoints {
+			s.InFlight += g.tracker.InFlight(e.URL)
+			s.Restarts += e.Restarts
+			if e.Site != "" && !slices.Contains(s.Sites, e.Site) {
+				s.Sites = append(s.Sites, e.Site)
+			}
+		}
+		out = append(out, s)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"agents": out})
+}
+
+func (g *Gateway) serveAdminReplicas(w http.ResponseWriter, r *http.Request) {
+	agent := r.URL.Query().Get("agent")
+	now := g.opts.Now()
+	out := []ReplicaStatus{}
+	for _, a := range g.opts.Source.Snapshot() {
+		if agent != "" && a.Name != agent {
+			continue
+		}
+		for _, e := range a.Endpoints {
+			out = append(out, ReplicaStatus{Endpoint: e, InFlight: g.tracker.InFlight(e.URL),
+				Ejected: e.URL != "" && g.ejector.Ejected(e.URL, now)})
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"replicas": out})
+}
+
+// baseURL is the gateway's external base URL for links in answers.
+func (g *Gateway) baseURL(r *http.Request) string {
+	if g.opts.AdvertiseURL != "" {
+		return strings.TrimSuffix(g.opts.AdvertiseURL, "/")
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
