@@ -1,0 +1,16 @@
+// Package supervisor runs the replicas of agents as local processes in embedded mode
+// (`agentplane up`), and tells the gateway where they are.
+//
+// For every replica it picks a free port, starts the agent's command in its own process group
+// with PORT, AGENTPLANE_AGENT and AGENTPLANE_REPLICA set, appends its output to a log file, polls
+// the startup, readiness and liveness probes, and restarts it with exponential backoff when it
+// exits. On shutdown it first marks every replica Terminating, so the gateway stops routing, then
+// sends SIGTERM to each process group and SIGKILL after a grace period. Pid files under
+// DataDir/run let the next run kill replicas left behind by a supervisor that was killed itself.
+//
+// The Supervisor is a discovery.Source: Snapshot and Changed are all the gateway needs.
+//
+// It is not a general process manager: it does not reload agents whose spec changed, scale at
+// run time, limit resources, rotate logs or run anything on Kubernetes, where the controller
+// and the kubelet do this work.
+package supervisor

@@ -1,0 +1,94 @@
+package supervisor
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// testExe is this test binary, which the tests run as their agent.
+var testExe string
+
+// TestMain runs the helper agent instead of the tests when SUPERVISOR_TEST_AGENT is set.
+func TestMain(m *testing.M) {
+	if mode := os.Getenv("SUPERVISOR_TEST_AGENT"); mode != "" {
+		os.Exit(helperAgent(mode))
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	testExe = exe
+	os.Exit(m.Run())
+}
+
+// helperAgent is a tiny agent. It serves GET /.well-known/agent-card.json and /livez on
+// 127.0.0.1:$PORT, in one of these modes:
+//
+//	ok          serve; on SIGTERM drain briefly and exit 0
+//	crash       exit 3 at once
+//	slowstart   serve only after 1s
+//	ignoreterm  serve and ignore SIGTERM, so that only SIGKILL stops it
+//	unready     the card answers 503 (/livez still 200)
+//	family      like ok, but first start a child that sleeps, and print its pid
+//	sleeper     block until killed (the child of family)
+func helperAgent(mode string) int {
+	fmt.Printf("helper agent %s-%s mode %s pid %d\n", os.Getenv("AGENTPLANE_AGENT"), os.Getenv("AGENTPLANE_REPLICA"), mode, os.Getpid())
+	term := make(chan os.Signal, 1)
+	switch mode {
+	case "crash":
+		fmt.Fprintln(os.Stderr, "helper agent crashing")
+		return 3
+	case "sleeper":
+		select {}
+	case "ignoreterm":
+		signal.Ignore(syscall.SIGTERM)
+	default:
+		signal.Notify(term, syscall.SIGTERM)
+	}
+	if mode == "family" {
+		child := exec.Command(os.Args[0])
+		child.Env = append(os.Environ(), "SUPERVISOR_TEST_AGENT=sleeper")
+		child.Stdout, child.Stderr = os.Stdout, os.Stderr
+		if err := child.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Printf("child pid %d\n", child.Process.Pid)
+	}
+	if mode == "slowstart" {
+		time.Sleep(time.Second)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("PORT"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/agent-card.json", func(w http.ResponseWriter, r *http.Request) {
+		if mode == "unready" {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]string{"name": os.Getenv("AGENTPLANE_AGENT")})
+	})
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) {})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	<-term
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_ = srv.Shutdown(ctx)
+	fmt.Println("helper agent drained")
+	return 0
+}

@@ -1,0 +1,316 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/agentplane/agentplane/api/v1alpha1"
+	"github.com/agentplane/agentplane/internal/discovery"
+)
+
+// runReplica starts replica ri of agent ai again and again, with backoff, until ctx ends.
+func (s *Supervisor) runReplica(ctx context.Context, ai, ri int) {
+	a := &s.agents[ai]
+	log := s.opts.Logger.With("agent", a.name, "replica", ri)
+	crashes := 0
+	for attempt := 1; ; attempt++ {
+		out := s.runOnce(ctx, log, ai, ri, attempt)
+		if ctx.Err() != nil {
+			if out.pid != 0 {
+				log.Info("replica stopped", "pid", out.pid, "exit", out.exit)
+			}
+			s.update(ai, ri, func(e *discovery.Endpoint) {
+				e.Ready = false
+				e.PID = 0
+				if out.exit != "" {
+					e.LastExit = out.exit
+				}
+			})
+			return
+		}
+		crashes = s.opts.Backoff.Crashes(crashes, out.readyFor)
+		delay := s.opts.Backoff.Delay(crashes)
+		next := s.opts.Clock().Add(delay)
+		s.update(ai, ri, func(e *discovery.Endpoint) {
+			e.Ready = false
+			e.State = discovery.StateCrashLoopBackOff
+			e.PID = 0
+			e.Restarts++
+			e.LastExit = out.exit
+			e.NextStart = next
+		})
+		log.Warn("replica exited", "pid", out.pid, "exit", out.exit, "restartIn", delay, "crashes", crashes)
+
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// outcome is how one run of a replica ended.
+type outcome struct {
+	pid      int           // 0 if no process started
+	exit     string        // such as "exit status 3" or "liveness probe failed"
+	readyFor time.Duration // how long it ran after passing its startup probe
+}
+
+// runOnce starts the replica's process once and supervises it until it exits, it is killed
+// for failing a probe, or ctx ends. It returns only after the process has exited.
+func (s *Supervisor) runOnce(ctx context.Context, log *slog.Logger, ai, ri, attempt int) outcome {
+	a := &s.agents[ai]
+	name := replicaName(a.name, ri)
+
+	port, err := freePort(s.opts.Host)
+	if err != nil {
+		log.Error("replica start failed", "err", err)
+		return outcome{exit: "no free port: " + err.Error()}
+	}
+	url := "http://" + net.JoinHostPort(s.opts.Host, strconv.Itoa(port))
+
+	logPath := filepath.Join(s.opts.DataDir, "logs", a.name, name+".log")
+	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		log.Error("replica start failed", "err", err)
+		return outcome{exit: "cannot open log: " + err.Error()}
+	}
+	defer logFile.Close()
+	fmt.Fprintf(logFile, "--- agentplane: start %s attempt %d at %s ---\n", name, attempt, s.opts.Clock().Format(time.RFC3339))
+
+	env := slices.Concat(s.inherits, a.env, []string{
+		"PORT=" + strconv.Itoa(port),
+		"AGENTPLANE_AGENT=" + a.name,
+		"AGENTPLANE_REPLICA=" + strconv.Itoa(ri),
+	})
+	proc, err := s.opts.Launcher.Launch(ctx, ProcessSpec{
+		Path: a.argv[0], Args: a.argv, Env: env, Stdout: logFile, Stderr: logFile,
+	})
+	if err != nil {
+		fmt.Fprintf(logFile, "--- agentplane: %s did not start: %v ---\n", name, err)
+		log.Error("replica start failed", "err", err)
+		return outcome{exit: "start failed: " + err.Error()}
+	}
+	pid := proc.PID()
+
+	pidPath := filepath.Join(s.runDir, name+".pid")
+	if pf, err := newPidFile(pid, a.argv); err != nil {
+		log.Warn("cannot describe replica for its pid file", "pid", pid, "err", err)
+	} else if err := writePidFile(pidPath, pf); err != nil {
+		log.Warn("cannot write pid file", "path", pidPath, "err", err)
+	}
+
+	// The waiter ends when the process exits; everything below waits for that before returning.
+	exited := make(chan struct{})
+	procCtx, procDone := context.WithCancel(ctx) // ends probes in flight when the process exits
+	defer procDone()
+	var waitErr error
+	go func() {
+		waitErr = proc.Wait()
+		procDone()
+		close(exited)
+	}()
+
+	s.update(ai, ri, func(e *discovery.Endpoint) {
+		e.State = discovery.StateStarting
+		e.Ready = false
+		e.URL = url
+		e.PID = pid
+		e.NextStart = time.Time{}
+	})
+	log.Info("replica started", "pid", pid, "port", port, "attempt", attempt)
+
+	r := &run{s: s, log: log, ai: ai, ri: ri, spec: a, url: url, proc: proc, exited: exited, procCtx: procCtx}
+	out := r.supervise(ctx)
+	<-exited
+	if out.exit == "" {
+		out.exit = describeExit(waitErr)
+	}
+	// Whatever the process left in its group goes with it.
+	_ = proc.Signal(syscall.SIGKILL)
+	_ = os.Remove(pidPath)
+	fmt.Fprintf(logFile, "--- agentplane: %s exited: %s ---\n", name, out.exit)
+	out.pid = pid
+	return out
+}
+
+// run is one started process of a replica.
+type run struct {
+	s       *Supervisor
+	log     *slog.Logger
+	ai, ri  int
+	spec    *agentSpec
+	url     string
+	proc    Process
+	exited  <-chan struct{}
+	procCtx context.Context // ends when the process exits or ctx ends
+}
+
+// supervise probes the process until it exits, is killed for failing a probe (outcome.exit
+// says why), or ctx ends (then it stops the process). The process may still be exiting when it
+// returns.
+func (r *run) supervise(ctx context.Context) outcome {
+	// Startup: probe at once, then every period, until the first success.
+	sp := r.spec.startup
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for failures := 0; ; {
+		select {
+		case <-ctx.Done():
+			r.terminate()
+			return outcome{}
+		case <-r.exited:
+			return outcome{}
+		case <-timer.C:
+		}
+		err := r.probe(sp)
+		if err == nil {
+			break
+		}
+		if r.procCtx.Err() != nil {
+			continue // exited or stopping: the select above tells which
+		}
+		if failures++; failures >= int(sp.FailureThreshold) {
+			r.log.Warn("startup probe failed, killing replica", "failures", failures, "err", err)
+			return r.kill("startup probe failed")
+		}
+		timer.Reset(r.period(sp))
+	}
+
+	runningSince := r.s.opts.Clock()
+	readyFor := func() time.Duration { return r.s.opts.Clock().Sub(runningSince) }
+	r.s.update(r.ai, r.ri, func(e *discovery.Endpoint) {
+		e.State = discovery.StateRunning
+		e.Ready = true
+	})
+	r.log.Info("replica ready", "url", r.url)
+
+	rp, lp := r.spec.ready, r.spec.live
+	readyT, liveT := time.NewTimer(r.period(rp)), time.NewTimer(r.period(lp))
+	defer readyT.Stop()
+	defer liveT.Stop()
+	ready, readyFails, liveFails := true, 0, 0
+	for {
+		select {
+		case <-ctx.Done():
+			r.terminate()
+			return outcome{readyFor: readyFor()}
+		case <-r.exited:
+			return outcome{readyFor: readyFor()}
+
+		case <-readyT.C:
+			err := r.probe(rp)
+			if r.procCtx.Err() != nil {
+				continue
+			}
+			switch {
+			case err == nil:
+				readyFails = 0
+				if !ready {
+					ready = true
+					r.setReady(true)
+					r.log.Info("replica ready", "url", r.url)
+				}
+			case ready:
+				if readyFails++; readyFails >= int(rp.FailureThreshold) {
+					ready = false
+					r.setReady(false)
+					r.log.Warn("replica not ready", "failures", readyFails, "err", err)
+				}
+			}
+			readyT.Reset(r.period(rp))
+
+		case <-liveT.C:
+			err := r.probe(lp)
+			if r.procCtx.Err() != nil {
+				continue
+			}
+			if err == nil {
+				liveFails = 0
+			} else if liveFails++; liveFails >= int(lp.FailureThreshold) {
+				r.log.Warn("liveness probe failed, killing replica", "failures", liveFails, "err", err)
+				out := r.kill("liveness probe failed")
+				out.readyFor = readyFor()
+				return out
+			}
+			liveT.Reset(r.period(lp))
+		}
+	}
+}
+
+func (r *run) probe(p v1alpha1.Probe) error {
+	return r.s.prober.probe(r.procCtx, r.url+p.Path, time.Duration(p.TimeoutSeconds)*time.Second)
+}
+
+func (r *run) period(p v1alpha1.Probe) time.Duration {
+	return time.Duration(p.PeriodSeconds) * r.s.probeUnit
+}
+
+func (r *run) setReady(ready bool) {
+	r.s.update(r.ai, r.ri, func(e *discovery.Endpoint) { e.Ready = ready })
+}
+
+// kill ends the process group at once, for a failed probe.
+func (r *run) kill(reason string) outcome {
+	r.setReady(false)
+	if err := r.proc.Signal(syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		r.log.Error("cannot kill replica", "pid", r.proc.PID(), "err", err)
+	}
+	<-r.exited
+	return outcome{exit: reason}
+}
+
+// terminate stops the process group on shutdown: SIGTERM, then SIGKILL once the grace period
+// is over. It waits for the group's leader to exit and, within the grace period, for the rest
+// of the group.
+func (r *run) terminate() {
+	pid := r.proc.PID()
+	if err := r.proc.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+		r.log.Error("cannot signal replica", "pid", pid, "err", err)
+	}
+	deadline := time.NewTimer(r.s.opts.Grace)
+	defer deadline.Stop()
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
+	exited := r.exited // set to nil once the leader exited, to wait for the rest of the group
+	for {
+		select {
+		case <-exited:
+			exited = nil
+		case <-poll.C:
+		case <-deadline.C:
+			r.log.Warn("replica did not stop in time, killing it", "pid", pid, "grace", r.s.opts.Grace)
+			_ = r.proc.Signal(syscall.SIGKILL)
+			<-r.exited
+			return
+		}
+		if exited == nil && errors.Is(r.proc.Signal(0), syscall.ESRCH) {
+			return
+		}
+	}
+}
+
+// describeExit words how a process ended, as Kubernetes and exec do: "exit status 3",
+// "signal: killed".
+func describeExit(err error) string {
+	if err == nil {
+		return "exit status 0"
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.Error()
+	}
+	return err.Error()
+}
