@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/agentplane/agentplane/internal/a2a"
 	"github.com/agentplane/agentplane/internal/discovery"
 )
@@ -28,6 +30,7 @@ var errDialectUnsupported = errors.New("dialect not supported by the agent")
 // needs from it: the JSON-RPC URL of each A2A dialect.
 type cardCache struct {
 	client *http.Client
+	flight singleflight.Group
 
 	mu      sync.Mutex
 	entries map[string]*cardEntry
@@ -46,6 +49,15 @@ func (c *cardCache) get(ctx context.Context, base string) (*cardEntry, error) {
 	if e != nil && time.Since(e.fetched) < cardMaxAge {
 		return e, nil
 	}
+	// Concurrent first requests to a replica share one fetch.
+	v, err, _ := c.flight.Do(base, func() (any, error) { return c.fetch(context.WithoutCancel(ctx), base) })
+	if err != nil {
+		return nil, err
+	}
+	return v.(*cardEntry), nil
+}
+
+func (c *cardCache) fetch(ctx context.Context, base string) (*cardEntry, error) {
 	ctx, cancel := context.WithTimeout(ctx, cardTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+cardPath, nil)
@@ -72,7 +84,7 @@ func (c *cardCache) get(ctx context.Context, base string) (*cardEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	e = &cardEntry{fetched: time.Now(), raw: raw, rpc: rpc}
+	e := &cardEntry{fetched: time.Now(), raw: raw, rpc: rpc}
 	c.mu.Lock()
 	c.entries[base] = e
 	c.mu.Unlock()

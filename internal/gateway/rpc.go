@@ -99,23 +99,18 @@ func (g *Gateway) dispatch(w http.ResponseWriter, r *http.Request, agent discove
 	var lastErr error
 	var lastReplica string
 	for range g.opts.MaxAttempts {
-		ep, ok := g.pick(agent, tried)
+		ep, release, ok := g.pick(agent, tried)
 		if !ok {
 			break
 		}
 		tried[ep.URL] = true
 		lastReplica = ep.Name
-		target, err := g.cards.rpcURL(ctx, ep.URL, req.Info.Dialect)
+		wrote, err := g.forwardTo(ctx, w, r, agent, req, body, ep)
+		release()
 		if errors.Is(err, errDialectUnsupported) {
 			g.rpcError(w, http.StatusOK, req.ID, a2a.Errorf(a2a.CodeUnsupportedOp, "agent %q does not speak A2A %s; use the other dialect's method names", agent.Name, req.Info.Dialect))
 			return ep.Name, "unsupported"
 		}
-		if err != nil {
-			lastErr = err
-			g.failed(ep, err)
-			continue
-		}
-		wrote, err := g.forward(ctx, w, r, agent, req, body, ep, target)
 		if err == nil {
 			g.ejector.Succeeded(ep.URL)
 			return ep.Name, "ok"
@@ -167,9 +162,11 @@ func connectionFailure(err error) bool {
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
 }
 
-// pick chooses a ready replica not tried yet. Ejected replicas are used only when nothing else is
-// left, since a possibly-recovered replica is better than refusing the task outright.
-func (g *Gateway) pick(agent discovery.Agent, tried map[string]bool) (discovery.Endpoint, bool) {
+// pick chooses a ready replica not tried yet and counts the task on it at once, so that
+// concurrent picks see each other; the caller calls release when the task leaves the replica.
+// Ejected replicas are used only when nothing else is left, since a possibly-recovered replica
+// is better than refusing the task outright.
+func (g *Gateway) pick(agent discovery.Agent, tried map[string]bool) (ep discovery.Endpoint, release func(), ok bool) {
 	now := g.opts.Now()
 	var eps, ejected []discovery.Endpoint
 	for _, e := range agent.Endpoints {
@@ -191,9 +188,9 @@ func (g *Gateway) pick(agent discovery.Agent, tried map[string]bool) (discovery.
 	}
 	i, ok := g.picker.Pick(cands)
 	if !ok {
-		return discovery.Endpoint{}, false
+		return discovery.Endpoint{}, nil, false
 	}
-	return eps[i], true
+	return eps[i], g.tracker.Acquire(eps[i].URL), true
 }
 
 // forwardToOwner sends GetTask, CancelTask and SubscribeToTask to the replica that holds the task.
@@ -218,30 +215,31 @@ func (g *Gateway) forwardToOwner(w http.ResponseWriter, r *http.Request, agent d
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), g.opts.TaskTimeout)
 	defer cancel()
-	target, err := g.cards.rpcURL(ctx, ep.URL, req.Info.Dialect)
-	if errors.Is(err, errDialectUnsupported) {
+	release := g.tracker.Acquire(ep.URL)
+	wrote, err := g.forwardTo(ctx, w, r, agent, req, body, ep)
+	release()
+	switch {
+	case errors.Is(err, errDialectUnsupported):
 		g.rpcError(w, http.StatusOK, req.ID, a2a.Errorf(a2a.CodeUnsupportedOp, "agent %q does not speak A2A %s", agent.Name, req.Info.Dialect))
 		return ep.Name, "unsupported"
-	}
-	if err == nil {
-		var wrote bool
-		if wrote, err = g.forward(ctx, w, r, agent, req, body, ep, target); err == nil {
-			return ep.Name, "ok"
-		} else if wrote || ctx.Err() != nil {
-			return ep.Name, g.abandoned(ctx, r, err)
-		}
+	case err == nil:
+		return ep.Name, "ok"
+	case wrote || ctx.Err() != nil:
+		return ep.Name, g.abandoned(ctx, r, err)
 	}
 	g.failed(ep, err)
 	g.rpcError(w, http.StatusBadGateway, req.ID, a2a.Errorf(a2a.CodeAgentUnavailable, "replica %s that holds task %q did not answer: %v", ep.Name, taskID, err))
 	return ep.Name, "unavailable"
 }
 
-// forward sends one request to one replica and relays the answer. wrote reports whether any of
-// the answer reached the client; only when it did not may the caller try another replica.
-func (g *Gateway) forward(ctx context.Context, w http.ResponseWriter, r *http.Request, agent discovery.Agent, req *a2a.Request, body []byte, ep discovery.Endpoint, target string) (wrote bool, err error) {
-	release := g.tracker.Acquire(ep.URL)
-	defer release()
-
+// forwardTo sends one request to one replica, at the JSON-RPC URL its card gives for the
+// request's dialect, and relays the answer. wrote reports whether any of the answer reached the
+// client; only when it did not may the caller try another replica.
+func (g *Gateway) forwardTo(ctx context.Context, w http.ResponseWriter, r *http.Request, agent discovery.Agent, req *a2a.Request, body []byte, ep discovery.Endpoint) (wrote bool, err error) {
+	target, err := g.cards.rpcURL(ctx, ep.URL, req.Info.Dialect)
+	if err != nil {
+		return false, err
+	}
 	up, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		return false, err
