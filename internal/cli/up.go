@@ -18,6 +18,7 @@ import (
 
 	"github.com/agentplane/agentplane/internal/gateway"
 	"github.com/agentplane/agentplane/internal/manifest"
+	"github.com/agentplane/agentplane/internal/store"
 	"github.com/agentplane/agentplane/internal/supervisor"
 )
 
@@ -33,6 +34,8 @@ type upOptions struct {
 	maxBody        int64
 	logLevel       string
 	insecureRemote bool
+	natsURL        string
+	journalSync    string
 }
 
 func newUpCommand(streams Streams) *cobra.Command {
@@ -58,11 +61,13 @@ to DATA_DIR/logs/<agent>/<replica>.log. Ctrl-C stops routing, lets in-flight tas
 	f.StringVar(&o.advertiseURL, "advertise-url", "", "external base URL of the gateway for agent cards (default: from each request's Host)")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", gateway.DefaultDrainTimeout, "on shutdown, how long in-flight tasks may take to finish")
 	f.DurationVar(&o.grace, "grace", supervisor.DefaultGrace, "on shutdown, how long a replica may take to exit after SIGTERM before SIGKILL")
-	f.DurationVar(&o.taskTimeout, "task-timeout", gateway.DefaultTaskTimeout, "longest a task may take before the gateway gives up on it")
+	f.DurationVar(&o.taskTimeout, "task-timeout", gateway.DefaultTaskTimeout, "longest one dispatch of a task may take; a replica that takes longer is taken for hung and the task goes to another replica")
 	f.DurationVar(&o.restartBackoff, "restart-backoff", time.Second, "first restart delay of a crashed replica; doubles up to 5m")
 	f.Int64Var(&o.maxBody, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest request body the gateway accepts")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level of DATA_DIR/agentplane.log: debug, info, warn, error")
 	f.BoolVar(&o.insecureRemote, "insecure-listen-remote", false, "allow a non-loopback --listen address although the gateway has no authentication yet")
+	f.StringVar(&o.natsURL, "nats-url", "", "external NATS JetStream server for the task journal (default: one embedded in this process, stored in DATA_DIR/jetstream)")
+	f.StringVar(&o.journalSync, "journal-sync", "interval", `"always": fsync every journal write before answering (survives power loss; slower); "interval": let the OS flush (survives a crash of agentplane, not of the machine)`)
 	return cmd
 }
 
@@ -107,6 +112,21 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 		slog.NewTextHandler(streams.Err, &slog.HandlerOptions{Level: slog.LevelWarn}),
 	))
 
+	switch o.journalSync {
+	case "always", "interval":
+	default:
+		return &exitError{code: 2, err: fmt.Errorf("--journal-sync %q: must be always or interval", o.journalSync)}
+	}
+	journal, err := store.Open(ctx, store.Options{URL: o.natsURL, DataDir: o.dataDir, Sync: o.journalSync, Logger: logger})
+	if err != nil {
+		return fmt.Errorf("task journal: %w", err)
+	}
+	defer func() {
+		if err := journal.Close(); err != nil {
+			logger.Warn("closing the task journal", "err", err)
+		}
+	}()
+
 	sup, err := supervisor.New(agents, supervisor.Options{
 		DataDir: o.dataDir, Grace: o.grace, Logger: logger,
 		Backoff: supervisor.Backoff{Initial: o.restartBackoff},
@@ -115,7 +135,7 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 		return err
 	}
 	gw, err := gateway.New(gateway.Options{
-		Source: sup, AdvertiseURL: o.advertiseURL, MaxBodyBytes: o.maxBody,
+		Source: sup, Journal: journal, AdvertiseURL: o.advertiseURL, MaxBodyBytes: o.maxBody,
 		TaskTimeout: o.taskTimeout, DrainTimeout: o.drainTimeout, Logger: logger,
 	})
 	if err != nil {

@@ -23,6 +23,9 @@ const (
 	maxCard    = 1 << 20
 )
 
+// errCard wraps failures to read a replica's card: the task was not sent.
+var errCard = errors.New("agent card unavailable")
+
 // errDialectUnsupported means a replica's card lists no JSON-RPC interface for a dialect.
 var errDialectUnsupported = errors.New("dialect not supported by the agent")
 
@@ -95,7 +98,7 @@ func (c *cardCache) fetch(ctx context.Context, base string) (*cardEntry, error) 
 func (c *cardCache) rpcURL(ctx context.Context, base string, d a2a.Dialect) (string, error) {
 	e, err := c.get(ctx, base)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%w: %w", errCard, err)
 	}
 	u, ok := e.rpc[d]
 	if !ok {

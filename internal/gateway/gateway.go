@@ -3,40 +3,52 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/agentplane/agentplane/internal/discovery"
 	"github.com/agentplane/agentplane/internal/gateway/balancer"
 	"github.com/agentplane/agentplane/internal/gateway/health"
+	"github.com/agentplane/agentplane/internal/gateway/retry"
+	"github.com/agentplane/agentplane/internal/store"
 )
 
 // Defaults for Options.
 const (
-	DefaultMaxBodyBytes   = 8 << 20
-	DefaultTaskTimeout    = 10 * time.Minute
-	DefaultDrainTimeout   = 30 * time.Second
-	DefaultDialTimeout    = 2 * time.Second
-	DefaultMaxAttempts    = 3
-	DefaultRouteTableSize = 100_000
-	maxResponseBytes      = 64 << 20
-	cardTimeout           = 2 * time.Second
+	DefaultMaxBodyBytes     = 8 << 20
+	DefaultTaskTimeout      = 10 * time.Minute
+	DefaultDrainTimeout     = 30 * time.Second
+	DefaultDialTimeout      = 2 * time.Second
+	DefaultMaxAttempts      = 3
+	DefaultAsyncConcurrency = 64
+	DefaultQueueTimeout     = 10 * time.Minute
+	maxResponseBytes        = 64 << 20
+	cardTimeout             = 2 * time.Second
 )
 
 // Options configure a Gateway. Zero values take the defaults.
 type Options struct {
 	// Source tells which agents and replicas exist. Required.
 	Source discovery.Source
+	// Journal records every accepted task. Required.
+	Journal store.Journal
 	// AdvertiseURL is the gateway's external base URL, used in rewritten agent cards. When empty,
 	// it is derived from each request's Host.
 	AdvertiseURL string
 	// MaxBodyBytes bounds a request body.
 	MaxBodyBytes int64
-	// TaskTimeout bounds one forwarded request, streaming included.
+	// TaskTimeout bounds one dispatch of a task to a replica, streaming included. A replica that
+	// takes longer is taken for hung: it is ejected and the task goes to another replica.
 	TaskTimeout time.Duration
+	// AsyncConcurrency bounds the queued tasks dispatched at once.
+	AsyncConcurrency int
+	// QueueTimeout is how long a queued task may wait for a ready replica before it fails.
+	QueueTimeout time.Duration
 	// DrainTimeout bounds how long Start waits for in-flight requests after its context ends.
 	DrainTimeout time.Duration
 	// MaxAttempts bounds how many replicas one request is tried on.
@@ -57,16 +69,32 @@ type Gateway struct {
 	picker   balancer.Picker
 	tracker  *balancer.Tracker
 	ejector  *health.Ejector
-	routes   *routeTable
+	budget   *retry.Budget
+	journal  store.Journal
 	cards    *cardCache
 	handler  http.Handler
 	draining atomic.Bool
+	pickMu   sync.Mutex // makes check-room-then-acquire atomic across concurrent picks
+	slotMu   sync.Mutex
+	slotCh   chan struct{}
+	// hardStop ends every task still running when the drain deadline passes.
+	hardStop     context.Context
+	stopAllTasks context.CancelFunc
 }
 
 // New returns a Gateway. It does not listen; see Start and Handler.
 func New(opts Options) (*Gateway, error) {
 	if opts.Source == nil {
 		return nil, errors.New("gateway: Options.Source is required")
+	}
+	if opts.Journal == nil {
+		return nil, errors.New("gateway: Options.Journal is required")
+	}
+	if opts.AsyncConcurrency <= 0 {
+		opts.AsyncConcurrency = DefaultAsyncConcurrency
+	}
+	if opts.QueueTimeout <= 0 {
+		opts.QueueTimeout = DefaultQueueTimeout
 	}
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = DefaultMaxBodyBytes
@@ -96,8 +124,11 @@ func New(opts Options) (*Gateway, error) {
 		picker:  balancer.NewP2C(uint64(opts.Now().UnixNano())),
 		tracker: balancer.NewTracker(),
 		ejector: health.NewEjector(0, 0),
-		routes:  newRouteTable(DefaultRouteTableSize),
+		budget:  retry.NewBudget(0, 0, 0),
+		journal: opts.Journal,
+		slotCh:  make(chan struct{}),
 	}
+	g.hardStop, g.stopAllTasks = context.WithCancel(context.Background())
 	g.cards = &cardCache{client: g.client, entries: map[string]*cardEntry{}}
 	g.handler = g.routesMux()
 	return g, nil
@@ -120,9 +151,20 @@ func newTransport() *http.Transport {
 // Handler returns the gateway's HTTP handler.
 func (g *Gateway) Handler() http.Handler { return g.handler }
 
-// Start serves on ln until ctx ends, then stops accepting, marks itself not ready, waits up to
-// DrainTimeout for in-flight requests (streams included) and closes what is left.
+// Start re-queues the tasks a previous run left in flight, dispatches queued tasks and serves on
+// ln until ctx ends. Then it stops accepting, marks itself not ready, waits up to DrainTimeout
+// for in-flight requests (streams included) and queued tasks being run, and ends what is left;
+// unfinished tasks stay in the journal and are re-dispatched by the next run.
 func (g *Gateway) Start(ctx context.Context, ln net.Listener) error {
+	defer g.stopAllTasks()
+	if err := g.recover(ctx); err != nil {
+		return fmt.Errorf("recovering tasks from the journal: %w", err)
+	}
+	consumeCtx, stopConsuming := context.WithCancel(ctx)
+	defer stopConsuming()
+	consumed := make(chan error, 1)
+	go func() { consumed <- g.consumeAsync(consumeCtx) }()
+
 	srv := &http.Server{
 		Handler:           g.handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -145,14 +187,20 @@ func (g *Gateway) Start(ctx context.Context, ln net.Listener) error {
 	}
 	g.draining.Store(true)
 	g.log.Info("gateway draining", "timeout", g.opts.DrainTimeout)
+	stopConsuming()
 	sctx, cancel := context.WithTimeout(context.Background(), g.opts.DrainTimeout)
 	defer cancel()
+	stopTasks := context.AfterFunc(sctx, g.stopAllTasks) // at the deadline, end what still runs
+	defer stopTasks()
 	err := srv.Shutdown(sctx)
 	if err != nil {
 		g.log.Warn("gateway drain timed out; closing remaining connections", "err", err)
 		err = srv.Close()
 	}
 	<-errc
+	if cerr := <-consumed; cerr != nil && !errors.Is(cerr, context.Canceled) {
+		g.log.Warn("async dispatch stopped with an error", "err", cerr)
+	}
 	g.log.Info("gateway stopped")
 	return err
 }

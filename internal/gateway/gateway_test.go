@@ -17,7 +17,9 @@ import (
 
 	"github.com/agentplane/agentplane/internal/a2a"
 	"github.com/agentplane/agentplane/internal/discovery"
+	"github.com/agentplane/agentplane/internal/gateway/retry"
 	"github.com/agentplane/agentplane/internal/simagent"
+	"github.com/agentplane/agentplane/internal/store"
 	"github.com/agentplane/agentplane/internal/testutil"
 )
 
@@ -55,7 +57,7 @@ func latency(t *testing.T, s string) simagent.Latency {
 
 func newGateway(t *testing.T, src discovery.Source, mod ...func(*Options)) (*Gateway, *httptest.Server) {
 	t.Helper()
-	o := Options{Source: src}
+	o := Options{Source: src, Journal: store.NewMemory()}
 	for _, m := range mod {
 		m(&o)
 	}
@@ -76,7 +78,7 @@ type rpcReply struct {
 	raw     string
 }
 
-func call(t *testing.T, url, body string) rpcReply {
+func post(t *testing.T, url, body string) rpcReply {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, url, strings.NewReader(body))
 	if err != nil {
@@ -133,25 +135,18 @@ func TestBothDialectsAndTaskRouting(t *testing.T) {
 	_, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, a0, a1)))
 	url := srv.URL + "/agents/triage"
 
-	r := call(t, url, sendV1(1, "chest pain since this morning"))
+	r := post(t, url, sendV1(1, "chest pain since this morning"))
 	id, state := taskState(t, r.resp.Result)
 	if r.status != http.StatusOK || r.resp.Error != nil || state != "TASK_STATE_COMPLETED" {
 		t.Fatalf("v1 SendMessage: %d %s", r.status, r.raw)
 	}
-	// GetTask in both dialects reaches the replica that holds the task.
-	for i, body := range []string{
-		fmt.Sprintf(`{"jsonrpc":"2.0","id":2,"method":"GetTask","params":{"id":%q}}`, id),
-		fmt.Sprintf(`{"jsonrpc":"2.0","id":3,"method":"tasks/get","params":{"id":%q}}`, id),
-	} {
-		for range 5 { // with two replicas, a random choice would miss about half the time
-			g := call(t, url, body)
-			if g.resp.Error != nil || g.replica != r.replica {
-				t.Fatalf("GetTask #%d went to %q (task is on %q): %s", i, g.replica, r.replica, g.raw)
-			}
-		}
+	// GetTask answers with the gateway's task id, the same state and the agent's artifacts.
+	g := post(t, url, fmt.Sprintf(`{"jsonrpc":"2.0","id":2,"method":"GetTask","params":{"id":%q}}`, id))
+	if gid, gstate := taskState(t, g.resp.Result); g.resp.Error != nil || gid != id || gstate != "TASK_STATE_COMPLETED" || !strings.Contains(g.raw, "processed") {
+		t.Fatalf("GetTask: %s", g.raw)
 	}
 
-	r = call(t, url, sendV03(4, "hello"))
+	r = post(t, url, sendV03(4, "hello"))
 	if _, state := taskState(t, r.resp.Result); r.resp.Error != nil || state != "completed" {
 		t.Fatalf("v0.3 message/send: %s", r.raw)
 	}
@@ -203,7 +198,7 @@ func TestRefusedReplicaIsEjectedAndTheTaskRetried(t *testing.T) {
 	live := startAgent(t, "triage", "1", simagent.Config{})
 	g, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, dead, live)))
 	for i := range 20 {
-		r := call(t, srv.URL+"/agents/triage", sendV1(i, "x"))
+		r := post(t, srv.URL+"/agents/triage", sendV1(i, "x"))
 		if r.resp.Error != nil || r.replica != "triage-1" {
 			t.Fatalf("task %d: replica %q: %s", i, r.replica, r.raw)
 		}
@@ -244,7 +239,7 @@ func TestRetryIsBoundedWhenEveryReplicaFails(t *testing.T) {
 	}
 	_, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, urls...)), func(o *Options) { o.MaxAttempts = 3 })
 	start := time.Now()
-	r := call(t, srv.URL+"/agents/triage", sendV1(1, "x"))
+	r := post(t, srv.URL+"/agents/triage", sendV1(1, "x"))
 	if r.status != http.StatusServiceUnavailable || r.resp.Error == nil || r.resp.Error.Code != a2a.CodeAgentUnavailable {
 		t.Fatalf("answer %d %s, want 503 with agent-unavailable", r.status, r.raw)
 	}
@@ -305,7 +300,7 @@ func TestBadRequestsGetClearErrors(t *testing.T) {
 		})
 	}
 	// The gateway still serves valid requests after all that.
-	if r := call(t, srv.URL+"/agents/triage", sendV1(1, "x")); r.resp.Error != nil {
+	if r := post(t, srv.URL+"/agents/triage", sendV1(1, "x")); r.resp.Error != nil {
 		t.Fatalf("valid request failed: %s", r.raw)
 	}
 }
@@ -337,7 +332,7 @@ func TestMidStreamFailureEndsWithAnErrorEvent(t *testing.T) {
 	defer res.Body.Close()
 	raw, _ := io.ReadAll(res.Body)
 	events := strings.Split(strings.TrimSpace(string(raw)), "\n\n")
-	if len(events) != 2 || !strings.Contains(events[0], "t1") || !strings.Contains(events[1], fmt.Sprint(a2a.CodeAgentUnavailable)) {
+	if len(events) != 2 || !strings.Contains(events[0], "TASK_STATE_WORKING") || strings.Contains(events[0], `"t1"`) || !strings.Contains(events[1], fmt.Sprint(a2a.CodeAgentUnavailable)) {
 		t.Fatalf("stream = %q, want the agent's event then an error event", raw)
 	}
 }
@@ -354,7 +349,7 @@ func TestLoadSpreadsAcrossReplicas(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			r := call(t, srv.URL+"/agents/triage", sendV1(i, "x"))
+			r := post(t, srv.URL+"/agents/triage", sendV1(i, "x"))
 			if r.resp.Error != nil {
 				t.Errorf("task %d: %s", i, r.raw)
 			}
@@ -402,7 +397,7 @@ func TestCardIsRewrittenToTheGateway(t *testing.T) {
 func TestReadyzAndDrain(t *testing.T) {
 	a0 := startAgent(t, "radiology", "0", simagent.Config{Latency: latency(t, "500ms")})
 	src := testutil.NewSource(testutil.Agent("radiology", 2, a0), discovery.Agent{Name: "down", Desired: 1, MaxConcurrency: 1})
-	g, err := New(Options{Source: src, DrainTimeout: 5 * time.Second})
+	g, err := New(Options{Source: src, Journal: store.NewMemory(), DrainTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,7 +420,7 @@ func TestReadyzAndDrain(t *testing.T) {
 
 	// A task in flight when the gateway is told to stop still completes.
 	result := make(chan rpcReply, 1)
-	go func() { result <- call(t, base+"/agents/radiology", sendV1(1, "x")) }()
+	go func() { result <- post(t, base+"/agents/radiology", sendV1(1, "x")) }()
 	waitFor(t, func() bool { return g.tracker.InFlight(a0) == 1 })
 	cancel()
 	r := <-result
@@ -476,4 +471,111 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+func TestRetryBudgetBoundsExtraRequestsWhenEveryReplicaFails(t *testing.T) {
+	var calls atomic.Int32
+	var urls []string
+	for range 4 {
+		urls = append(urls, countingUpstream(t, http.StatusServiceUnavailable, &calls))
+	}
+	_, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 1000, urls...)))
+	const n = 200
+	start := time.Now()
+	for i := range n {
+		t0 := time.Now()
+		r := post(t, srv.URL+"/agents/triage", sendV1(i, "x"))
+		if r.status != http.StatusServiceUnavailable || r.resp.Error == nil {
+			t.Fatalf("request %d: %d %s", i, r.status, r.raw)
+		}
+		if d := time.Since(t0); d > time.Second {
+			t.Fatalf("request %d took %v to fail", i, d)
+		}
+	}
+	elapsed := time.Since(start).Seconds()
+	// First attempts, plus retries: half of the requests, plus the floor of 10 a second and the
+	// 10 banked at the start.
+	bound := n + int(retry.DefaultRatio*n) + int(retry.DefaultMinPerSecond*(elapsed+1)) + 1
+	got := int(calls.Load())
+	t.Logf("%d requests, %d upstream calls in %.2fs (bound %d; without a budget: %d)", n, got, elapsed, bound, n*DefaultMaxAttempts)
+	if got > bound {
+		t.Fatalf("%d upstream calls for %d requests; the budget allows at most %d", got, n, bound)
+	}
+	if got < n {
+		t.Fatalf("only %d upstream calls for %d requests", got, n)
+	}
+}
+
+// dyingStreamer is a replica that starts a stream and dies after the first event.
+func dyingStreamer(t *testing.T, hits *atomic.Int32) string {
+	t.Helper()
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			fmt.Fprintf(w, `{"supportedInterfaces":[{"url":%q,"protocolBinding":"JSONRPC","protocolVersion":"1.0"}]}`, srv.URL)
+			return
+		}
+		hits.Add(1)
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"task\":{\"id\":\"dying-replica-task\",\"contextId\":\"c\",\"status\":{\"state\":\"TASK_STATE_SUBMITTED\"}}}}\n\n")
+		w.(http.Flusher).Flush()
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func TestStreamContinuesOnAnotherReplicaWhenItsReplicaDies(t *testing.T) {
+	var hits atomic.Int32
+	dying := dyingStreamer(t, &hits)
+	live := startAgent(t, "triage", "1", simagent.Config{Chunks: 2})
+	_, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, dying, live)))
+	body := `{"jsonrpc":"2.0","id":1,"method":"SendStreamingMessage","params":{"message":{"messageId":"s-1","role":"ROLE_USER","parts":[{"text":"x"}]}}}`
+	for try := range 30 {
+		before := hits.Load()
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL+"/agents/triage", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if hits.Load() == before {
+			continue // the live replica was picked first; try again
+		}
+		var events []a2a.Response
+		for _, block := range strings.Split(strings.TrimSpace(string(raw)), "\n\n") {
+			var r a2a.Response
+			if err := json.Unmarshal([]byte(strings.TrimPrefix(block, "data: ")), &r); err != nil {
+				t.Fatalf("event %q: %v", block, err)
+			}
+			events = append(events, r)
+		}
+		if len(events) < 4 {
+			t.Fatalf("try %d: %d events:\n%s", try, len(events), raw)
+		}
+		first := a2a.Summarize(events[0].Result)
+		if first.TaskID == "" || first.TaskID == "dying-replica-task" {
+			t.Fatalf("first event's task id %q is not the gateway's", first.TaskID)
+		}
+		if !strings.Contains(string(events[1].Result), MetaRedispatched) || !strings.Contains(string(events[1].Result), "re-dispatched") {
+			t.Fatalf("second event is not the re-dispatch notice: %s", events[1].Result)
+		}
+		for i, ev := range events {
+			if ev.Error != nil {
+				t.Fatalf("event %d is an error: %v", i, ev.Error)
+			}
+			if id := a2a.Summarize(ev.Result).TaskID; id != "" && id != first.TaskID {
+				t.Fatalf("event %d has task id %q, want the gateway's %q", i, id, first.TaskID)
+			}
+		}
+		if last := a2a.Summarize(events[len(events)-1].Result); last.State != a2a.StateCompleted {
+			t.Fatalf("stream ended in state %q:\n%s", last.State, raw)
+		}
+		return
+	}
+	t.Fatal("the dying replica was never picked first in 30 tries")
 }

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -12,7 +11,6 @@ import (
 	"mime"
 	"net"
 	"net/http"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -20,9 +18,6 @@ import (
 	"github.com/agentplane/agentplane/internal/discovery"
 	"github.com/agentplane/agentplane/internal/gateway/balancer"
 )
-
-// maxSSELine bounds one line of an agent's event stream.
-const maxSSELine = 4 << 20
 
 // HeaderReplica names the replica that answered, for operators and tests.
 const HeaderReplica = "X-Agentplane-Replica"
@@ -36,6 +31,9 @@ type upstreamStatusError struct{ code int }
 
 func (e *upstreamStatusError) Error() string { return fmt.Sprintf("replica answered HTTP %d", e.code) }
 
+// errHung means a replica did not finish a task within the per-attempt deadline.
+var errHung = errors.New("replica did not finish the task within the task timeout")
+
 // rpcError writes a JSON-RPC error with an HTTP status.
 func (g *Gateway) rpcError(w http.ResponseWriter, status int, id json.RawMessage, e *a2a.Error) {
 	w.Header().Set("Content-Type", "application/json")
@@ -45,6 +43,14 @@ func (g *Gateway) rpcError(w http.ResponseWriter, status int, id json.RawMessage
 	}
 	w.WriteHeader(status)
 	_, _ = w.Write(a2a.ErrorResponse(id, e))
+}
+
+// call carries the request of one JSON-RPC exchange to the gateway's handlers.
+type call struct {
+	w     http.ResponseWriter
+	r     *http.Request
+	agent discovery.Agent
+	req   *a2a.Request
 }
 
 func (g *Gateway) serveRPC(w http.ResponseWriter, r *http.Request) {
@@ -76,83 +82,129 @@ func (g *Gateway) serveRPC(w http.ResponseWriter, r *http.Request) {
 		g.rpcError(w, http.StatusOK, a2a.ErrorID(body), perr)
 		return
 	}
-	outcome := "ok"
-	var replica string
-	if req.Info.TaskScoped() {
-		replica, outcome = g.forwardToOwner(w, r, agent, req, body)
-	} else {
-		replica, outcome = g.dispatch(w, r, agent, req, body)
+	c := &call{w: w, r: r, agent: agent, req: req}
+	var outcome string
+	switch {
+	case req.Info.NewTask():
+		outcome = g.serveSend(c)
+	case req.Info.TaskScoped():
+		outcome = g.serveTaskOp(c)
+	default:
+		outcome = g.serveOther(c, body)
 	}
 	g.log.LogAttrs(r.Context(), slog.LevelDebug, "request",
-		slog.String("agent", agent.Name), slog.String("method", req.Method), slog.String("replica", replica),
+		slog.String("agent", agent.Name), slog.String("method", req.Method),
 		slog.String("outcome", outcome), slog.Duration("duration", g.opts.Now().Sub(start)))
 }
 
-// dispatch sends a request that is not about an existing task to the best ready replica, and on
-// to another one when a replica fails before answering, up to MaxAttempts replicas. Retrying a
-// SendMessage whose request may have reached the failed replica makes delivery at-least-once; the
-// same messageId goes with every attempt so that agents can de-duplicate.
-func (g *Gateway) dispatch(w http.ResponseWriter, r *http.Request, agent discovery.Agent, req *a2a.Request, body []byte) (string, string) {
-	ctx, cancel := context.WithTimeout(r.Context(), g.opts.TaskTimeout)
+// serveOther forwards methods the gateway does not track (ListTasks, push notification configs,
+// the extended card) to one ready replica, unchanged.
+func (g *Gateway) serveOther(c *call, body []byte) string {
+	_, ep, release, err := g.acquire(c.r.Context(), c.agent.Name, nil)
+	if err != nil {
+		g.rpcError(c.w, http.StatusServiceUnavailable, c.req.ID, a2a.Errorf(a2a.CodeAgentUnavailable, "agent %q: %v", c.agent.Name, err))
+		return "unavailable"
+	}
+	defer release()
+	ctx, cancel := context.WithTimeout(c.r.Context(), g.opts.TaskTimeout)
 	defer cancel()
-	tried := map[string]bool{}
-	var lastErr error
-	var lastReplica string
-	for range g.opts.MaxAttempts {
-		ep, release, ok := g.pick(agent, tried)
-		if !ok {
-			break
-		}
-		tried[ep.URL] = true
-		lastReplica = ep.Name
-		wrote, err := g.forwardTo(ctx, w, r, agent, req, body, ep)
-		release()
-		if errors.Is(err, errDialectUnsupported) {
-			g.rpcError(w, http.StatusOK, req.ID, a2a.Errorf(a2a.CodeUnsupportedOp, "agent %q does not speak A2A %s; use the other dialect's method names", agent.Name, req.Info.Dialect))
-			return ep.Name, "unsupported"
-		}
-		if err == nil {
-			g.ejector.Succeeded(ep.URL)
-			return ep.Name, "ok"
-		}
-		if wrote || ctx.Err() != nil {
-			return ep.Name, g.abandoned(ctx, r, err)
-		}
-		lastErr = err
+	resp, err := g.send(ctx, ep, c.req.Info.Dialect, body, false, c.r.Header)
+	if err != nil {
 		g.failed(ep, err)
+		g.rpcError(c.w, http.StatusBadGateway, c.req.ID, a2a.Errorf(a2a.CodeAgentUnavailable, "replica %s did not answer: %v", ep.Name, err))
+		return "unavailable"
 	}
-	if ctx.Err() != nil {
-		return lastReplica, g.abandoned(ctx, r, ctx.Err())
+	defer resp.Body.Close()
+	out, err := readBody(resp)
+	if err != nil {
+		g.rpcError(c.w, http.StatusBadGateway, c.req.ID, a2a.Errorf(a2a.CodeAgentUnavailable, "replica %s: %v", ep.Name, err))
+		return "unavailable"
 	}
-	msg := fmt.Sprintf("agent %q has no ready replica", agent.Name)
-	if len(tried) > 0 {
-		msg = fmt.Sprintf("agent %q: %d replica(s) tried, none answered (last error: %v)", agent.Name, len(tried), lastErr)
-	}
-	g.rpcError(w, http.StatusServiceUnavailable, req.ID, a2a.Errorf(a2a.CodeAgentUnavailable, "%s", msg))
-	return lastReplica, "unavailable"
+	writeResponse(c.w, resp, ep, out)
+	return "ok"
 }
 
-// abandoned classifies a request that ended because its client left or its deadline passed.
-func (g *Gateway) abandoned(ctx context.Context, r *http.Request, err error) string {
-	if r.Context().Err() != nil {
-		return "client-gone"
+// send posts one JSON-RPC body to a replica, at the URL its card gives for the dialect. A 502,
+// 503 or 504 answer is returned as an upstreamStatusError, since another replica may do better.
+func (g *Gateway) send(ctx context.Context, ep discovery.Endpoint, d a2a.Dialect, body []byte, stream bool, in http.Header) (*http.Response, error) {
+	target, err := g.cards.rpcURL(ctx, ep.URL, d)
+	if err != nil {
+		return nil, err
 	}
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return "timeout"
+	up, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
 	}
-	g.log.Warn("request failed after the response started", "err", err)
-	return "failed-mid-response"
+	up.Header.Set("Content-Type", "application/json")
+	if stream {
+		up.Header.Set("Accept", "text/event-stream")
+	} else {
+		up.Header.Set("Accept", "application/json")
+	}
+	for _, h := range forwardedHeaders {
+		if v := in.Values(h); len(v) > 0 {
+			up.Header[h] = v
+		}
+	}
+	resp, err := g.client.Do(up)
+	if err != nil {
+		return nil, err
+	}
+	switch resp.StatusCode {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		return nil, &upstreamStatusError{code: resp.StatusCode}
+	}
+	return resp, nil
 }
 
-// failed records a replica failure: a replica that refused or dropped the connection is ejected.
+func readBody(resp *http.Response) ([]byte, error) {
+	out, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(out) > maxResponseBytes {
+		return nil, fmt.Errorf("answer is larger than %d bytes", maxResponseBytes)
+	}
+	return out, nil
+}
+
+// writeResponse relays a replica's non-streaming answer.
+func writeResponse(w http.ResponseWriter, resp *http.Response, ep discovery.Endpoint, body []byte) {
+	h := w.Header()
+	for _, k := range []string{"Content-Type", "A2A-Version", "A2A-Extensions", "X-A2A-Extensions"} {
+		if v := resp.Header.Values(k); len(v) > 0 {
+			h[k] = v
+		}
+	}
+	h.Set(HeaderReplica, ep.Name)
+	h.Set("Content-Length", fmt.Sprint(len(body)))
+	w.WriteHeader(resp.StatusCode)
+	_, _ = w.Write(body)
+}
+
+// failed records a replica failure. A replica that refused or dropped the connection is ejected
+// at once; one that hung past the task timeout or answered 502/503/504 is ejected after
+// ejectAfter such failures in a row, since one slow task does not make a replica sick.
 func (g *Gateway) failed(ep discovery.Endpoint, err error) {
-	if !connectionFailure(err) {
+	var st *upstreamStatusError
+	var d time.Duration
+	switch {
+	case connectionFailure(err) || errors.Is(err, errCard):
+		d = g.ejector.Eject(ep.URL, g.opts.Now())
+	case errors.Is(err, errHung) || errors.As(err, &st):
+		d = g.ejector.Fail(ep.URL, g.opts.Now(), ejectAfter)
+	}
+	if d == 0 {
 		g.log.Info("replica failed a request", "agent", ep.Agent, "replica", ep.Name, "err", err)
 		return
 	}
-	d := g.ejector.Eject(ep.URL, g.opts.Now())
 	g.log.Warn("replica ejected", "agent", ep.Agent, "replica", ep.Name, "for", d, "err", err)
 }
+
+// ejectAfter is how many slow or 5xx answers in a row eject a replica.
+const ejectAfter = 2
 
 // connectionFailure reports whether err means the replica could not be reached or dropped the
 // connection, as opposed to answering badly.
@@ -162,12 +214,14 @@ func connectionFailure(err error) bool {
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
 }
 
-// pick chooses a ready replica not tried yet and counts the task on it at once, so that
-// concurrent picks see each other; the caller calls release when the task leaves the replica.
-// Ejected replicas are used only when nothing else is left, since a possibly-recovered replica
-// is better than refusing the task outright.
-func (g *Gateway) pick(agent discovery.Agent, tried map[string]bool) (ep discovery.Endpoint, release func(), ok bool) {
+// pick chooses a ready replica not tried yet that has room (fewer tasks in flight than the
+// agent's maxConcurrency) and counts the task on it at once, so that concurrent picks see each
+// other; release must be called when the task leaves the replica. Ejected replicas are used only
+// when no other replica is ready, since a possibly-recovered replica is better than refusing the
+// task. full reports that ready replicas exist but all are at capacity.
+func (g *Gateway) pick(agent discovery.Agent, tried map[string]bool) (ep discovery.Endpoint, release func(), full, ok bool) {
 	now := g.opts.Now()
+	capacity := max(agent.MaxConcurrency, 1)
 	var eps, ejected []discovery.Endpoint
 	for _, e := range agent.Endpoints {
 		if !e.Ready || e.URL == "" || tried[e.URL] {
@@ -182,190 +236,84 @@ func (g *Gateway) pick(agent discovery.Agent, tried map[string]bool) (ep discove
 	if len(eps) == 0 {
 		eps = ejected
 	}
-	cands := make([]balancer.Candidate, len(eps))
-	for i, e := range eps {
-		cands[i] = balancer.Candidate{Key: e.URL, InFlight: g.tracker.InFlight(e.URL), Capacity: agent.MaxConcurrency}
+	g.pickMu.Lock()
+	defer g.pickMu.Unlock()
+	cands := make([]balancer.Candidate, 0, len(eps))
+	room := make([]discovery.Endpoint, 0, len(eps))
+	for _, e := range eps {
+		if n := g.tracker.InFlight(e.URL); n < capacity {
+			cands = append(cands, balancer.Candidate{Key: e.URL, InFlight: n, Capacity: capacity})
+			room = append(room, e)
+		}
 	}
 	i, ok := g.picker.Pick(cands)
 	if !ok {
-		return discovery.Endpoint{}, nil, false
+		return discovery.Endpoint{}, nil, len(eps) > 0, false
 	}
-	return eps[i], g.tracker.Acquire(eps[i].URL), true
+	rel := g.tracker.Acquire(room[i].URL)
+	return room[i], func() { rel(); g.slotFreed() }, false, true
 }
 
-// forwardToOwner sends GetTask, CancelTask and SubscribeToTask to the replica that holds the task.
-func (g *Gateway) forwardToOwner(w http.ResponseWriter, r *http.Request, agent discovery.Agent, req *a2a.Request, body []byte) (string, string) {
-	taskID, _ := req.TaskID() // checked by ParseRequest
-	rt, ok := g.routes.get(agent.Name, taskID)
-	if !ok {
-		g.rpcError(w, http.StatusOK, req.ID, a2a.Errorf(a2a.CodeTaskNotFound, "task %q not found on agent %q", taskID, agent.Name))
-		return "", "task-not-found"
+// slotFreed wakes tasks waiting for room on a replica.
+func (g *Gateway) slotFreed() {
+	g.slotMu.Lock()
+	close(g.slotCh)
+	g.slotCh = make(chan struct{})
+	g.slotMu.Unlock()
+}
+
+// slotWait returns a channel closed at the next freed slot (or change of replicas).
+func (g *Gateway) slotWait() <-chan struct{} {
+	g.slotMu.Lock()
+	defer g.slotMu.Unlock()
+	return g.slotCh
+}
+
+// acquire picks a replica for a task, waiting while every ready replica is at capacity, until
+// ctx ends or the queue timeout passes. Waiting tasks are woken in no particular order.
+func (g *Gateway) acquire(ctx context.Context, name string, tried map[string]bool) (discovery.Agent, discovery.Endpoint, func(), error) {
+	var deadline <-chan time.Time
+	for {
+		wake := g.slotWait()
+		changed := g.opts.Source.Changed()
+		agent, ok := discovery.Lookup(g.opts.Source.Snapshot(), name)
+		if !ok {
+			return agent, discovery.Endpoint{}, nil, fmt.Errorf("agent %q was removed", name)
+		}
+		ep, release, full, ok := g.pick(agent, tried)
+		if ok {
+			return agent, ep, release, nil
+		}
+		if !full {
+			return agent, ep, nil, errNoReplica
+		}
+		if deadline == nil {
+			timer := time.NewTimer(g.opts.QueueTimeout)
+			defer timer.Stop()
+			deadline = timer.C
+		}
+		select {
+		case <-wake:
+		case <-changed:
+		case <-deadline:
+			return agent, ep, nil, errQueueTimeout
+		case <-ctx.Done():
+			return agent, ep, nil, ctx.Err()
+		}
 	}
-	var ep discovery.Endpoint
+}
+
+// errQueueTimeout means a task waited for room on a replica longer than the queue timeout.
+var errQueueTimeout = errors.New("every replica stayed at capacity for the whole queue timeout")
+
+// endpoint finds the replica that has url, if it is still there.
+func endpoint(agent discovery.Agent, url string) (discovery.Endpoint, bool) {
 	for _, e := range agent.Endpoints {
-		if e.URL == rt.URL {
-			ep, ok = e, true
-			break
+		if url != "" && e.URL == url {
+			return e, true
 		}
 	}
-	if !ok || ep.URL == "" {
-		g.rpcError(w, http.StatusOK, req.ID, a2a.Errorf(a2a.CodeTaskNotFound,
-			"task %q was held by replica %s, which has since restarted or gone away", taskID, rt.Replica))
-		return rt.Replica, "task-lost"
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), g.opts.TaskTimeout)
-	defer cancel()
-	release := g.tracker.Acquire(ep.URL)
-	wrote, err := g.forwardTo(ctx, w, r, agent, req, body, ep)
-	release()
-	switch {
-	case errors.Is(err, errDialectUnsupported):
-		g.rpcError(w, http.StatusOK, req.ID, a2a.Errorf(a2a.CodeUnsupportedOp, "agent %q does not speak A2A %s", agent.Name, req.Info.Dialect))
-		return ep.Name, "unsupported"
-	case err == nil:
-		return ep.Name, "ok"
-	case wrote || ctx.Err() != nil:
-		return ep.Name, g.abandoned(ctx, r, err)
-	}
-	g.failed(ep, err)
-	g.rpcError(w, http.StatusBadGateway, req.ID, a2a.Errorf(a2a.CodeAgentUnavailable, "replica %s that holds task %q did not answer: %v", ep.Name, taskID, err))
-	return ep.Name, "unavailable"
-}
-
-// forwardTo sends one request to one replica, at the JSON-RPC URL its card gives for the
-// request's dialect, and relays the answer. wrote reports whether any of the answer reached the
-// client; only when it did not may the caller try another replica.
-func (g *Gateway) forwardTo(ctx context.Context, w http.ResponseWriter, r *http.Request, agent discovery.Agent, req *a2a.Request, body []byte, ep discovery.Endpoint) (wrote bool, err error) {
-	target, err := g.cards.rpcURL(ctx, ep.URL, req.Info.Dialect)
-	if err != nil {
-		return false, err
-	}
-	up, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
-	if err != nil {
-		return false, err
-	}
-	up.Header.Set("Content-Type", "application/json")
-	if req.Info.Streaming() {
-		up.Header.Set("Accept", "text/event-stream")
-	} else {
-		up.Header.Set("Accept", "application/json")
-	}
-	for _, h := range forwardedHeaders {
-		if v := r.Header.Values(h); len(v) > 0 {
-			up.Header[h] = v
-		}
-	}
-	resp, err := g.client.Do(up)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		return false, &upstreamStatusError{code: resp.StatusCode}
-	}
-
-	h := w.Header()
-	for _, k := range []string{"Content-Type", "A2A-Version", "A2A-Extensions", "X-A2A-Extensions"} {
-		if v := resp.Header.Values(k); len(v) > 0 {
-			h[k] = v
-		}
-	}
-	h.Set(HeaderReplica, ep.Name)
-	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
-	if mt == "text/event-stream" {
-		return g.relayStream(ctx, w, resp, agent, ep, req)
-	}
-
-	out, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
-	if err != nil {
-		h.Del(HeaderReplica)
-		return false, err
-	}
-	if len(out) > maxResponseBytes {
-		g.rpcError(w, http.StatusBadGateway, req.ID, a2a.Errorf(a2a.CodeInvalidAgentResponse, "replica %s answered with more than %d bytes", ep.Name, maxResponseBytes))
-		return true, nil
-	}
-	g.remember(agent, ep, out)
-	h.Set("Content-Length", strconv.Itoa(len(out)))
-	w.WriteHeader(resp.StatusCode)
-	_, err = w.Write(out)
-	return true, err
-}
-
-// remember records the replica that holds the task a JSON-RPC response is about, and reports
-// whether the response named one.
-func (g *Gateway) remember(agent discovery.Agent, ep discovery.Endpoint, payload []byte) bool {
-	var resp a2a.Response
-	if json.Unmarshal(payload, &resp) != nil || len(resp.Result) == 0 {
-		return false
-	}
-	id := a2a.ResultTaskID(resp.Result)
-	if id != "" {
-		g.routes.put(agent.Name, id, route{Replica: ep.Name, URL: ep.URL})
-	}
-	return id != ""
-}
-
-// relayStream copies a server-sent event stream to the client event by event, flushing at each
-// event's end, and remembers the task it is about. If the replica fails mid-stream, the client
-// gets a final event with a JSON-RPC error rather than a silently cut stream.
-func (g *Gateway) relayStream(ctx context.Context, w http.ResponseWriter, resp *http.Response, agent discovery.Agent, ep discovery.Endpoint, req *a2a.Request) (bool, error) {
-	rc := http.NewResponseController(w)
-	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(resp.StatusCode)
-	if err := rc.Flush(); err != nil {
-		return true, err
-	}
-	br := bufio.NewReaderSize(resp.Body, 64<<10)
-	known := false
-	var line []byte
-	for {
-		var err error
-		line, err = readLine(br, line[:0])
-		if len(line) > 0 {
-			if !known && bytes.HasPrefix(line, []byte("data:")) {
-				known = g.remember(agent, ep, bytes.TrimSpace(line[len("data:"):]))
-			}
-			if _, werr := w.Write(line); werr != nil {
-				return true, werr // the client went away
-			}
-			if len(bytes.TrimRight(line, "\r\n")) == 0 {
-				if werr := rc.Flush(); werr != nil {
-					return true, werr
-				}
-			}
-		}
-		if err == io.EOF {
-			return true, rc.Flush()
-		}
-		if err != nil {
-			if ctx.Err() == nil {
-				e := a2a.Errorf(a2a.CodeAgentUnavailable, "replica %s failed during the stream: %v", ep.Name, err)
-				_, _ = fmt.Fprintf(w, "data: %s\n\n", a2a.ErrorResponse(req.ID, e))
-				_ = rc.Flush()
-			}
-			return true, err
-		}
-	}
-}
-
-var errLineTooLong = errors.New("event stream line too long")
-
-// readLine appends one line, with its ending, to buf. It refuses lines over maxSSELine.
-func readLine(br *bufio.Reader, buf []byte) ([]byte, error) {
-	for {
-		frag, err := br.ReadSlice('\n')
-		buf = append(buf, frag...)
-		if len(buf) > maxSSELine {
-			return nil, errLineTooLong
-		}
-		if err != bufio.ErrBufferFull {
-			return buf, err
-		}
-	}
+	return discovery.Endpoint{}, false
 }
 
 // watch prunes per-replica state of replicas that are gone, whenever the source changes.

@@ -1,11 +1,3 @@
-// Package store is the gateway's task journal: the durable record of every accepted task (who
-// asked which agent what, which replica has it, what state it is in, and the original request
-// so that it can be sent again), and the queue of asynchronous tasks waiting for dispatch.
-//
-// The Journal interface is what the gateway uses. The implementation is NATS JetStream: a server
-// embedded in the process (file storage under the data directory, nothing to install) or an
-// external JetStream cluster. Task records live in a KV bucket and are updated with
-// compare-and-set on their revision, so two gateways never silently overwrite each other.
 package store
 
 import (

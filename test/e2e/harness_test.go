@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -73,8 +74,16 @@ var listening = regexp.MustCompile(`listening on (http://\S+)`)
 func startUp(t *testing.T, extra ...string) *upProcess {
 	t.Helper()
 	p := &upProcess{DataDir: t.TempDir(), stderr: &syncBuffer{}, done: make(chan error, 1)}
-	args := append([]string{"up", "-f", "testdata/agents.yaml", "--listen", "127.0.0.1:0", "--data-dir", p.DataDir,
-		"--restart-backoff", "200ms", "--grace", "5s", "--drain-timeout", "10s", "--log-level", "debug"}, extra...)
+	args := []string{"up", "--listen", "127.0.0.1:0", "--restart-backoff", "200ms", "--grace", "5s", "--drain-timeout", "10s", "--log-level", "debug"}
+	if !slices.Contains(extra, "-f") {
+		args = append(args, "-f", "testdata/agents.yaml")
+	}
+	if i := slices.Index(extra, "--data-dir"); i >= 0 {
+		p.DataDir = extra[i+1]
+	} else {
+		args = append(args, "--data-dir", p.DataDir)
+	}
+	args = append(args, extra...)
 	p.cmd = exec.Command(binary, args...)
 	p.cmd.Stderr = p.stderr
 	p.cmd.Stdout = p.stderr

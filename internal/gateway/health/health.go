@@ -28,6 +28,7 @@ type Ejector struct {
 type ejection struct {
 	until time.Time
 	count int // ejections in a row without a success between them
+	fails int // failures in a row since the last success or ejection
 }
 
 // NewEjector returns an Ejector; zero durations take the defaults.
@@ -58,6 +59,7 @@ func (e *Ejector) Eject(key string, now time.Time) time.Duration {
 		ej = &ejection{}
 		e.m[key] = ej
 	}
+	ej.fails = 0
 	if now.Before(ej.until) {
 		// Already out: the failures of requests that were in flight together are one event.
 		return ej.until.Sub(now)
@@ -72,6 +74,25 @@ func (e *Ejector) Eject(key string, now time.Time) time.Duration {
 	return d
 }
 
+// Fail records a failure that one occurrence does not prove, such as a slow answer or a 503:
+// key is ejected (as by Eject) once threshold failures happen in a row without a success. It
+// returns the ejection's length, or 0 when key stays in rotation.
+func (e *Ejector) Fail(key string, now time.Time, threshold int) time.Duration {
+	e.mu.Lock()
+	ej := e.m[key]
+	if ej == nil {
+		ej = &ejection{}
+		e.m[key] = ej
+	}
+	ej.fails++
+	n := ej.fails
+	e.mu.Unlock()
+	if n < threshold {
+		return 0
+	}
+	return e.Eject(key, now)
+}
+
 // Ejected reports whether key is out of rotation at now.
 func (e *Ejector) Ejected(key string, now time.Time) bool {
 	e.mu.Lock()
@@ -84,7 +105,7 @@ func (e *Ejector) Ejected(key string, now time.Time) bool {
 func (e *Ejector) Succeeded(key string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if ej := e.m[key]; ej != nil && ej.count > 0 {
+	if ej := e.m[key]; ej != nil && (ej.count > 0 || ej.fails > 0) {
 		delete(e.m, key)
 	}
 }

@@ -44,3 +44,18 @@ func TestEjectorDefaults(t *testing.T) {
 		t.Fatalf("default base = %v", got)
 	}
 }
+
+func TestFailEjectsAfterConsecutiveFailures(t *testing.T) {
+	e := NewEjector(time.Second, 10*time.Second)
+	now := time.Unix(0, 0)
+	if d := e.Fail("a", now, 2); d != 0 || e.Ejected("a", now) {
+		t.Fatal("one failure ejected the replica")
+	}
+	e.Succeeded("a")
+	if d := e.Fail("a", now, 2); d != 0 {
+		t.Fatal("a success did not reset the count")
+	}
+	if d := e.Fail("a", now, 2); d != time.Second || !e.Ejected("a", now) {
+		t.Fatalf("two failures in a row: ejected for %v", d)
+	}
+}

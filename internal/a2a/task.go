@@ -1,0 +1,325 @@
+package a2a
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"regexp"
+	"strings"
+)
+
+// State is a task state in the gateway's own words, the same for both dialects.
+type State string
+
+// Task states. Terminal ones end the task.
+const (
+	StateSubmitted     State = "submitted"
+	StateWorking       State = "working"
+	StateInputRequired State = "input-required"
+	StateAuthRequired  State = "auth-required"
+	StateCompleted     State = "completed"
+	StateFailed        State = "failed"
+	StateCanceled      State = "canceled"
+	StateRejected      State = "rejected"
+	StateUnknown       State = ""
+)
+
+// Terminal reports whether the state ends the task.
+func (s State) Terminal() bool {
+	switch s {
+	case StateCompleted, StateFailed, StateCanceled, StateRejected:
+		return true
+	}
+	return false
+}
+
+// ParseState reads a state in either dialect ("TASK_STATE_COMPLETED" or "completed").
+func ParseState(s string) State {
+	s = strings.ToLower(strings.TrimPrefix(s, "TASK_STATE_"))
+	s = strings.ReplaceAll(s, "_", "-")
+	if s == "cancelled" {
+		s = "canceled"
+	}
+	switch st := State(s); st {
+	case StateSubmitted, StateWorking, StateInputRequired, StateAuthRequired, StateCompleted, StateFailed, StateCanceled, StateRejected:
+		return st
+	}
+	return StateUnknown
+}
+
+// Wire returns the state as a dialect spells it.
+func (s State) Wire(d Dialect) string {
+	if d == V03 {
+		return string(s)
+	}
+	return "TASK_STATE_" + strings.ToUpper(strings.ReplaceAll(string(s), "-", "_"))
+}
+
+// MessageInfo is what routing needs of a send's params.message.
+type MessageInfo struct {
+	MessageID string
+	ContextID string
+	TaskID    string // set when the message continues an existing task
+	// Blocking is false when the client asked to return at once (v1.0 returnImmediately: true,
+	// v0.3 blocking: false).
+	Blocking bool
+}
+
+type sendParams struct {
+	Message *struct {
+		MessageID string `json:"messageId"`
+		ContextID string `json:"contextId"`
+		TaskID    string `json:"taskId"`
+	} `json:"message"`
+	Configuration *struct {
+		ReturnImmediately *bool `json:"returnImmediately"`
+		Blocking          *bool `json:"blocking"`
+	} `json:"configuration"`
+}
+
+// ErrNoMessage means a send has no params.message object.
+var ErrNoMessage = errors.New(`"params.message" is required`)
+
+// ParseMessageInfo reads params of SendMessage / message/send and their streaming variants.
+func ParseMessageInfo(params json.RawMessage, d Dialect) (MessageInfo, error) {
+	var p sendParams
+	if err := json.Unmarshal(params, &p); err != nil {
+		return MessageInfo{}, err
+	}
+	if p.Message == nil {
+		return MessageInfo{}, ErrNoMessage
+	}
+	mi := MessageInfo{MessageID: p.Message.MessageID, ContextID: p.Message.ContextID, TaskID: p.Message.TaskID, Blocking: true}
+	if c := p.Configuration; c != nil {
+		if d == V1 && c.ReturnImmediately != nil && *c.ReturnImmediately {
+			mi.Blocking = false
+		}
+		if d == V03 && c.Blocking != nil && !*c.Blocking {
+			mi.Blocking = false
+		}
+	}
+	return mi, nil
+}
+
+// EditSend returns params with params.message fields set where value is not empty, and with
+// the call made blocking (or not). Other fields are kept as they are.
+func EditSend(params json.RawMessage, d Dialect, contextID, taskID string, blocking *bool) (json.RawMessage, error) {
+	var p map[string]json.RawMessage
+	if err := json.Unmarshal(params, &p); err != nil {
+		return nil, err
+	}
+	var msg map[string]json.RawMessage
+	if err := json.Unmarshal(p["message"], &msg); err != nil || msg == nil {
+		return nil, ErrNoMessage
+	}
+	set := func(m map[string]json.RawMessage, k string, v any) {
+		b, _ := json.Marshal(v)
+		m[k] = b
+	}
+	if contextID != "" {
+		set(msg, "contextId", contextID)
+	}
+	if taskID != "" {
+		set(msg, "taskId", taskID)
+	}
+	b, err := json.Marshal(msg)
+	if err != nil {
+		return nil, err
+	}
+	p["message"] = b
+	if blocking != nil {
+		var cfg map[string]json.RawMessage
+		if c, ok := p["configuration"]; ok && !bytes.Equal(c, []byte("null")) {
+			if err := json.Unmarshal(c, &cfg); err != nil {
+				return nil, err
+			}
+		}
+		if cfg == nil {
+			cfg = map[string]json.RawMessage{}
+		}
+		if d == V03 {
+			set(cfg, "blocking", *blocking)
+			delete(cfg, "returnImmediately")
+		} else {
+			set(cfg, "returnImmediately", !*blocking)
+			delete(cfg, "blocking")
+		}
+		if p["configuration"], err = json.Marshal(cfg); err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(p)
+}
+
+// WithParamID returns params with "id" set, for GetTask, CancelTask and SubscribeToTask.
+func WithParamID(params json.RawMessage, id string) (json.RawMessage, error) {
+	var p map[string]json.RawMessage
+	if err := json.Unmarshal(params, &p); err != nil {
+		return nil, err
+	}
+	b, _ := json.Marshal(id)
+	p["id"] = b
+	return json.Marshal(p)
+}
+
+// Envelope re-encodes a request with new params, keeping its id and method.
+func (r *Request) WithParams(params json.RawMessage) ([]byte, error) {
+	c := *r
+	c.Params = params
+	return c.Marshal()
+}
+
+var plainID = regexp.MustCompile(`^[A-Za-z0-9._:-]{8,}$`)
+
+// ReplaceID rewrites every JSON string equal to from into to, in an encoded payload. Task ids are
+// opaque strings that agents generate (UUIDs in practice); a byte-level replacement keeps the
+// payload as the agent wrote it. Ids that are short or contain characters needing JSON escapes
+// are replaced by walking the decoded payload instead.
+func ReplaceID(payload []byte, from, to string) []byte {
+	if from == "" || from == to {
+		return payload
+	}
+	if plainID.MatchString(from) && plainID.MatchString(to) {
+		return bytes.ReplaceAll(payload, []byte(`"`+from+`"`), []byte(`"`+to+`"`))
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	var v any
+	if dec.Decode(&v) != nil {
+		return payload
+	}
+	out, err := json.Marshal(replaceIn(v, from, to))
+	if err != nil {
+		return payload
+	}
+	return out
+}
+
+func replaceIn(v any, from, to string) any {
+	switch t := v.(type) {
+	case string:
+		if t == from {
+			return to
+		}
+	case []any:
+		for i := range t {
+			t[i] = replaceIn(t[i], from, to)
+		}
+	case map[string]any:
+		for k := range t {
+			t[k] = replaceIn(t[k], from, to)
+		}
+	}
+	return v
+}
+
+// TaskSummary is what the gateway reads of a task, a status update or a message in a result.
+type TaskSummary struct {
+	TaskID    string
+	ContextID string
+	State     State
+	IsTask    bool            // the result is (or wraps) a full Task object
+	Task      json.RawMessage // the bare Task object when IsTask
+	Final     bool            // a v0.3 status-update with final: true
+}
+
+// Summarize reads a JSON-RPC result or stream event of either dialect.
+func Summarize(result json.RawMessage) TaskSummary {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(result, &obj) != nil {
+		return TaskSummary{}
+	}
+	for _, k := range []string{"task", "statusUpdate", "artifactUpdate", "message"} {
+		if inner, ok := obj[k]; ok {
+			s := Summarize(inner)
+			if k == "task" {
+				s.IsTask, s.Task = true, inner
+			}
+			return s
+		}
+	}
+	var f struct {
+		ID        string `json:"id"`
+		TaskID    string `json:"taskId"`
+		ContextID string `json:"contextId"`
+		Kind      string `json:"kind"`
+		Final     bool   `json:"final"`
+		Status    *struct {
+			State string `json:"state"`
+		} `json:"status"`
+	}
+	if json.Unmarshal(result, &f) != nil {
+		return TaskSummary{}
+	}
+	s := TaskSummary{TaskID: f.TaskID, ContextID: f.ContextID, Final: f.Final}
+	if f.Status != nil {
+		s.State = ParseState(f.Status.State)
+		if f.TaskID == "" && f.ID != "" { // a Task object
+			s.TaskID, s.IsTask, s.Task = f.ID, true, result
+		}
+	}
+	return s
+}
+
+// StatusEvent encodes a JSON-RPC response carrying a status update, as the gateway emits when it
+// moves a streamed task to another replica.
+func StatusEvent(d Dialect, reqID json.RawMessage, taskID, contextID string, st State, text string, meta map[string]any) []byte {
+	msg := map[string]any{"messageId": "agentplane-" + taskID + "-" + string(st), "role": "ROLE_AGENT",
+		"parts": []any{map[string]any{"text": text}}, "taskId": taskID, "contextId": contextID}
+	status := map[string]any{"state": st.Wire(d), "message": msg}
+	update := map[string]any{"taskId": taskID, "contextId": contextID, "status": status, "metadata": meta}
+	var result any = map[string]any{"statusUpdate": update}
+	if d == V03 {
+		msg["role"] = "agent"
+		msg["kind"] = "message"
+		msg["parts"] = []any{map[string]any{"kind": "text", "text": text}}
+		update["kind"] = "status-update"
+		update["final"] = st.Terminal()
+		result = update
+	}
+	b, _ := json.Marshal(map[string]any{"jsonrpc": Version, "id": reqID, "result": result})
+	return b
+}
+
+// TaskObject encodes a minimal Task object in a dialect, for tasks the gateway answers for
+// itself (accepted asynchronous tasks, tasks whose replica is gone).
+func TaskObject(d Dialect, taskID, contextID string, st State, text string, meta map[string]any) json.RawMessage {
+	status := map[string]any{"state": st.Wire(d)}
+	if text != "" {
+		msg := map[string]any{"messageId": "agentplane-" + taskID + "-" + string(st), "role": "ROLE_AGENT",
+			"parts": []any{map[string]any{"text": text}}, "taskId": taskID}
+		if d == V03 {
+			msg["role"], msg["kind"] = "agent", "message"
+			msg["parts"] = []any{map[string]any{"kind": "text", "text": text}}
+		}
+		status["message"] = msg
+	}
+	t := map[string]any{"id": taskID, "contextId": contextID, "status": status}
+	if meta != nil {
+		t["metadata"] = meta
+	}
+	if d == V03 {
+		t["kind"] = "task"
+	}
+	b, _ := json.Marshal(t)
+	return b
+}
+
+// Result wraps a value as a JSON-RPC success response.
+func Result(id json.RawMessage, result json.RawMessage) []byte {
+	if len(id) == 0 {
+		id = json.RawMessage("null")
+	}
+	b, _ := json.Marshal(Response{JSONRPC: Version, ID: id, Result: result})
+	return b
+}
+
+// SendResult wraps a Task as the result of SendMessage in a dialect: {"task": {...}} in v1.0,
+// the Task itself in v0.3.
+func SendResult(d Dialect, task json.RawMessage) json.RawMessage {
+	if d == V03 {
+		return task
+	}
+	b, _ := json.Marshal(map[string]json.RawMessage{"task": task})
+	return b
+}

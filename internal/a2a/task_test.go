@@ -1,0 +1,104 @@
+package a2a
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestParseStateBothDialects(t *testing.T) {
+	for in, want := range map[string]State{
+		"TASK_STATE_COMPLETED": StateCompleted, "completed": StateCompleted,
+		"TASK_STATE_INPUT_REQUIRED": StateInputRequired, "input-required": StateInputRequired,
+		"TASK_STATE_CANCELED": StateCanceled, "cancelled": StateCanceled, "weird": StateUnknown, "": StateUnknown,
+	} {
+		if got := ParseState(in); got != want {
+			t.Errorf("ParseState(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if StateInputRequired.Wire(V1) != "TASK_STATE_INPUT_REQUIRED" || StateInputRequired.Wire(V03) != "input-required" {
+		t.Fatal("Wire spelled a state wrong")
+	}
+}
+
+func TestParseMessageInfoAndEditSend(t *testing.T) {
+	v1 := json.RawMessage(`{"message":{"messageId":"m1","role":"ROLE_USER","parts":[{"text":"hi"}]},"configuration":{"returnImmediately":true,"historyLength":2}}`)
+	mi, err := ParseMessageInfo(v1, V1)
+	if err != nil || mi.MessageID != "m1" || mi.Blocking || mi.ContextID != "" {
+		t.Fatalf("ParseMessageInfo(v1) = %+v, %v", mi, err)
+	}
+	yes := true
+	out, err := EditSend(v1, V1, "ctx-1", "", &yes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mi, _ = ParseMessageInfo(out, V1)
+	if !mi.Blocking || mi.ContextID != "ctx-1" || mi.MessageID != "m1" || !strings.Contains(string(out), `"historyLength":2`) || !strings.Contains(string(out), `"parts"`) {
+		t.Fatalf("EditSend(v1) = %s", out)
+	}
+
+	v03 := json.RawMessage(`{"message":{"kind":"message","messageId":"m2","contextId":"c","taskId":"t","role":"user","parts":[]},"configuration":{"blocking":false}}`)
+	mi, err = ParseMessageInfo(v03, V03)
+	if err != nil || mi.Blocking || mi.TaskID != "t" || mi.ContextID != "c" {
+		t.Fatalf("ParseMessageInfo(v03) = %+v, %v", mi, err)
+	}
+	out, _ = EditSend(v03, V03, "", "upstream-t", &yes)
+	if mi, _ = ParseMessageInfo(out, V03); !mi.Blocking || mi.TaskID != "upstream-t" || mi.ContextID != "c" {
+		t.Fatalf("EditSend(v03) = %s", out)
+	}
+	if _, err := ParseMessageInfo(json.RawMessage(`{}`), V1); err == nil {
+		t.Fatal("a send without a message parsed")
+	}
+}
+
+func TestReplaceID(t *testing.T) {
+	in := []byte(`{"result":{"task":{"id":"01a1fc10-aaaa-bbbb","contextId":"c","status":{"message":{"taskId":"01a1fc10-aaaa-bbbb","parts":[{"text":"see 01a1fc10-aaaa-bbbb-x"}]}}}}}`)
+	out := string(ReplaceID(in, "01a1fc10-aaaa-bbbb", "gw-0000-1111"))
+	if strings.Count(out, `"gw-0000-1111"`) != 2 || !strings.Contains(out, "see 01a1fc10-aaaa-bbbb-x") {
+		t.Fatalf("ReplaceID = %s", out)
+	}
+	// Short or unusual ids are replaced structurally, only as whole strings.
+	out = string(ReplaceID([]byte(`{"id":"t1","text":"t1 is here","list":["t1"]}`), "t1", "gw"))
+	var v map[string]any
+	if err := json.Unmarshal([]byte(out), &v); err != nil || v["id"] != "gw" || v["text"] != "t1 is here" || v["list"].([]any)[0] != "gw" {
+		t.Fatalf("ReplaceID(short) = %s", out)
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	tests := []struct {
+		in    string
+		id    string
+		state State
+		task  bool
+	}{
+		{`{"task":{"id":"a","status":{"state":"TASK_STATE_WORKING"}}}`, "a", StateWorking, true},
+		{`{"kind":"task","id":"b","status":{"state":"completed"}}`, "b", StateCompleted, true},
+		{`{"statusUpdate":{"taskId":"c","status":{"state":"TASK_STATE_FAILED"}}}`, "c", StateFailed, false},
+		{`{"kind":"status-update","taskId":"d","final":true,"status":{"state":"input-required"}}`, "d", StateInputRequired, false},
+		{`{"artifactUpdate":{"taskId":"e","artifact":{}}}`, "e", StateUnknown, false},
+		{`{"message":{"messageId":"m","role":"ROLE_AGENT","parts":[]}}`, "", StateUnknown, false},
+	}
+	for _, tt := range tests {
+		s := Summarize(json.RawMessage(tt.in))
+		if s.TaskID != tt.id || s.State != tt.state || s.IsTask != tt.task {
+			t.Errorf("Summarize(%s) = %+v", tt.in, s)
+		}
+	}
+}
+
+func TestGatewayEventsParseInTheirDialect(t *testing.T) {
+	for _, d := range []Dialect{V1, V03} {
+		var r Response
+		if err := json.Unmarshal(StatusEvent(d, json.RawMessage("7"), "gw-1", "ctx", StateWorking, "moved", map[string]any{"k": true}), &r); err != nil {
+			t.Fatal(err)
+		}
+		if s := Summarize(r.Result); s.TaskID != "gw-1" || s.State != StateWorking || string(r.ID) != "7" {
+			t.Fatalf("StatusEvent(%s) summarized as %+v", d, s)
+		}
+		task := TaskObject(d, "gw-2", "ctx", StateCanceled, "canceled by the client", nil)
+		if s := Summarize(SendResult(d, task)); s.TaskID != "gw-2" || s.State != StateCanceled || !s.IsTask {
+			t.Fatalf("TaskObject(%s) summarized as %+v", d, s)
+		}
+	}
+}
