@@ -177,9 +177,10 @@ func (g *Gateway) Start(ctx context.Context, ln net.Listener) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	wctx, stopWatch := context.WithCancel(ctx)
-	watched := make(chan struct{})
-	go func() { defer close(watched); g.watch(wctx) }()
-	defer func() { stopWatch(); <-watched }()
+	watched := make(chan struct{}, 2)
+	go func() { defer func() { watched <- struct{}{} }(); g.watch(wctx) }()
+	go func() { defer func() { watched <- struct{}{} }(); g.probeEjected(wctx) }()
+	defer func() { stopWatch(); <-watched; <-watched }()
 	select {
 	case err := <-errc:
 		return err

@@ -17,6 +17,7 @@ import (
 
 	"github.com/agentplane/agentplane/internal/a2a"
 	"github.com/agentplane/agentplane/internal/discovery"
+	"github.com/agentplane/agentplane/internal/gateway/health"
 	"github.com/agentplane/agentplane/internal/gateway/retry"
 	"github.com/agentplane/agentplane/internal/simagent"
 	"github.com/agentplane/agentplane/internal/store"
@@ -578,4 +579,31 @@ func TestStreamContinuesOnAnotherReplicaWhenItsReplicaDies(t *testing.T) {
 		return
 	}
 	t.Fatal("the dying replica was never picked first in 30 tries")
+}
+
+func TestActiveProbeReadmitsAnEjectedReplica(t *testing.T) {
+	var calls atomic.Int32
+	url := countingUpstream(t, http.StatusServiceUnavailable, &calls)
+	src := testutil.NewSource(testutil.Agent("triage", 4, url))
+	g, err := New(Options{Source: src, Journal: store.NewMemory()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.ejector = health.NewEjector(time.Hour, time.Hour) // only a probe can bring it back in time
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- g.Start(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+
+	g.failed(src.Snapshot()[0].Endpoints[0], &upstreamStatusError{code: 503})
+	g.failed(src.Snapshot()[0].Endpoints[0], &upstreamStatusError{code: 503})
+	if !g.ejector.Ejected(url, time.Now()) {
+		t.Fatal("two 503s in a row did not eject the replica")
+	}
+	// Its card answers, so the prober puts it back long before the hour is up.
+	waitFor(t, func() bool { return !g.ejector.Ejected(url, time.Now()) })
 }

@@ -1,6 +1,7 @@
-// Package health keeps the gateway's own, passive view of replica health: a replica whose
-// connection was refused is ejected for a while, with a backoff that grows while it keeps
-// failing and resets once it serves again. Readiness from probes comes from discovery; this
+// Package health keeps the gateway's own view of replica health, a circuit breaker per
+// replica: a replica whose connection was refused, or that failed twice in a row, is ejected
+// (open) for a while, with a backoff that grows while it keeps failing; when the time is up the
+// next task tries it (half-open), and a success, or a successful active probe, closes it. Readiness from probes comes from discovery; this
 // package only adds what the gateway learns from the requests themselves, which it notices in
 // well under a millisecond instead of a probe period.
 package health
@@ -108,6 +109,19 @@ func (e *Ejector) Succeeded(key string) {
 	if ej := e.m[key]; ej != nil && (ej.count > 0 || ej.fails > 0) {
 		delete(e.m, key)
 	}
+}
+
+// EjectedKeys lists the keys out of rotation at now.
+func (e *Ejector) EjectedKeys(now time.Time) []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var keys []string
+	for k, ej := range e.m {
+		if now.Before(ej.until) {
+			keys = append(keys, k)
+		}
+	}
+	return keys
 }
 
 // Retain forgets every key for which keep returns false, so that replicas that are gone do not

@@ -32,6 +32,9 @@ func TestEjectorBackoff(t *testing.T) {
 	if got := e.Eject("a", t0); got != time.Second {
 		t.Fatalf("after a success the backoff did not start over: %v", got)
 	}
+	if keys := e.EjectedKeys(t0); len(keys) != 1 || keys[0] != "a" {
+		t.Fatalf("EjectedKeys = %v", keys)
+	}
 	e.Retain(func(string) bool { return false })
 	if e.Ejected("a", t0) {
 		t.Fatal("Retain did not forget")
