@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -24,17 +25,19 @@ type getOptions struct {
 	gateway string
 	output  string
 	agent   string
+	limit   int
 }
 
 func newGetCommand(streams Streams) *cobra.Command {
 	o := getOptions{}
 	cmd := &cobra.Command{
-		Use:   "get agents|replicas",
-		Short: "List agents or replicas of a running gateway",
+		Use:   "get agents|replicas|tasks",
+		Short: "List agents, replicas or recent tasks of a running gateway",
 		Example: `  agentplane get agents
-  agentplane get replicas --agent triage -o json`,
+  agentplane get replicas --agent triage -o json
+  agentplane get tasks --limit 20`,
 		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{"agents", "replicas"},
+		ValidArgs: []string{"agents", "replicas", "tasks"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch o.output {
 			case "table", "json", "yaml":
@@ -46,8 +49,10 @@ func newGetCommand(streams Streams) *cobra.Command {
 				return getAgents(cmd.Context(), streams, o)
 			case "replicas", "replica":
 				return getReplicas(cmd.Context(), streams, o)
+			case "tasks", "task":
+				return getTasks(cmd.Context(), streams, o)
 			}
-			return &exitError{code: 2, err: fmt.Errorf("unknown resource %q: use agents or replicas", args[0])}
+			return &exitError{code: 2, err: fmt.Errorf("unknown resource %q: use agents, replicas or tasks", args[0])}
 		},
 	}
 	gw := os.Getenv("AGENTPLANE_GATEWAY")
@@ -56,7 +61,8 @@ func newGetCommand(streams Streams) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&o.gateway, "gateway", gw, "gateway base URL (env AGENTPLANE_GATEWAY)")
 	cmd.Flags().StringVarP(&o.output, "output", "o", "table", "output format: table, json or yaml")
-	cmd.Flags().StringVar(&o.agent, "agent", "", "only replicas of this agent")
+	cmd.Flags().StringVar(&o.agent, "agent", "", "only replicas or tasks of this agent")
+	cmd.Flags().IntVar(&o.limit, "limit", 50, "how many recent tasks to list")
 	return cmd
 }
 
@@ -124,7 +130,7 @@ func getReplicas(ctx context.Context, streams Streams, o getOptions) error {
 	}
 	path := "/api/v1/replicas"
 	if o.agent != "" {
-		path += "?agent=" + o.agent
+		path += "?agent=" + url.QueryEscape(o.agent)
 	}
 	if err := fetchJSON(ctx, o.gateway, path, &resp); err != nil {
 		return err
@@ -170,4 +176,28 @@ func age(now, since time.Time) string {
 	default:
 		return fmt.Sprintf("%dh", int(d.Hours()))
 	}
+}
+
+func getTasks(ctx context.Context, streams Streams, o getOptions) error {
+	var resp struct {
+		Tasks []gateway.TaskSummary `json:"tasks"`
+	}
+	q := url.Values{"limit": {strconv.Itoa(o.limit)}}
+	if o.agent != "" {
+		q.Set("agent", o.agent)
+	}
+	if err := fetchJSON(ctx, o.gateway, "/api/v1/tasks?"+q.Encode(), &resp); err != nil {
+		return err
+	}
+	if o.output != "table" {
+		return printData(streams.Out, o.output, resp.Tasks)
+	}
+	tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tAGENT\tSTATE\tREPLICA\tATTEMPTS\tLATENCY\tAGE\tREASON")
+	now := time.Now()
+	for _, t := range resp.Tasks {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", t.ID, t.Agent, t.State, orDash(t.Replica), t.Attempts,
+			(time.Duration(t.LatencyMs) * time.Millisecond).String(), age(now, t.CreatedAt), orDash(t.Reason))
+	}
+	return tw.Flush()
 }

@@ -72,6 +72,7 @@ type Gateway struct {
 	budget   *retry.Budget
 	journal  store.Journal
 	cards    *cardCache
+	recent   *recentTasks
 	handler  http.Handler
 	draining atomic.Bool
 	pickMu   sync.Mutex // makes check-room-then-acquire atomic across concurrent picks
@@ -127,6 +128,7 @@ func New(opts Options) (*Gateway, error) {
 		budget:  retry.NewBudget(0, 0, 0),
 		journal: opts.Journal,
 		slotCh:  make(chan struct{}),
+		recent:  newRecentTasks(),
 	}
 	g.hardStop, g.stopAllTasks = context.WithCancel(context.Background())
 	g.cards = &cardCache{client: g.client, entries: map[string]*cardEntry{}}

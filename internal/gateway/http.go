@@ -20,6 +20,7 @@ func (g *Gateway) routesMux() http.Handler {
 	mux.HandleFunc("GET /readyz", g.serveReady)
 	mux.HandleFunc("GET /api/v1/agents", g.serveAdminAgents)
 	mux.HandleFunc("GET /api/v1/replicas", g.serveAdminReplicas)
+	mux.HandleFunc("GET /api/v1/tasks", g.serveAdminTasks)
 	return mux
 }
 

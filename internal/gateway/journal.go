@@ -26,6 +26,7 @@ func (g *Gateway) save(ctx context.Context, t *store.Task, change func(*store.Ta
 		t.UpdatedAt = g.opts.Now()
 		err := g.journal.Update(ctx, t)
 		if err == nil {
+			g.recent.note(t)
 			return nil
 		}
 		if !errors.Is(err, store.ErrConflict) {

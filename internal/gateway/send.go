@@ -76,6 +76,7 @@ func (g *Gateway) serveSend(c *call) string {
 		g.rpcError(c.w, http.StatusServiceUnavailable, c.req.ID, a2a.Errorf(a2a.CodeAgentUnavailable, "the gateway cannot record the task right now; try again"))
 		return "journal-error"
 	}
+	g.recent.note(t)
 	g.budget.Request(c.agent.Name, now)
 
 	switch {

@@ -238,6 +238,13 @@ func TestGetCommands(t *testing.T) {
 	if out, err := exec.Command(binary, "get", "agents", "--gateway", "http://127.0.0.1:1").CombinedOutput(); err == nil || !strings.Contains(string(out), "cannot reach the gateway") {
 		t.Fatalf("get with no gateway: %v %s", err, out)
 	}
+	if _, err := post(t.Context(), up.URL+"/agents/echo", sendV1(1, "x")); err != nil {
+		t.Fatal(err)
+	}
+	out, err = exec.Command(binary, "get", "tasks", "--gateway", up.URL).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "completed") || !strings.HasPrefix(string(out), "ID") {
+		t.Fatalf("get tasks: %v\n%s", err, out)
+	}
 	// Replica logs land in the data directory.
 	if log := readFile(t, filepath.Join(up.DataDir, "logs", "echo", "echo-0.log")); !strings.Contains(log, "start echo-0") {
 		t.Fatalf("replica log:\n%s", log)
