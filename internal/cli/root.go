@@ -99,6 +99,7 @@ func NewRootCommand(streams Streams) *cobra.Command {
 		newUpCommand(streams),
 		newGetCommand(streams),
 		newSimagentCommand(streams),
+		newAuditCommand(streams),
 		newVersionCommand(streams),
 	)
 	return root
