@@ -323,3 +323,34 @@ func SendResult(d Dialect, task json.RawMessage) json.RawMessage {
 	b, _ := json.Marshal(map[string]json.RawMessage{"task": task})
 	return b
 }
+
+// MetaUsage is the task metadata key under which agents report token usage:
+// {"inputTokens": N, "outputTokens": M}.
+const MetaUsage = "agentplane.io/usage"
+
+// Usage reads the token usage an agent reported in the metadata of a task or status update.
+func Usage(result json.RawMessage) (in, out int64, ok bool) {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(result, &obj) != nil {
+		return 0, 0, false
+	}
+	for _, k := range []string{"task", "statusUpdate"} {
+		if inner, found := obj[k]; found {
+			return Usage(inner)
+		}
+	}
+	var m struct {
+		Metadata map[string]json.RawMessage `json:"metadata"`
+	}
+	if json.Unmarshal(result, &m) != nil {
+		return 0, 0, false
+	}
+	var u struct {
+		In  int64 `json:"inputTokens"`
+		Out int64 `json:"outputTokens"`
+	}
+	if raw, found := m.Metadata[MetaUsage]; !found || json.Unmarshal(raw, &u) != nil {
+		return 0, 0, false
+	}
+	return u.In, u.Out, true
+}

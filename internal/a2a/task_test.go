@@ -102,3 +102,19 @@ func TestGatewayEventsParseInTheirDialect(t *testing.T) {
 		}
 	}
 }
+
+func TestUsage(t *testing.T) {
+	for in, want := range map[string][2]int64{
+		`{"task":{"id":"a","metadata":{"agentplane.io/usage":{"inputTokens":3,"outputTokens":6}}}}`:             {3, 6},
+		`{"statusUpdate":{"taskId":"a","metadata":{"agentplane.io/usage":{"inputTokens":1,"outputTokens":2}}}}`: {1, 2},
+		`{"kind":"task","id":"b","metadata":{"agentplane.io/usage":{"inputTokens":7,"outputTokens":0}}}`:        {7, 0},
+	} {
+		i, o, ok := Usage(json.RawMessage(in))
+		if !ok || i != want[0] || o != want[1] {
+			t.Errorf("Usage(%s) = %d, %d, %v", in, i, o, ok)
+		}
+	}
+	if _, _, ok := Usage(json.RawMessage(`{"task":{"id":"a"}}`)); ok {
+		t.Error("Usage found usage where there is none")
+	}
+}

@@ -36,6 +36,9 @@ type upOptions struct {
 	insecureRemote bool
 	natsURL        string
 	journalSync    string
+	configFile     string
+	listenSet      bool
+	maxBodySet     bool
 }
 
 func newUpCommand(streams Streams) *cobra.Command {
@@ -52,7 +55,11 @@ to DATA_DIR/logs/<agent>/<replica>.log. Ctrl-C stops routing, lets in-flight tas
 		Example: `  agentplane up                         # the example clinic in examples/clinic
   agentplane up -f my-agent.yaml --listen 127.0.0.1:9090`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runUp(cmd.Context(), streams, o) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.listenSet = cmd.Flags().Changed("listen")
+			o.maxBodySet = cmd.Flags().Changed("max-body-bytes")
+			return runUp(cmd.Context(), streams, o)
+		},
 	}
 	f := cmd.Flags()
 	f.StringArrayVarP(&o.files, "file", "f", []string{"examples/clinic"}, "manifest file or directory (repeatable)")
@@ -66,6 +73,7 @@ to DATA_DIR/logs/<agent>/<replica>.log. Ctrl-C stops routing, lets in-flight tas
 	f.Int64Var(&o.maxBody, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest request body the gateway accepts")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level of DATA_DIR/agentplane.log: debug, info, warn, error")
 	f.BoolVar(&o.insecureRemote, "insecure-listen-remote", false, "allow a non-loopback --listen address although the gateway has no authentication yet")
+	f.StringVar(&o.configFile, "config", "", "GatewayConfig file: listeners and TLS, authentication, policies, limits, rate limits, audit (see docs/security.md)")
 	f.StringVar(&o.natsURL, "nats-url", "", "external NATS JetStream server for the task journal (default: one embedded in this process, stored in DATA_DIR/jetstream)")
 	f.StringVar(&o.journalSync, "journal-sync", "interval", `"always": fsync every journal write before answering (survives power loss; slower); "interval": let the OS flush (survives a crash of agentplane, not of the machine)`)
 	return cmd
@@ -86,7 +94,14 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 	if err != nil {
 		return &exitError{code: 2, err: fmt.Errorf("invalid manifests:\n%w", err)}
 	}
-	if err := checkListen(o.listen, o.insecureRemote); err != nil {
+	sec, err := loadSecurity(o.configFile)
+	if err != nil {
+		return &exitError{code: 2, err: err}
+	}
+	if sec.listen != "" && !o.listenSet {
+		o.listen = sec.listen
+	}
+	if err := checkListen(o.listen, o.insecureRemote || sec.authenticated()); err != nil {
 		return &exitError{code: 2, err: err}
 	}
 	var level slog.Level
@@ -134,10 +149,16 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 	if err != nil {
 		return err
 	}
-	gw, err := gateway.New(gateway.Options{
+	gopts := gateway.Options{
 		Source: sup, Journal: journal, AdvertiseURL: o.advertiseURL, MaxBodyBytes: o.maxBody,
 		TaskTimeout: o.taskTimeout, DrainTimeout: o.drainTimeout, Logger: logger,
-	})
+	}
+	closeSecurity, err := sec.apply(&gopts, o.dataDir, logger, o.maxBodySet)
+	if err != nil {
+		return err
+	}
+	defer closeSecurity()
+	gw, err := gateway.New(gopts)
 	if err != nil {
 		return err
 	}
@@ -145,8 +166,13 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 	if err != nil {
 		return fmt.Errorf("gateway cannot listen on %s: %w (is another agentplane running? choose another address with --listen)", o.listen, err)
 	}
-	url := "http://" + ln.Addr().String()
+	scheme := "http"
+	if gopts.TLS != nil {
+		scheme = "https"
+	}
+	url := scheme + "://" + ln.Addr().String()
 	fmt.Fprintf(streams.Err, "agentplane gateway listening on %s\n", url)
+	fmt.Fprintf(streams.Err, "%s\n", sec.describe())
 	fmt.Fprintf(streams.Err, "data directory %s (replica logs in %s)\n", o.dataDir, filepath.Join(o.dataDir, "logs"))
 
 	// The supervisor outlives the gateway: replicas keep serving while the gateway drains.

@@ -236,6 +236,14 @@ func rewriteCard(raw []byte, agentURL string, a discovery.Agent) ([]byte, error)
 
 func (g *Gateway) serveCard(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
+	s, ok := g.authenticate(w, r)
+	if !ok {
+		return
+	}
+	if g.opts.Auth != nil && !g.opts.Auth.Authorizer.CanCall(s, name) {
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "not allowed"})
+		return
+	}
 	agent, ok := discovery.Lookup(g.opts.Source.Snapshot(), name)
 	if !ok {
 		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no agent %q behind this gateway; GET /agents lists them", name)})

@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentplane/agentplane/internal/audit"
+	"github.com/agentplane/agentplane/internal/auth"
 	"github.com/agentplane/agentplane/internal/discovery"
 	"github.com/agentplane/agentplane/internal/gateway/balancer"
 	"github.com/agentplane/agentplane/internal/gateway/health"
@@ -37,6 +41,24 @@ type Options struct {
 	Source discovery.Source
 	// Journal records every accepted task. Required.
 	Journal store.Journal
+	// Auth authenticates, authorizes and rate-limits callers. Nil means no authentication:
+	// every caller may do everything, which is only safe on loopback.
+	Auth *auth.Stack
+	// AdminGroup may use the admin API when Auth is set; default DefaultAdminGroup.
+	AdminGroup string
+	// Audit receives a record of every call; nil means no audit log.
+	Audit audit.Sink
+	// MaxConcurrentRequests bounds the requests served at once; more get 503. 0 means 10000.
+	MaxConcurrentRequests int
+	// Server limits; zero values take the defaults in parentheses. Slow clients are cut off by
+	// the header and read timeouts (slowloris); there is no write timeout, since streams last.
+	MaxHeaderBytes          int           // 64 KiB
+	ReadHeaderTimeout       time.Duration // 10s
+	ReadTimeout             time.Duration // 60s
+	IdleTimeout             time.Duration // 120s
+	MaxStreamsPerConnection int           // HTTP/2 streams per connection (100)
+	// TLS, when set, serves HTTPS; with ClientCAs it also verifies client certificates.
+	TLS *tls.Config
 	// AdvertiseURL is the gateway's external base URL, used in rewritten agent cards. When empty,
 	// it is derived from each request's Host.
 	AdvertiseURL string
@@ -75,9 +97,11 @@ type Gateway struct {
 	recent   *recentTasks
 	handler  http.Handler
 	draining atomic.Bool
-	pickMu   sync.Mutex // makes check-room-then-acquire atomic across concurrent picks
-	slotMu   sync.Mutex
-	slotCh   chan struct{}
+	// auditBroken is set when an audit record could not be written.
+	auditBroken atomic.Bool
+	pickMu      sync.Mutex // makes check-room-then-acquire atomic across concurrent picks
+	slotMu      sync.Mutex
+	slotCh      chan struct{}
 	// hardStop ends every task still running when the drain deadline passes.
 	hardStop     context.Context
 	stopAllTasks context.CancelFunc
@@ -91,6 +115,17 @@ func New(opts Options) (*Gateway, error) {
 	if opts.Journal == nil {
 		return nil, errors.New("gateway: Options.Journal is required")
 	}
+	if opts.AdminGroup == "" {
+		opts.AdminGroup = DefaultAdminGroup
+	}
+	if opts.MaxConcurrentRequests <= 0 {
+		opts.MaxConcurrentRequests = 10000
+	}
+	opts.MaxHeaderBytes = cmp.Or(opts.MaxHeaderBytes, 64<<10)
+	opts.ReadHeaderTimeout = cmp.Or(opts.ReadHeaderTimeout, 10*time.Second)
+	opts.ReadTimeout = cmp.Or(opts.ReadTimeout, 60*time.Second)
+	opts.IdleTimeout = cmp.Or(opts.IdleTimeout, 120*time.Second)
+	opts.MaxStreamsPerConnection = cmp.Or(opts.MaxStreamsPerConnection, 100)
 	if opts.AsyncConcurrency <= 0 {
 		opts.AsyncConcurrency = DefaultAsyncConcurrency
 	}
@@ -169,12 +204,17 @@ func (g *Gateway) Start(ctx context.Context, ln net.Listener) error {
 
 	srv := &http.Server{
 		Handler:           g.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       60 * time.Second, // bodies are small; a client trickling one is cut off
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
+		ReadHeaderTimeout: g.opts.ReadHeaderTimeout,
+		ReadTimeout:       g.opts.ReadTimeout, // bodies are small; a client trickling one is cut off
+		IdleTimeout:       g.opts.IdleTimeout,
+		MaxHeaderBytes:    g.opts.MaxHeaderBytes,
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: g.opts.MaxStreamsPerConnection},
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	if g.opts.TLS != nil {
+		srv.TLSConfig = g.opts.TLS
+		ln = tls.NewListener(ln, g.opts.TLS)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

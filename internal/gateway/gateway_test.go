@@ -607,3 +607,5 @@ func TestActiveProbeReadmitsAnEjectedReplica(t *testing.T) {
 	// Its card answers, so the prober puts it back long before the hour is up.
 	waitFor(t, func() bool { return !g.ejector.Ejected(url, time.Now()) })
 }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -11,6 +11,7 @@ import (
 
 func (g *Gateway) routesMux() http.Handler {
 	mux := http.NewServeMux()
+	admin := g.requireAdmin
 	mux.HandleFunc("POST /agents/{name}", g.serveRPC)
 	mux.HandleFunc("POST /agents/{name}/{$}", g.serveRPC)
 	mux.HandleFunc("GET /agents/{name}/.well-known/agent-card.json", g.serveCard)
@@ -18,10 +19,10 @@ func (g *Gateway) routesMux() http.Handler {
 	mux.HandleFunc("GET /agents", g.serveAgentList)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeText(w, http.StatusOK, "ok\n") })
 	mux.HandleFunc("GET /readyz", g.serveReady)
-	mux.HandleFunc("GET /api/v1/agents", g.serveAdminAgents)
-	mux.HandleFunc("GET /api/v1/replicas", g.serveAdminReplicas)
-	mux.HandleFunc("GET /api/v1/tasks", g.serveAdminTasks)
-	return mux
+	mux.HandleFunc("GET /api/v1/agents", admin(g.serveAdminAgents))
+	mux.HandleFunc("GET /api/v1/replicas", admin(g.serveAdminReplicas))
+	mux.HandleFunc("GET /api/v1/tasks", admin(g.serveAdminTasks))
+	return g.limitConcurrency(mux)
 }
 
 func writeText(w http.ResponseWriter, code int, s string) {
@@ -45,6 +46,10 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
 	if g.draining.Load() {
 		writeText(w, http.StatusServiceUnavailable, "draining\n")
+		return
+	}
+	if g.auditBroken.Load() {
+		writeText(w, http.StatusServiceUnavailable, "the audit log cannot be written\n")
 		return
 	}
 	var notReady []string
@@ -71,9 +76,16 @@ type AgentSummary struct {
 }
 
 func (g *Gateway) serveAgentList(w http.ResponseWriter, r *http.Request) {
+	s, ok := g.authenticate(w, r)
+	if !ok {
+		return
+	}
 	base := g.baseURL(r)
 	out := []AgentSummary{}
 	for _, a := range g.opts.Source.Snapshot() {
+		if g.opts.Auth != nil && !g.opts.Auth.Authorizer.CanCall(s, a.Name) {
+			continue // callers see only the agents they may call
+		}
 		u := base + "/agents/" + a.Name
 		out = append(out, AgentSummary{
 			Name: a.Name, Description: a.Description, URL: u, CardURL: u + "/.well-known/agent-card.json",
@@ -146,4 +158,24 @@ func (g *Gateway) baseURL(r *http.Request) string {
 		scheme = "https"
 	}
 	return scheme + "://" + r.Host
+}
+
+// limitConcurrency answers 503 beyond MaxConcurrentRequests requests at once, so that a flood
+// cannot exhaust memory or file descriptors; health checks are always served.
+func (g *Gateway) limitConcurrency(next http.Handler) http.Handler {
+	sem := make(chan struct{}, g.opts.MaxConcurrentRequests)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		select {
+		case sem <- struct{}{}:
+			defer func() { <-sem }()
+			next.ServeHTTP(w, r)
+		default:
+			w.Header().Set("Retry-After", "1")
+			writeText(w, http.StatusServiceUnavailable, "too many requests in flight\n")
+		}
+	})
 }

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/agentplane/agentplane/internal/a2a"
+	"github.com/agentplane/agentplane/internal/audit"
+	"github.com/agentplane/agentplane/internal/auth"
 	"github.com/agentplane/agentplane/internal/discovery"
 	"github.com/agentplane/agentplane/internal/gateway/balancer"
 )
@@ -45,45 +47,88 @@ func (g *Gateway) rpcError(w http.ResponseWriter, status int, id json.RawMessage
 	_, _ = w.Write(a2a.ErrorResponse(id, e))
 }
 
-// call carries the request of one JSON-RPC exchange to the gateway's handlers.
+// call carries the request of one JSON-RPC exchange to the gateway's handlers, and what they
+// learn about it for the audit record.
 type call struct {
-	w     http.ResponseWriter
-	r     *http.Request
-	agent discovery.Agent
-	req   *a2a.Request
+	w       http.ResponseWriter
+	r       *http.Request
+	subject *auth.Subject
+	agent   discovery.Agent
+	req     *a2a.Request
+	taskID  string // the gateway task id the call created or named
+	replica string // the replica that last served it
 }
 
+// serveRPC is the A2A front door: authenticate → limits → parse → authorize → rate limit →
+// the method's handler; every call, refused or not, leaves an audit record before the response
+// completes.
 func (g *Gateway) serveRPC(w http.ResponseWriter, r *http.Request) {
 	start := g.opts.Now()
 	name := r.PathValue("name")
-	agent, ok := discovery.Lookup(g.opts.Source.Snapshot(), name)
+	sw := &statusRecorder{ResponseWriter: w}
+	c := &call{w: sw, r: r, subject: anonymous}
+	outcome := "refused"
+	defer func() {
+		rec := audit.Record{Subject: c.subject.Name, Tenant: c.subject.Tenant, Agent: name, TaskID: c.taskID,
+			Outcome: outcome, HTTPStatus: sw.status, LatencyMs: g.opts.Now().Sub(start).Milliseconds(), Replica: c.replica}
+		if c.req != nil {
+			rec.Method = c.req.Method
+		}
+		for _, ep := range c.agent.Endpoints {
+			if ep.Name == c.replica {
+				rec.Site = ep.Site
+			}
+		}
+		g.audit(r, rec)
+		g.log.LogAttrs(r.Context(), slog.LevelDebug, "request",
+			slog.String("agent", name), slog.String("method", rec.Method), slog.String("subject", rec.Subject),
+			slog.String("outcome", outcome), slog.Int("status", sw.status), slog.Duration("duration", g.opts.Now().Sub(start)))
+	}()
+
+	s, ok := g.authenticate(sw, r)
 	if !ok {
-		g.rpcError(w, http.StatusNotFound, nil, a2a.Errorf(a2a.CodeAgentNotFound, "no agent %q behind this gateway; GET /agents lists them", name))
+		outcome = "unauthenticated"
 		return
 	}
+	c.subject = s
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			g.rpcError(w, http.StatusUnsupportedMediaType, nil, a2a.Errorf(a2a.CodeInvalidRequest, "Content-Type must be application/json, not %q", ct))
+			g.rpcError(sw, http.StatusUnsupportedMediaType, nil, a2a.Errorf(a2a.CodeInvalidRequest, "Content-Type must be application/json, not %q", ct))
+			outcome = "bad-request"
 			return
 		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.opts.MaxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(sw, r.Body, g.opts.MaxBodyBytes))
 	if err != nil {
+		outcome = "bad-request"
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			g.rpcError(w, http.StatusRequestEntityTooLarge, nil, a2a.Errorf(a2a.CodeRequestTooLarge, "request body is larger than the gateway's limit of %d bytes", g.opts.MaxBodyBytes))
+			g.rpcError(sw, http.StatusRequestEntityTooLarge, nil, a2a.Errorf(a2a.CodeRequestTooLarge, "request body is larger than the gateway's limit of %d bytes", g.opts.MaxBodyBytes))
 			return
 		}
-		g.rpcError(w, http.StatusBadRequest, nil, a2a.Errorf(a2a.CodeInvalidRequest, "reading the request body failed: %v", err))
+		g.rpcError(sw, http.StatusBadRequest, nil, a2a.Errorf(a2a.CodeInvalidRequest, "reading the request body failed: %v", err))
 		return
 	}
 	req, perr := a2a.ParseRequest(body)
 	if perr != nil {
-		g.rpcError(w, http.StatusOK, a2a.ErrorID(body), perr)
+		g.rpcError(sw, http.StatusOK, a2a.ErrorID(body), perr)
+		outcome = "bad-request"
 		return
 	}
-	c := &call{w: w, r: r, agent: agent, req: req}
-	var outcome string
+	c.req = req
+	// Authorization comes before the agent is looked up, so that a caller cannot probe which
+	// agents exist.
+	if refusal, ok := g.authorize(sw, req.ID, s, name); !ok {
+		outcome = refusal
+		return
+	}
+	agent, ok := discovery.Lookup(g.opts.Source.Snapshot(), name)
+	if !ok {
+		g.rpcError(sw, http.StatusNotFound, req.ID, a2a.Errorf(a2a.CodeAgentNotFound, "no agent %q behind this gateway; GET /agents lists them", name))
+		outcome = "agent-not-found"
+		return
+	}
+	c.agent = agent
 	switch {
 	case req.Info.NewTask():
 		outcome = g.serveSend(c)
@@ -92,9 +137,6 @@ func (g *Gateway) serveRPC(w http.ResponseWriter, r *http.Request) {
 	default:
 		outcome = g.serveOther(c, body)
 	}
-	g.log.LogAttrs(r.Context(), slog.LevelDebug, "request",
-		slog.String("agent", agent.Name), slog.String("method", req.Method),
-		slog.String("outcome", outcome), slog.Duration("duration", g.opts.Now().Sub(start)))
 }
 
 // serveOther forwards methods the gateway does not track (ListTasks, push notification configs,
@@ -106,6 +148,7 @@ func (g *Gateway) serveOther(c *call, body []byte) string {
 		return "unavailable"
 	}
 	defer release()
+	c.replica = ep.Name
 	ctx, cancel := context.WithTimeout(c.r.Context(), g.opts.TaskTimeout)
 	defer cancel()
 	resp, err := g.send(ctx, ep, c.req.Info.Dialect, body, false, c.r.Header)

@@ -67,7 +67,8 @@ func (g *Gateway) serveSend(c *call) string {
 	}
 	now := g.opts.Now()
 	t := &store.Task{
-		ID: newID(), Agent: c.agent.Name, ContextID: contextID, MessageID: mi.MessageID,
+		ID: newID(), Agent: c.agent.Name, Subject: c.subject.Name, Tenant: c.subject.Tenant,
+		ContextID: contextID, MessageID: mi.MessageID,
 		Method: c.req.Method, Dialect: string(d), Async: async, Request: body,
 		State: store.StateAccepted, CreatedAt: now, UpdatedAt: now,
 	}
@@ -77,6 +78,7 @@ func (g *Gateway) serveSend(c *call) string {
 		return "journal-error"
 	}
 	g.recent.note(t)
+	c.taskID = t.ID
 	g.budget.Request(c.agent.Name, now)
 
 	switch {
@@ -104,6 +106,7 @@ func (g *Gateway) runBlocking(c *call, t *store.Task) string {
 	ctx, cancel := g.taskContext(c.r.Context())
 	defer cancel()
 	out, ep, err := g.execute(ctx, t, c.r.Header)
+	c.replica = ep.Name
 	if err != nil {
 		var ae *a2a.Error
 		if !errors.As(err, &ae) {
@@ -225,6 +228,9 @@ func (g *Gateway) complete(ctx context.Context, t *store.Task, ep discovery.Endp
 		return out
 	}
 	sum := a2a.Summarize(resp.Result)
+	if in, o, ok := a2a.Usage(resp.Result); ok {
+		g.chargeTokens(t, in, o)
+	}
 	out = a2a.ReplaceID(out, sum.TaskID, t.ID)
 	var result json.RawMessage
 	if sum.IsTask {
@@ -284,6 +290,7 @@ func (g *Gateway) runStream(c *call, t *store.Task) string {
 			return "ended"
 		}
 		actx, cancel := context.WithTimeout(ctx, g.opts.TaskTimeout)
+		c.replica = ep.Name
 		done, err := g.streamAttempt(actx, c, sw, t, ep, attempt, prev, lastErr)
 		hung := errors.Is(actx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 		cancel()
@@ -394,6 +401,9 @@ func (g *Gateway) streamAttempt(ctx context.Context, c *call, sw *sseWriter, t *
 		}
 		if sum.State.Terminal() || sum.Final || sum.State == a2a.StateInputRequired || sum.State == a2a.StateAuthRequired {
 			final = sum.State
+			if in, o, ok := a2a.Usage(r.Result); ok {
+				g.chargeTokens(t, in, o)
+			}
 		}
 	}
 }

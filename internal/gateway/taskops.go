@@ -16,8 +16,11 @@ import (
 // lookupTask finds a task of this agent by its gateway id, answering TaskNotFound itself when
 // there is none.
 func (g *Gateway) lookupTask(c *call, id string) (*store.Task, bool) {
+	c.taskID = id
 	t, err := g.journal.Get(c.r.Context(), id)
-	if err == nil && t.Agent == c.agent.Name {
+	// Another subject's task answers exactly as a task that does not exist.
+	if err == nil && t.Agent == c.agent.Name && g.canSee(c.subject, t) {
+		c.replica = t.Replica
 		return t, true
 	}
 	if err != nil && !errors.Is(err, store.ErrNotFound) {

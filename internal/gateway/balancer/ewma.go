@@ -1,0 +1,77 @@
+package balancer
+
+import (
+	"math"
+	"sync"
+	"time"
+)
+
+// DefaultDecay is the EWMA's time constant: an observation's weight halves about every 0.7×.
+const DefaultDecay = 10 * time.Second
+
+// MinWeight is the least weight a new observation gets, however soon it follows the last one.
+const MinWeight = 0.1
+
+// EWMA keeps a time-decayed moving average of task durations per replica key, fed by the
+// gateway with every task that ends. A new observation d at time t moves the average v to
+// v·(1−a) + d·a with a = 1 − exp(−(t−t_prev)/decay), at least MinWeight, so the average
+// follows the replica's recent speed whatever the request rate, and tasks that end together
+// all count. A value not refreshed for 5×decay is forgotten, so that a
+// replica that was slow once and then got no traffic is tried again. Safe for concurrent use.
+type EWMA struct {
+	decay time.Duration
+
+	mu sync.Mutex
+	m  map[string]*ewmaEntry
+}
+
+type ewmaEntry struct {
+	v    float64 // nanoseconds
+	last time.Time
+}
+
+// NewEWMA returns an EWMA with the given time constant; 0 means DefaultDecay.
+func NewEWMA(decay time.Duration) *EWMA {
+	if decay <= 0 {
+		decay = DefaultDecay
+	}
+	return &EWMA{decay: decay, m: map[string]*ewmaEntry{}}
+}
+
+// Observe adds a task of duration d that ended at now on key.
+func (e *EWMA) Observe(key string, d time.Duration, now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	en := e.m[key]
+	if en == nil || now.Sub(en.last) >= 5*e.decay {
+		e.m[key] = &ewmaEntry{v: float64(d), last: now}
+		return
+	}
+	a := max(1-math.Exp(-float64(max(now.Sub(en.last), 0))/float64(e.decay)), MinWeight)
+	en.v = en.v*(1-a) + float64(d)*a
+	if now.After(en.last) {
+		en.last = now
+	}
+}
+
+// Value returns the average for key at now, and false when key has no recent observation.
+func (e *EWMA) Value(key string, now time.Time) (time.Duration, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	en := e.m[key]
+	if en == nil || now.Sub(en.last) >= 5*e.decay {
+		return 0, false
+	}
+	return time.Duration(en.v), true
+}
+
+// Retain forgets every key for which keep returns false (replicas that are gone).
+func (e *EWMA) Retain(keep func(key string) bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for k := range e.m {
+		if !keep(k) {
+			delete(e.m, k)
+		}
+	}
+}
