@@ -20,6 +20,7 @@ import (
 	"github.com/agentplane/agentplane/internal/manifest"
 	"github.com/agentplane/agentplane/internal/store"
 	"github.com/agentplane/agentplane/internal/supervisor"
+	"github.com/agentplane/agentplane/internal/telemetry"
 )
 
 type upOptions struct {
@@ -122,10 +123,23 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 		return fmt.Errorf("log file: %w", err)
 	}
 	defer logFile.Close()
-	logger := slog.New(slog.NewMultiHandler(
+	// Records logged with a request's context carry its request and trace ids.
+	logger := slog.New(telemetry.NewContextHandler(slog.NewMultiHandler(
 		slog.NewJSONHandler(logFile, &slog.HandlerOptions{Level: level}),
 		slog.NewTextHandler(streams.Err, &slog.HandlerOptions{Level: slog.LevelWarn}),
-	))
+	)))
+	shutdownTracing, err := telemetry.SetupTracing(ctx, "agentplane")
+	if err != nil {
+		return &exitError{code: 2, err: fmt.Errorf("tracing (OTEL_* environment): %w", err)}
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdownTracing(sctx); err != nil {
+			logger.Warn("flushing traces", "err", err)
+		}
+	}()
+	metrics := telemetry.NewMetrics(telemetry.Options{Version: Version})
 
 	switch o.journalSync {
 	case "always", "interval":
@@ -151,7 +165,7 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 	}
 	gopts := gateway.Options{
 		Source: sup, Journal: journal, AdvertiseURL: o.advertiseURL, MaxBodyBytes: o.maxBody,
-		TaskTimeout: o.taskTimeout, DrainTimeout: o.drainTimeout, Logger: logger,
+		TaskTimeout: o.taskTimeout, DrainTimeout: o.drainTimeout, Logger: logger, Metrics: metrics,
 	}
 	closeSecurity, err := sec.apply(&gopts, o.dataDir, logger, o.maxBodySet)
 	if err != nil {

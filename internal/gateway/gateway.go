@@ -20,6 +20,7 @@ import (
 	"github.com/agentplane/agentplane/internal/gateway/health"
 	"github.com/agentplane/agentplane/internal/gateway/retry"
 	"github.com/agentplane/agentplane/internal/store"
+	"github.com/agentplane/agentplane/internal/telemetry"
 )
 
 // Defaults for Options.
@@ -48,6 +49,8 @@ type Options struct {
 	AdminGroup string
 	// Audit receives a record of every call; nil means no audit log.
 	Audit audit.Sink
+	// Metrics records what the gateway does; nil means no metrics.
+	Metrics *telemetry.Metrics
 	// MaxConcurrentRequests bounds the requests served at once; more get 503. 0 means 10000.
 	MaxConcurrentRequests int
 	// Server limits; zero values take the defaults in parentheses. Slow clients are cut off by
@@ -95,6 +98,7 @@ type Gateway struct {
 	journal  store.Journal
 	cards    *cardCache
 	recent   *recentTasks
+	queues   *queues
 	handler  http.Handler
 	draining atomic.Bool
 	// auditBroken is set when an audit record could not be written.
@@ -164,7 +168,9 @@ func New(opts Options) (*Gateway, error) {
 		journal: opts.Journal,
 		slotCh:  make(chan struct{}),
 		recent:  newRecentTasks(),
+		queues:  newQueues(),
 	}
+	opts.Metrics.SetSnapshot(g.snapshot)
 	g.hardStop, g.stopAllTasks = context.WithCancel(context.Background())
 	g.cards = &cardCache{client: g.client, entries: map[string]*cardEntry{}}
 	g.handler = g.routesMux()

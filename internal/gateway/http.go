@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/agentplane/agentplane/internal/discovery"
+	"github.com/agentplane/agentplane/internal/telemetry"
+	"github.com/agentplane/agentplane/internal/ui"
 )
 
 func (g *Gateway) routesMux() http.Handler {
@@ -22,7 +24,12 @@ func (g *Gateway) routesMux() http.Handler {
 	mux.HandleFunc("GET /api/v1/agents", admin(g.serveAdminAgents))
 	mux.HandleFunc("GET /api/v1/replicas", admin(g.serveAdminReplicas))
 	mux.HandleFunc("GET /api/v1/tasks", admin(g.serveAdminTasks))
-	return g.limitConcurrency(mux)
+	if g.opts.Metrics != nil {
+		mux.Handle("GET /metrics", admin(g.opts.Metrics.Handler().ServeHTTP))
+	}
+	mux.Handle("GET /ui/", ui.Handler())
+	mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
+	return telemetry.HTTPMiddleware(g.limitConcurrency(mux))
 }
 
 func writeText(w http.ResponseWriter, code int, s string) {
@@ -104,6 +111,7 @@ type AgentStatus struct {
 	Ready          int      `json:"ready"`
 	MaxConcurrency int      `json:"maxConcurrency"`
 	InFlight       int      `json:"inFlight"`
+	Queued         int      `json:"queued"`
 	Restarts       int      `json:"restarts"`
 	Sites          []string `json:"sites,omitempty"`
 }
@@ -120,6 +128,7 @@ func (g *Gateway) serveAdminAgents(w http.ResponseWriter, _ *http.Request) {
 	for _, a := range g.opts.Source.Snapshot() {
 		s := AgentStatus{Name: a.Name, Description: a.Description, State: a.State, Desired: a.Desired,
 			Ready: a.ReadyCount(), MaxConcurrency: a.MaxConcurrency}
+		s.Queued, _ = g.queues.depth(a.Name, g.opts.Now())
 		for _, e := range a.Endpoints {
 			s.InFlight += g.tracker.InFlight(e.URL)
 			s.Restarts += e.Restarts

@@ -8,6 +8,8 @@ import (
 	"github.com/agentplane/agentplane/internal/a2a"
 	"github.com/agentplane/agentplane/internal/discovery"
 	"github.com/agentplane/agentplane/internal/store"
+	"github.com/agentplane/agentplane/internal/telemetry"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // errTaskEnded means a task reached a terminal state elsewhere (canceled by its client, say)
@@ -22,11 +24,15 @@ var errTaskEnded = errors.New("task already ended")
 func (g *Gateway) save(ctx context.Context, t *store.Task, change func(*store.Task)) error {
 	ctx = context.WithoutCancel(ctx)
 	for range 5 {
+		wasFinal := t.State.Terminal() || t.State == store.StateInputReq
 		change(t)
 		t.UpdatedAt = g.opts.Now()
 		err := g.journal.Update(ctx, t)
 		if err == nil {
 			g.recent.note(t)
+			if !wasFinal && (t.State.Terminal() || t.State == store.StateInputReq) {
+				g.taskEnded(ctx, t)
+			}
 			return nil
 		}
 		if !errors.Is(err, store.ErrConflict) {
@@ -87,6 +93,12 @@ func (g *Gateway) consumeAsync(ctx context.Context) error {
 		ctx, cancel := g.taskContext(qctx)
 		defer cancel()
 		t, err := g.journal.Get(ctx, id)
+		if err == nil {
+			// The task's trace continues from the request that queued it.
+			var span trace.Span
+			ctx, span = telemetry.StartTask(telemetry.ContextFromCarrier(ctx, t.Trace), t.Agent, t.Method, t.ID)
+			defer telemetry.End(span, nil)
+		}
 		if errors.Is(err, store.ErrNotFound) {
 			return nil // expired from the journal: nothing left to do
 		}

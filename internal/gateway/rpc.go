@@ -19,6 +19,8 @@ import (
 	"github.com/agentplane/agentplane/internal/auth"
 	"github.com/agentplane/agentplane/internal/discovery"
 	"github.com/agentplane/agentplane/internal/gateway/balancer"
+	"github.com/agentplane/agentplane/internal/telemetry"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // HeaderReplica names the replica that answered, for operators and tests.
@@ -66,9 +68,19 @@ func (g *Gateway) serveRPC(w http.ResponseWriter, r *http.Request) {
 	start := g.opts.Now()
 	name := r.PathValue("name")
 	sw := &statusRecorder{ResponseWriter: w}
+	ctx, span := telemetry.StartTask(r.Context(), name, "", "")
+	r = r.WithContext(ctx)
 	c := &call{w: sw, r: r, subject: anonymous}
 	outcome := "refused"
 	defer func() {
+		var failure error
+		if outcome != "ok" && outcome != "ok-journal" && outcome != "queued" {
+			failure = errors.New(outcome)
+		}
+		telemetry.End(span, failure)
+		if c.agent.Name != "" { // only agents that exist become label values
+			g.opts.Metrics.Request(ctx, c.agent.Name, c.req.Method, outcome, g.opts.Now().Sub(start))
+		}
 		rec := audit.Record{Subject: c.subject.Name, Tenant: c.subject.Tenant, Agent: name, TaskID: c.taskID,
 			Outcome: outcome, HTTPStatus: sw.status, LatencyMs: g.opts.Now().Sub(start).Milliseconds(), Replica: c.replica}
 		if c.req != nil {
@@ -189,6 +201,7 @@ func (g *Gateway) send(ctx context.Context, ep discovery.Endpoint, d a2a.Dialect
 			up.Header[h] = v
 		}
 	}
+	telemetry.Inject(ctx, up.Header) // with tracing on, the agent's parent is this dispatch
 	resp, err := g.client.Do(up)
 	if err != nil {
 		return nil, err
@@ -243,6 +256,7 @@ func (g *Gateway) failed(ep discovery.Endpoint, err error) {
 		g.log.Info("replica failed a request", "agent", ep.Agent, "replica", ep.Name, "err", err)
 		return
 	}
+	g.opts.Metrics.Ejection(ep.Agent, ep.Name)
 	g.log.Warn("replica ejected", "agent", ep.Agent, "replica", ep.Name, "for", d, "err", err)
 }
 
@@ -316,6 +330,13 @@ func (g *Gateway) slotWait() <-chan struct{} {
 // ctx ends or the queue timeout passes. Waiting tasks are woken in no particular order.
 func (g *Gateway) acquire(ctx context.Context, name string, tried map[string]bool) (discovery.Agent, discovery.Endpoint, func(), error) {
 	var deadline <-chan time.Time
+	waitStart := g.opts.Now()
+	waited := false
+	defer func() {
+		if waited {
+			g.opts.Metrics.QueueWait(ctx, name, g.opts.Now().Sub(waitStart))
+		}
+	}()
 	for {
 		wake := g.slotWait()
 		changed := g.opts.Source.Changed()
@@ -334,11 +355,18 @@ func (g *Gateway) acquire(ctx context.Context, name string, tried map[string]boo
 			timer := time.NewTimer(g.opts.QueueTimeout)
 			defer timer.Stop()
 			deadline = timer.C
+			waited = true
+			leave := g.queues.enter(name, waitStart)
+			defer leave()
+			var span trace.Span
+			ctx, span = telemetry.StartQueue(ctx)
+			defer telemetry.End(span, nil)
 		}
 		select {
 		case <-wake:
 		case <-changed:
 		case <-deadline:
+			g.opts.Metrics.QueueRefused(name, "deadline")
 			return agent, ep, nil, errQueueTimeout
 		case <-ctx.Done():
 			return agent, ep, nil, ctx.Err()
@@ -361,10 +389,13 @@ func endpoint(agent discovery.Agent, url string) (discovery.Endpoint, bool) {
 
 // watch prunes per-replica state of replicas that are gone, whenever the source changes.
 func (g *Gateway) watch(ctx context.Context) {
+	var restarts map[string]int
 	for {
 		ch := g.opts.Source.Changed()
 		live := map[string]bool{}
-		for _, a := range g.opts.Source.Snapshot() {
+		agents := g.opts.Source.Snapshot()
+		restarts = g.noteRestarts(restarts, agents)
+		for _, a := range agents {
 			for _, e := range a.Endpoints {
 				if e.URL != "" {
 					live[e.URL] = true

@@ -10,6 +10,7 @@ import (
 	"github.com/agentplane/agentplane/internal/audit"
 	"github.com/agentplane/agentplane/internal/auth"
 	"github.com/agentplane/agentplane/internal/store"
+	"github.com/agentplane/agentplane/internal/telemetry"
 )
 
 // DefaultAdminGroup is the group whose members may use the admin API when authentication is on.
@@ -76,6 +77,8 @@ func (g *Gateway) canSee(s *auth.Subject, t *store.Task) bool {
 
 // chargeTokens charges the tokens an agent reported for a task to its subject's budget.
 func (g *Gateway) chargeTokens(t *store.Task, in, out int64) {
+	g.opts.Metrics.Tokens(t.Agent, t.Subject, telemetry.TokensInput, int(in))
+	g.opts.Metrics.Tokens(t.Agent, t.Subject, telemetry.TokensOutput, int(out))
 	if g.opts.Auth == nil || g.opts.Auth.RateLimiter == nil || in+out <= 0 {
 		return
 	}

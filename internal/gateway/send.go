@@ -16,6 +16,7 @@ import (
 	"github.com/agentplane/agentplane/internal/a2a"
 	"github.com/agentplane/agentplane/internal/discovery"
 	"github.com/agentplane/agentplane/internal/store"
+	"github.com/agentplane/agentplane/internal/telemetry"
 )
 
 // Metadata keys the gateway adds to events it writes itself.
@@ -69,7 +70,7 @@ func (g *Gateway) serveSend(c *call) string {
 	t := &store.Task{
 		ID: newID(), Agent: c.agent.Name, Subject: c.subject.Name, Tenant: c.subject.Tenant,
 		ContextID: contextID, MessageID: mi.MessageID,
-		Method: c.req.Method, Dialect: string(d), Async: async, Request: body,
+		Method: c.req.Method, Dialect: string(d), Async: async, Request: body, Trace: telemetry.TraceCarrier(c.r.Context()),
 		State: store.StateAccepted, CreatedAt: now, UpdatedAt: now,
 	}
 	if err := g.journal.Create(c.r.Context(), t); err != nil {
@@ -79,6 +80,8 @@ func (g *Gateway) serveSend(c *call) string {
 	}
 	g.recent.note(t)
 	c.taskID = t.ID
+	telemetry.SetTaskID(c.r.Context(), t.ID)
+	g.opts.Metrics.TaskStarted(t.Agent, t.Method)
 	g.budget.Request(c.agent.Name, now)
 
 	switch {
@@ -140,9 +143,10 @@ func (g *Gateway) taskContext(ctx context.Context) (context.Context, context.Can
 func (g *Gateway) execute(ctx context.Context, t *store.Task, hdr http.Header) ([]byte, discovery.Endpoint, error) {
 	tried := map[string]bool{}
 	var (
-		lastErr error
-		last    discovery.Endpoint
-		free    bool // the last attempt never reached the agent, so retrying costs it nothing
+		lastErr      error
+		lastErrCause error // the last attempt's own error, unwrapped, for the re-dispatch reason
+		last         discovery.Endpoint
+		free         bool // the last attempt never reached the agent, so retrying costs it nothing
 	)
 	for attempt := 0; attempt < g.opts.MaxAttempts; attempt++ {
 		if attempt > 0 && !free && !g.budget.Retry(t.Agent, g.opts.Now()) {
@@ -162,7 +166,12 @@ func (g *Gateway) execute(ctx context.Context, t *store.Task, hdr http.Header) (
 			release()
 			return nil, ep, err
 		}
-		actx, cancel := context.WithTimeout(ctx, g.opts.TaskTimeout)
+		if attempt > 0 {
+			g.opts.Metrics.Redispatch(t.Agent, dispatchResult(lastErrCause))
+		}
+		dctx, span := telemetry.StartDispatch(ctx, ep.Name, attempt+1)
+		began := g.opts.Now()
+		actx, cancel := context.WithTimeout(dctx, g.opts.TaskTimeout)
 		resp, err := g.send(actx, ep, a2a.Dialect(t.Dialect), t.Request, false, hdr)
 		var out []byte
 		if err == nil {
@@ -172,6 +181,12 @@ func (g *Gateway) execute(ctx context.Context, t *store.Task, hdr http.Header) (
 		hung := errors.Is(actx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 		cancel()
 		release()
+		if hung {
+			err = errHung
+		}
+		lastErrCause = err
+		g.opts.Metrics.Dispatch(dctx, t.Agent, ep.Name, dispatchResult(err), g.opts.Now().Sub(began))
+		telemetry.End(span, err)
 		if err == nil {
 			g.ejector.Succeeded(ep.URL)
 			return g.complete(ctx, t, ep, out), ep, nil
@@ -268,9 +283,10 @@ func (g *Gateway) runStream(c *call, t *store.Task) string {
 	sw := newSSEWriter(c.w)
 	tried := map[string]bool{}
 	var (
-		lastErr error
-		prev    string
-		free    bool
+		lastErr   error
+		lastCause error
+		prev      string
+		free      bool
 	)
 	for attempt := 0; attempt < g.opts.MaxAttempts; attempt++ {
 		if attempt > 0 && !free && !g.budget.Retry(t.Agent, g.opts.Now()) {
@@ -289,12 +305,24 @@ func (g *Gateway) runStream(c *call, t *store.Task) string {
 			release()
 			return "ended"
 		}
-		actx, cancel := context.WithTimeout(ctx, g.opts.TaskTimeout)
+		dctx, span := telemetry.StartDispatch(ctx, ep.Name, attempt+1)
+		actx, cancel := context.WithTimeout(dctx, g.opts.TaskTimeout)
 		c.replica = ep.Name
+		if attempt > 0 {
+			g.opts.Metrics.Redispatch(t.Agent, dispatchResult(lastCause))
+		}
+		began := g.opts.Now()
 		done, err := g.streamAttempt(actx, c, sw, t, ep, attempt, prev, lastErr)
 		hung := errors.Is(actx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 		cancel()
 		release()
+		result := err
+		if hung {
+			result = errHung
+		}
+		lastCause = result
+		g.opts.Metrics.Dispatch(dctx, t.Agent, ep.Name, dispatchResult(result), g.opts.Now().Sub(began))
+		telemetry.End(span, result)
 		if done {
 			g.ejector.Succeeded(ep.URL)
 			return "ok"

@@ -49,8 +49,11 @@ type Task struct {
 	State      TaskState `json:"state"`
 	Reason     string    `json:"reason,omitempty"` // why it failed, was rejected or re-dispatched
 	Result     []byte    `json:"result,omitempty"` // last known A2A task object (JSON), in the task's dialect
-	CreatedAt  time.Time `json:"createdAt"`
-	UpdatedAt  time.Time `json:"updatedAt"`
+	// Trace carries the W3C trace context of the request that created the task, so that a
+	// queued task's dispatch joins the client's trace.
+	Trace     map[string]string `json:"trace,omitempty"`
+	CreatedAt time.Time         `json:"createdAt"`
+	UpdatedAt time.Time         `json:"updatedAt"`
 
 	// Revision is the journal's revision of this record, set by Get, Create and Update; Update
 	// succeeds only if it still matches.

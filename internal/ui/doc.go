@@ -1,0 +1,12 @@
+// Package ui is the gateway's dashboard: a static page (HTML, CSS and plain JavaScript, no build
+// step, no external fonts or scripts) embedded in the binary and served under /ui/ by Handler.
+//
+// The page reads the gateway's admin API every second with same-origin requests relative to
+// /ui/: GET /api/v1/agents, GET /api/v1/replicas, GET /api/v1/tasks?limit=50 and, every fifth
+// poll, GET /api/v1/audit?limit=50 (the audit section shows only when that answers 200). When
+// the API answers 401 it asks for an API key, keeps it in the tab's session storage and sends it
+// as "Authorization: Bearer". It renders data with textContent only, and Handler sends a strict
+// Content-Security-Policy (no inline script or style, no other origin).
+//
+// The package serves files; it does not serve the API the page reads.
+package ui

@@ -1,0 +1,380 @@
+// agentplane dashboard. Polls the gateway's admin API and renders with DOM APIs only:
+// every value from the API is set with textContent or as a plain attribute, never as HTML.
+"use strict";
+
+(function () {
+  const POLL_MS = 1000;
+  const AUDIT_EVERY = 5;          // polls between audit reads
+  const KEY_STORE = "agentplane.apiKey";
+  const api = {
+    agents: "../api/v1/agents",
+    replicas: "../api/v1/replicas",
+    tasks: "../api/v1/tasks?limit=50",
+    audit: "../api/v1/audit?limit=50",
+  };
+
+  const $ = (id) => document.getElementById(id);
+
+  // el builds an element. props: className, text, title, attrs (plain attributes), dataset.
+  function el(tag, props, children) {
+    const n = document.createElement(tag);
+    if (props) {
+      if (props.className) n.className = props.className;
+      if (props.text !== undefined && props.text !== null) n.textContent = String(props.text);
+      if (props.title) n.title = String(props.title);
+      if (props.attrs) for (const k in props.attrs) n.setAttribute(k, String(props.attrs[k]));
+      if (props.dataset) for (const k in props.dataset) n.dataset[k] = String(props.dataset[k]);
+    }
+    if (children) for (const c of children) if (c) n.appendChild(typeof c === "string" ? document.createTextNode(c) : c);
+    return n;
+  }
+
+  // --- formatting ---------------------------------------------------------------------------
+  function fmtDuration(ms) {
+    if (ms === undefined || ms === null || isNaN(ms)) return "—";
+    if (ms < 1000) return Math.round(ms) + " ms";
+    const s = ms / 1000;
+    if (s < 60) return s.toFixed(s < 10 ? 2 : 1) + " s";
+    const m = Math.floor(s / 60);
+    if (m < 60) return m + "m " + String(Math.floor(s % 60)).padStart(2, "0") + "s";
+    return Math.floor(m / 60) + "h " + String(m % 60).padStart(2, "0") + "m";
+  }
+  function parseTime(t) {
+    if (!t) return null;
+    const d = new Date(t);
+    return isNaN(d.getTime()) || d.getFullYear() < 2000 ? null : d;
+  }
+  function fmtAgo(t) {
+    const d = parseTime(t);
+    if (!d) return "—";
+    const s = Math.max(0, (Date.now() - d.getTime()) / 1000);
+    if (s < 60) return Math.floor(s) + "s ago";
+    if (s < 3600) return Math.floor(s / 60) + "m ago";
+    if (s < 86400) return Math.floor(s / 3600) + "h ago";
+    return Math.floor(s / 86400) + "d ago";
+  }
+  function fmtClock(t) {
+    const d = parseTime(t);
+    return d ? d.toLocaleTimeString([], { hour12: false }) : "—";
+  }
+  function shortID(id) {
+    id = String(id || "");
+    return id.length > 13 ? "…" + id.slice(-12) : id;
+  }
+  function num(v) { const n = Number(v); return isFinite(n) ? n : 0; }
+
+  // health is what a replica tile says, most severe first.
+  function health(r) {
+    if (r.state === "CrashLoopBackOff") return { text: "CrashLoopBackOff", cls: "h-crash" };
+    if (r.ejected) return { text: "Ejected", cls: "h-ejected" };
+    if (r.ready) return { text: "Ready", cls: "h-ready" };
+    switch (r.state) {
+      case "Starting": case "Pending": return { text: r.state, cls: "h-starting" };
+      case "Terminating": case "Stopped": return { text: r.state, cls: "h-down" };
+      case "Running": return { text: "Not ready", cls: "h-notready" };
+    }
+    return { text: r.state || "Unknown", cls: "h-down" };
+  }
+
+  function stateClass(state) {
+    return "s-" + String(state || "").toLowerCase().replace(/[^a-z-]/g, "");
+  }
+
+  function bar(used, cap, label) {
+    const frac = cap > 0 ? Math.min(1, used / cap) : 0;
+    const fill = el("span");
+    fill.style.width = (frac * 100).toFixed(1) + "%"; // CSSOM, allowed by the CSP
+    const b = el("div", { className: "bar" + (cap > 0 && used >= cap ? " full" : ""), attrs: { "aria-hidden": "true" } }, [fill]);
+    return el("div", { className: "load" }, [b, el("span", { text: label })]);
+  }
+
+  // --- fetching -----------------------------------------------------------------------------
+  function authHeaders() {
+    let key = null;
+    try { key = sessionStorage.getItem(KEY_STORE); } catch (e) { /* storage disabled */ }
+    return key ? { Authorization: "Bearer " + key } : {};
+  }
+
+  // get returns {status, body}; body is null unless the answer is 200 JSON.
+  async function get(url) {
+    const resp = await fetch(url, { headers: Object.assign({ Accept: "application/json" }, authHeaders()), cache: "no-store", credentials: "same-origin" });
+    let body = null;
+    if (resp.status === 200) body = await resp.json();
+    return { status: resp.status, body: body };
+  }
+
+  // --- rendering ----------------------------------------------------------------------------
+  const last = {};
+  // changed reports whether a section's data differs from the last render (or a 10s tick
+  // passed, so that relative times move on).
+  function changed(name, data) {
+    const key = JSON.stringify(data) + "|" + Math.floor(Date.now() / 10000);
+    if (last[name] === key) return false;
+    last[name] = key;
+    return true;
+  }
+
+  function renderSummary(agents, replicas, tasks) {
+    const ready = replicas.filter((r) => r.ready && !r.ejected && r.state !== "CrashLoopBackOff").length;
+    const crash = replicas.filter((r) => r.state === "CrashLoopBackOff").length;
+    const ejected = replicas.filter((r) => r.ejected).length;
+    const inFlight = agents.reduce((a, x) => a + num(x.inFlight), 0);
+    const capacity = replicas.reduce((a, r) => a + (r.ready ? num(agentCap(agents, r.agent)) : 0), 0);
+    const queued = agents.reduce((a, x) => a + num(x.queued), 0);
+    const restarts = replicas.reduce((a, r) => a + num(r.restarts), 0);
+    const failed = tasks ? tasks.filter((t) => t.state === "failed").length : null;
+    const tiles = [
+      ["Agents", String(agents.length), "", "tile-agents"],
+      ["Replicas ready", String(ready), " / " + replicas.length, crash || ejected ? "t-warn" : ""],
+      ["Unhealthy", String(crash + ejected), crash ? " " + crash + " crashing" : "", crash ? "t-bad" : (ejected ? "t-warn" : "")],
+      ["Tasks in flight", String(inFlight), capacity ? " / " + capacity + " slots" : "", ""],
+      ["Queued", String(queued), "", queued > 0 ? "t-warn" : ""],
+      ["Restarts", String(restarts), "", restarts > 0 ? "t-warn" : ""],
+    ];
+    if (failed !== null) tiles.push(["Failed (recent 50)", String(failed), "", failed > 0 ? "t-bad" : ""]);
+    const root = $("summary");
+    root.replaceChildren(...tiles.map(([label, value, small, cls]) =>
+      el("div", { className: "tile " + cls }, [
+        el("dt", { text: label }),
+        el("dd", { dataset: { metric: label } }, [value, small ? el("small", { text: small }) : null]),
+      ])));
+  }
+
+  function agentCap(agents, name) {
+    const a = agents.find((x) => x.name === name);
+    return a ? a.maxConcurrency : 0;
+  }
+
+  function renderAgents(agents, replicas) {
+    const root = $("agents");
+    if (!agents.length) {
+      root.replaceChildren(el("p", { className: "empty", text: "No agents behind this gateway." }));
+      return;
+    }
+    const byAgent = new Map();
+    for (const r of replicas) {
+      if (!byAgent.has(r.agent)) byAgent.set(r.agent, []);
+      byAgent.get(r.agent).push(r);
+    }
+    root.replaceChildren(...agents.map((a) => renderAgent(a, byAgent.get(a.name) || [])));
+  }
+
+  function renderAgent(a, reps) {
+    const cap = num(a.maxConcurrency);
+    const ready = num(a.ready), desired = num(a.desired);
+    const crash = reps.filter((r) => r.state === "CrashLoopBackOff").length;
+    const status = ready === 0 && desired > 0 ? "down" : (ready < desired || crash ? "degraded" : "ok");
+    const readyBadge = el("span", {
+      className: "badge " + (status === "ok" ? "h-ready" : status === "down" ? "h-crash" : "h-ejected"),
+      text: ready + "/" + desired + " ready",
+    });
+    const head = el("div", { className: "agent-head" }, [
+      el("h3", { text: a.name }),
+      readyBadge,
+      el("span", { className: "kind", text: (a.state || "stateless") + " · max " + cap + " per replica" }),
+    ]);
+    const totalCap = cap * reps.filter((r) => r.ready).length;
+    const queued = num(a.queued);
+    const restarts = num(a.restarts);
+    const stats = el("div", { className: "agent-stats" }, [
+      el("div", { className: "stat" }, ["In flight ", el("b", { text: num(a.inFlight) })]),
+      bar(num(a.inFlight), totalCap, num(a.inFlight) + " / " + totalCap + " slots"),
+      el("div", { className: "stat" + (queued > 0 ? " warn" : "") }, ["Queued ", el("b", { text: a.queued === undefined ? "—" : queued, dataset: { queued: a.name } })]),
+      el("div", { className: "stat" + (restarts > 0 ? " warn" : "") }, ["Restarts ", el("b", { text: restarts })]),
+    ]);
+    const body = [head];
+    if (a.description) body.push(el("p", { className: "desc", text: a.description }));
+    body.push(stats);
+
+    // group by site, then zone, in name order
+    const sites = new Map();
+    for (const r of reps) {
+      const s = r.site || "", z = r.zone || "";
+      if (!sites.has(s)) sites.set(s, new Map());
+      const zones = sites.get(s);
+      if (!zones.has(z)) zones.set(z, []);
+      zones.get(z).push(r);
+    }
+    const siteNames = [...sites.keys()].sort();
+    for (const s of siteNames) {
+      const zones = sites.get(s);
+      const all = [...zones.values()].flat();
+      const sReady = all.filter((r) => r.ready && !r.ejected).length;
+      const siteEl = el("div", { className: "site", dataset: { site: s } }, [
+        el("div", { className: "site-head" }, [
+          el("h4", { text: s ? "Site " + s : "Local" }),
+          el("span", { className: "muted", text: sReady + " of " + all.length + " ready" }),
+        ]),
+      ]);
+      const zonesEl = el("div", { className: "zones" });
+      for (const z of [...zones.keys()].sort()) {
+        const list = zones.get(z).slice().sort((x, y) => num(x.index) - num(y.index) || String(x.name).localeCompare(String(y.name)));
+        const zoneEl = el("div", { className: "zone" }, [
+          z ? el("h5", { text: "Zone " + z }) : null,
+          el("ul", { className: "replicas", attrs: { "aria-label": "Replicas of " + a.name + (s ? " in " + s : "") + (z ? "/" + z : "") } },
+            list.map((r) => renderReplica(r, cap))),
+        ]);
+        zonesEl.appendChild(zoneEl);
+      }
+      siteEl.appendChild(zonesEl);
+      body.push(siteEl);
+    }
+    if (!reps.length) body.push(el("p", { className: "empty", text: "No replicas." }));
+    return el("article", { className: "agent a-" + status, dataset: { agent: a.name }, attrs: { "aria-label": "Agent " + a.name } }, body);
+  }
+
+  function renderReplica(r, cap) {
+    const h = health(r);
+    const meta = ["restarts " + num(r.restarts)];
+    if (r.pid) meta.push("pid " + r.pid);
+    const since = parseTime(r.since);
+    if (since) meta.push("since " + fmtAgo(r.since).replace(" ago", ""));
+    const parts = [
+      el("div", { className: "replica-head" }, [
+        el("span", { className: "replica-name", text: r.name, title: r.url || r.name }),
+        el("span", { className: "badge " + h.cls, text: h.text, dataset: { role: "health" } }),
+      ]),
+      bar(num(r.inFlight), cap, num(r.inFlight) + " / " + cap + " in flight"),
+      el("div", { className: "meta", text: meta.join(" · ") }),
+    ];
+    if (r.state === "CrashLoopBackOff" && parseTime(r.nextStart)) {
+      const s = Math.max(0, Math.round((parseTime(r.nextStart).getTime() - Date.now()) / 1000));
+      parts.push(el("div", { className: "meta", text: "next start in " + s + "s" }));
+    }
+    if (r.lastExit && (r.state === "CrashLoopBackOff" || num(r.restarts) > 0)) {
+      parts.push(el("div", { className: "exit", text: "last exit: " + r.lastExit }));
+    }
+    return el("li", {
+      className: "replica " + h.cls,
+      dataset: { replica: r.agent + "/" + r.name, health: h.text, ready: !!r.ready, state: r.state || "" },
+      attrs: { "aria-label": r.name + ": " + h.text + ", " + num(r.inFlight) + " of " + cap + " in flight, " + num(r.restarts) + " restarts" },
+    }, parts);
+  }
+
+  function renderTasks(res) {
+    const tbody = $("tasks").tBodies[0];
+    const note = $("tasks-note");
+    if (res.status !== 200) {
+      note.textContent = res.status === 404 ? "This gateway does not list tasks." : "Task list unavailable (HTTP " + res.status + ").";
+      tbody.replaceChildren(el("tr", null, [el("td", { className: "empty", text: "—", attrs: { colspan: 8 } })]));
+      return [];
+    }
+    const tasks = Array.isArray(res.body && res.body.tasks) ? res.body.tasks : [];
+    note.textContent = tasks.length ? "Last " + tasks.length + ", newest first." : "";
+    if (!tasks.length) {
+      tbody.replaceChildren(el("tr", null, [el("td", { className: "empty", text: "No tasks yet.", attrs: { colspan: 8 } })]));
+      return tasks;
+    }
+    tbody.replaceChildren(...tasks.map((t) => {
+      const attempts = num(t.attempts);
+      return el("tr", { dataset: { task: t.id, state: t.state || "" } }, [
+        el("td", { className: "id", text: shortID(t.id), title: t.id }),
+        el("td", { text: t.agent }),
+        el("td", null, [el("span", { className: "badge " + stateClass(t.state), text: t.state || "—" })]),
+        el("td", { className: "mono", text: t.replica || "—" }),
+        el("td", { className: "num" + (attempts > 1 ? " redispatched" : ""), text: attempts > 1 ? attempts + " (↻" + (attempts - 1) + ")" : String(attempts),
+          title: attempts > 1 ? "re-dispatched " + (attempts - 1) + " time(s)" : "" }),
+        el("td", { className: "num", text: fmtDuration(t.latencyMs) }),
+        el("td", { text: fmtAgo(t.updatedAt), title: t.updatedAt || "" }),
+        el("td", { className: "reason", text: t.reason || "" }),
+      ]);
+    }));
+    return tasks;
+  }
+
+  function renderAudit(res) {
+    const section = $("audit-section");
+    if (res.status !== 200 || !res.body) { section.hidden = true; return; }
+    section.hidden = false;
+    const recs = Array.isArray(res.body.records) ? res.body.records.filter((r) => !r.kind) : [];
+    recs.sort((x, y) => num(y.seq) - num(x.seq));
+    const tbody = $("audit").tBodies[0];
+    if (!recs.length) {
+      tbody.replaceChildren(el("tr", null, [el("td", { className: "empty", text: "No records yet.", attrs: { colspan: 10 } })]));
+      return;
+    }
+    tbody.replaceChildren(...recs.map((r) => el("tr", { dataset: { seq: r.seq } }, [
+      el("td", { text: fmtClock(r.time), title: r.time || "" }),
+      el("td", { className: "num", text: r.seq }),
+      el("td", { text: (r.subject || "—") + (r.tenant ? " (" + r.tenant + ")" : "") }),
+      el("td", { text: r.agent || "—" }),
+      el("td", { text: r.method || "—" }),
+      el("td", { className: "id", text: shortID(r.taskId) || "—", title: r.taskId || "" }),
+      el("td", null, [el("span", { className: "badge " + (r.outcome === "ok" ? "s-completed" : r.outcome ? "s-failed" : ""), text: r.outcome || "—" })]),
+      el("td", { className: "num", text: r.httpStatus || "—" }),
+      el("td", { className: "num", text: r.latencyMs !== undefined ? fmtDuration(r.latencyMs) : "—" }),
+      el("td", { className: "mono", text: (r.replica || "—") + (r.site ? " @" + r.site : "") }),
+    ])));
+  }
+
+  // --- connection state & auth --------------------------------------------------------------
+  let lastOK = 0;
+  function setConn(ok, msg) {
+    const c = $("conn");
+    c.className = "conn " + (ok ? "conn-live" : "conn-stale");
+    $("conn-text").textContent = msg;
+  }
+
+  function needAuth(show, status) {
+    $("auth").hidden = !show;
+    if (show) {
+      $("auth-msg").textContent = status === 403
+        ? "This API key may not read the gateway's status; an administrator's key is needed."
+        : "This gateway needs an API key to show its status.";
+    }
+  }
+
+  $("auth-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const v = $("auth-key").value.trim();
+    try {
+      if (v) sessionStorage.setItem(KEY_STORE, v); else sessionStorage.removeItem(KEY_STORE);
+    } catch (e) { /* storage disabled */ }
+    $("auth-key").value = "";
+    poll();
+  });
+
+  // --- loop ---------------------------------------------------------------------------------
+  let n = 0, running = false, timer = null;
+  async function poll() {
+    if (running) return;
+    running = true;
+    clearTimeout(timer);
+    try {
+      const wantAudit = n % AUDIT_EVERY === 0;
+      n++;
+      const [ar, rr, tr, au] = await Promise.all([
+        get(api.agents), get(api.replicas), get(api.tasks).catch(() => ({ status: 0 })),
+        wantAudit ? get(api.audit).catch(() => ({ status: 0 })) : Promise.resolve(null),
+      ]);
+      for (const st of [ar.status, rr.status]) {
+        if (st === 401 || st === 403) {
+          needAuth(true, st);
+          throw new Error(st === 401 ? "the gateway asks for an API key" : "this key may not read the status");
+        }
+      }
+      if (ar.status !== 200 || rr.status !== 200) throw new Error("HTTP " + (ar.status !== 200 ? ar.status : rr.status));
+      needAuth(false);
+      const agents = Array.isArray(ar.body.agents) ? ar.body.agents : [];
+      const replicas = Array.isArray(rr.body.replicas) ? rr.body.replicas : [];
+      if (changed("agents", [agents, replicas])) renderAgents(agents, replicas);
+      let tasks = null;
+      if (changed("tasks", tr)) tasks = renderTasks(tr); else tasks = tr.status === 200 && tr.body && Array.isArray(tr.body.tasks) ? tr.body.tasks : null;
+      if (changed("summary", [agents, replicas, tasks])) renderSummary(agents, replicas, tasks);
+      if (au && changed("audit", au)) renderAudit(au);
+      lastOK = Date.now();
+      setConn(true, "Live · updated " + new Date(lastOK).toLocaleTimeString([], { hour12: false }));
+    } catch (e) {
+      const ago = lastOK ? " · last update " + fmtAgo(new Date(lastOK).toISOString()) : "";
+      setConn(false, "Not updating: " + (e && e.message ? e.message : "gateway unreachable") + ago);
+    } finally {
+      running = false;
+      if (!document.hidden) timer = setTimeout(poll, POLL_MS);
+    }
+  }
+
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) poll();
+  });
+  poll();
+})();
