@@ -63,14 +63,19 @@ type MessageInfo struct {
 	// Blocking is false when the client asked to return at once (v1.0 returnImmediately: true,
 	// v0.3 blocking: false).
 	Blocking bool
+	// Metadata holds the string values of params.metadata, overlaid by those of
+	// params.message.metadata.
+	Metadata map[string]string
 }
 
 type sendParams struct {
 	Message *struct {
-		MessageID string `json:"messageId"`
-		ContextID string `json:"contextId"`
-		TaskID    string `json:"taskId"`
+		MessageID string         `json:"messageId"`
+		ContextID string         `json:"contextId"`
+		TaskID    string         `json:"taskId"`
+		Metadata  map[string]any `json:"metadata"`
 	} `json:"message"`
+	Metadata      map[string]any `json:"metadata"`
 	Configuration *struct {
 		ReturnImmediately *bool `json:"returnImmediately"`
 		Blocking          *bool `json:"blocking"`
@@ -89,7 +94,15 @@ func ParseMessageInfo(params json.RawMessage, d Dialect) (MessageInfo, error) {
 	if p.Message == nil {
 		return MessageInfo{}, ErrNoMessage
 	}
-	mi := MessageInfo{MessageID: p.Message.MessageID, ContextID: p.Message.ContextID, TaskID: p.Message.TaskID, Blocking: true}
+	mi := MessageInfo{MessageID: p.Message.MessageID, ContextID: p.Message.ContextID, TaskID: p.Message.TaskID, Blocking: true,
+		Metadata: map[string]string{}}
+	for _, md := range []map[string]any{p.Metadata, p.Message.Metadata} {
+		for k, v := range md {
+			if s, ok := v.(string); ok {
+				mi.Metadata[k] = s
+			}
+		}
+	}
 	if c := p.Configuration; c != nil {
 		if d == V1 && c.ReturnImmediately != nil && *c.ReturnImmediately {
 			mi.Blocking = false

@@ -38,6 +38,8 @@ type upOptions struct {
 	natsURL        string
 	journalSync    string
 	configFile     string
+	site           string
+	maxQueue       int
 	listenSet      bool
 	maxBodySet     bool
 }
@@ -74,6 +76,8 @@ to DATA_DIR/logs/<agent>/<replica>.log. Ctrl-C stops routing, lets in-flight tas
 	f.Int64Var(&o.maxBody, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest request body the gateway accepts")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level of DATA_DIR/agentplane.log: debug, info, warn, error")
 	f.BoolVar(&o.insecureRemote, "insecure-listen-remote", false, "allow a non-loopback --listen address although the gateway has no authentication yet")
+	f.StringVar(&o.site, "site", "", "the gateway's own site: its replicas are preferred, other sites used only when they are saturated or down")
+	f.IntVar(&o.maxQueue, "max-queue", 0, "tasks that may wait per agent for a free replica slot before more are refused with 429 (0: 1000)")
 	f.StringVar(&o.configFile, "config", "", "GatewayConfig file: listeners and TLS, authentication, policies, limits, rate limits, audit (see docs/security.md)")
 	f.StringVar(&o.natsURL, "nats-url", "", "external NATS JetStream server for the task journal (default: one embedded in this process, stored in DATA_DIR/jetstream)")
 	f.StringVar(&o.journalSync, "journal-sync", "interval", `"always": fsync every journal write before answering (survives power loss; slower); "interval": let the OS flush (survives a crash of agentplane, not of the machine)`)
@@ -166,6 +170,7 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 	gopts := gateway.Options{
 		Source: sup, Journal: journal, AdvertiseURL: o.advertiseURL, MaxBodyBytes: o.maxBody,
 		TaskTimeout: o.taskTimeout, DrainTimeout: o.drainTimeout, Logger: logger, Metrics: metrics,
+		Site: o.site, MaxQueue: o.maxQueue,
 	}
 	closeSecurity, err := sec.apply(&gopts, o.dataDir, logger, o.maxBodySet)
 	if err != nil {

@@ -9,14 +9,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/agentplane/agentplane/internal/audit"
 	"github.com/agentplane/agentplane/internal/auth"
 	"github.com/agentplane/agentplane/internal/discovery"
+	"github.com/agentplane/agentplane/internal/gateway/admission"
 	"github.com/agentplane/agentplane/internal/gateway/balancer"
+	"github.com/agentplane/agentplane/internal/gateway/balancer/policies"
 	"github.com/agentplane/agentplane/internal/gateway/health"
 	"github.com/agentplane/agentplane/internal/gateway/retry"
 	"github.com/agentplane/agentplane/internal/store"
@@ -51,6 +52,12 @@ type Options struct {
 	Audit audit.Sink
 	// Metrics records what the gateway does; nil means no metrics.
 	Metrics *telemetry.Metrics
+	// Site is the gateway's own site: its replicas are preferred, others used only when they
+	// are saturated or down. Empty prefers none.
+	Site string
+	// MaxQueue bounds the tasks waiting per agent for a replica slot; more are refused (429).
+	// 0 means the admission package's default.
+	MaxQueue int
 	// MaxConcurrentRequests bounds the requests served at once; more get 503. 0 means 10000.
 	MaxConcurrentRequests int
 	// Server limits; zero values take the defaults in parentheses. Slow clients are cut off by
@@ -91,21 +98,19 @@ type Gateway struct {
 	opts     Options
 	log      *slog.Logger
 	client   *http.Client
-	picker   balancer.Picker
+	policies *balancer.Registry
+	latency  *balancer.EWMA
+	queue    *admission.Queue
 	tracker  *balancer.Tracker
 	ejector  *health.Ejector
 	budget   *retry.Budget
 	journal  store.Journal
 	cards    *cardCache
 	recent   *recentTasks
-	queues   *queues
 	handler  http.Handler
 	draining atomic.Bool
 	// auditBroken is set when an audit record could not be written.
 	auditBroken atomic.Bool
-	pickMu      sync.Mutex // makes check-room-then-acquire atomic across concurrent picks
-	slotMu      sync.Mutex
-	slotCh      chan struct{}
 	// hardStop ends every task still running when the drain deadline passes.
 	hardStop     context.Context
 	stopAllTasks context.CancelFunc
@@ -158,17 +163,17 @@ func New(opts Options) (*Gateway, error) {
 		opts.Transport = newTransport()
 	}
 	g := &Gateway{
-		opts:    opts,
-		log:     opts.Logger,
-		client:  &http.Client{Transport: opts.Transport, CheckRedirect: noRedirects},
-		picker:  balancer.NewP2C(uint64(opts.Now().UnixNano())),
-		tracker: balancer.NewTracker(),
-		ejector: health.NewEjector(0, 0),
-		budget:  retry.NewBudget(0, 0, 0),
-		journal: opts.Journal,
-		slotCh:  make(chan struct{}),
-		recent:  newRecentTasks(),
-		queues:  newQueues(),
+		opts:     opts,
+		log:      opts.Logger,
+		client:   &http.Client{Transport: opts.Transport, CheckRedirect: noRedirects},
+		policies: policies.Default(policies.Options{Site: opts.Site, Seed: uint64(opts.Now().UnixNano())}),
+		latency:  balancer.NewEWMA(0),
+		queue:    admission.New(admission.Options{MaxQueue: opts.MaxQueue}),
+		tracker:  balancer.NewTracker(),
+		ejector:  health.NewEjector(0, 0),
+		budget:   retry.NewBudget(0, 0, 0),
+		journal:  opts.Journal,
+		recent:   newRecentTasks(),
 	}
 	opts.Metrics.SetSnapshot(g.snapshot)
 	g.hardStop, g.stopAllTasks = context.WithCancel(context.Background())

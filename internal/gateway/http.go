@@ -128,7 +128,7 @@ func (g *Gateway) serveAdminAgents(w http.ResponseWriter, _ *http.Request) {
 	for _, a := range g.opts.Source.Snapshot() {
 		s := AgentStatus{Name: a.Name, Description: a.Description, State: a.State, Desired: a.Desired,
 			Ready: a.ReadyCount(), MaxConcurrency: a.MaxConcurrency}
-		s.Queued, _ = g.queues.depth(a.Name, g.opts.Now())
+		s.Queued = g.queue.Depth(a.Name)
 		for _, e := range a.Endpoints {
 			s.InFlight += g.tracker.InFlight(e.URL)
 			s.Restarts += e.Restarts

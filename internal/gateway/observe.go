@@ -3,48 +3,11 @@ package gateway
 import (
 	"context"
 	"errors"
-	"sync"
-	"time"
 
 	"github.com/agentplane/agentplane/internal/discovery"
 	"github.com/agentplane/agentplane/internal/store"
 	"github.com/agentplane/agentplane/internal/telemetry"
 )
-
-// queues counts the tasks waiting for a replica slot, per agent, for the queue-depth gauges.
-type queues struct {
-	mu      sync.Mutex
-	waiting map[string]map[*time.Time]struct{}
-}
-
-func newQueues() *queues { return &queues{waiting: map[string]map[*time.Time]struct{}{}} }
-
-// enter records a task starting to wait and returns the function that ends its wait.
-func (q *queues) enter(agent string, now time.Time) func() {
-	start := &now
-	q.mu.Lock()
-	if q.waiting[agent] == nil {
-		q.waiting[agent] = map[*time.Time]struct{}{}
-	}
-	q.waiting[agent][start] = struct{}{}
-	q.mu.Unlock()
-	return func() {
-		q.mu.Lock()
-		delete(q.waiting[agent], start)
-		q.mu.Unlock()
-	}
-}
-
-// depth returns how many tasks of agent wait, and since when the oldest does.
-func (q *queues) depth(agent string, now time.Time) (int, time.Duration) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	var oldest time.Duration
-	for t := range q.waiting[agent] {
-		oldest = max(oldest, now.Sub(*t))
-	}
-	return len(q.waiting[agent]), oldest
-}
 
 // snapshot is what the metrics' gauges read at scrape time.
 func (g *Gateway) snapshot() telemetry.Snapshot {
@@ -57,8 +20,8 @@ func (g *Gateway) snapshot() telemetry.Snapshot {
 				Ejected: e.URL != "" && g.ejector.Ejected(e.URL, now), InFlight: g.tracker.InFlight(e.URL), Capacity: a.MaxConcurrency,
 			})
 		}
-		n, oldest := g.queues.depth(a.Name, now)
-		s.Queues = append(s.Queues, telemetry.QueueSample{Agent: a.Name, Depth: n, OldestWait: oldest})
+		st := g.queue.Stats(a.Name)
+		s.Queues = append(s.Queues, telemetry.QueueSample{Agent: a.Name, Depth: st.Depth, OldestWait: st.OldestWait})
 	}
 	return s
 }

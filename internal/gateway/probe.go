@@ -26,6 +26,9 @@ func (g *Gateway) probeEjected(ctx context.Context) {
 			if g.probe(ctx, url) {
 				g.ejector.Succeeded(url)
 				g.log.Info("ejected replica answers its probe again; back in rotation", "url", url)
+				for _, a := range g.opts.Source.Snapshot() {
+					g.queue.Notify(a.Name)
+				}
 			}
 		}
 	}

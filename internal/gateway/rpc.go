@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"slices"
 	"syscall"
 	"time"
 
@@ -18,9 +19,11 @@ import (
 	"github.com/agentplane/agentplane/internal/audit"
 	"github.com/agentplane/agentplane/internal/auth"
 	"github.com/agentplane/agentplane/internal/discovery"
+	"github.com/agentplane/agentplane/internal/gateway/admission"
 	"github.com/agentplane/agentplane/internal/gateway/balancer"
+	"github.com/agentplane/agentplane/internal/gateway/balancer/policies"
+	"github.com/agentplane/agentplane/internal/store"
 	"github.com/agentplane/agentplane/internal/telemetry"
-	"go.opentelemetry.io/otel/trace"
 )
 
 // HeaderReplica names the replica that answered, for operators and tests.
@@ -154,7 +157,8 @@ func (g *Gateway) serveRPC(w http.ResponseWriter, r *http.Request) {
 // serveOther forwards methods the gateway does not track (ListTasks, push notification configs,
 // the extended card) to one ready replica, unchanged.
 func (g *Gateway) serveOther(c *call, body []byte) string {
-	_, ep, release, err := g.acquire(c.r.Context(), c.agent.Name, nil)
+	sl, err := g.acquire(c.r.Context(), taskRef{agent: c.agent.Name, tenant: c.subject.Tenant, priority: admission.Normal}, nil)
+	ep, release := sl.ep, sl.release
 	if err != nil {
 		g.rpcError(c.w, http.StatusServiceUnavailable, c.req.ID, a2a.Errorf(a2a.CodeAgentUnavailable, "agent %q: %v", c.agent.Name, err))
 		return "unavailable"
@@ -271,111 +275,137 @@ func connectionFailure(err error) bool {
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
 }
 
-// pick chooses a ready replica not tried yet that has room (fewer tasks in flight than the
-// agent's maxConcurrency) and counts the task on it at once, so that concurrent picks see each
-// other; release must be called when the task leaves the replica. Ejected replicas are used only
-// when no other replica is ready, since a possibly-recovered replica is better than refusing the
-// task. full reports that ready replicas exist but all are at capacity.
-func (g *Gateway) pick(agent discovery.Agent, tried map[string]bool) (ep discovery.Endpoint, release func(), full, ok bool) {
+// pick chooses a replica for a task with the agent's balancing policy (filters: residency,
+// ready, not ejected, capacity, own site first; then load and latency scores; then power of two
+// choices, or bounded-load consistent hashing on contextID for stateful agents) and counts the
+// task on it at once, so that concurrent picks never exceed a replica's capacity. Replicas in
+// tried are avoided while another one has room. release must be called when the task leaves.
+func (g *Gateway) pick(agent discovery.Agent, tried map[string]bool, contextID string) (discovery.Endpoint, func(), error) {
+	ep, rel, err := g.pickAmong(agent, tried, contextID)
+	if errors.Is(err, balancer.ErrSaturated) && len(tried) > 0 {
+		// Every untried replica is busy: a replica that failed this task once but is not ejected
+		// is better than waiting.
+		ep, rel, err = g.pickAmong(agent, nil, contextID)
+	}
+	return ep, rel, err
+}
+
+func (g *Gateway) pickAmong(agent discovery.Agent, tried map[string]bool, contextID string) (discovery.Endpoint, func(), error) {
 	now := g.opts.Now()
 	capacity := max(agent.MaxConcurrency, 1)
-	var eps, ejected []discovery.Endpoint
+	cands := make([]balancer.Candidate, 0, len(agent.Endpoints))
+	eps := make([]discovery.Endpoint, 0, len(agent.Endpoints))
 	for _, e := range agent.Endpoints {
-		if !e.Ready || e.URL == "" || tried[e.URL] {
+		if e.URL == "" || tried[e.URL] {
 			continue
 		}
-		if g.ejector.Ejected(e.URL, now) {
-			ejected = append(ejected, e)
-			continue
-		}
+		lat, _ := g.latency.Value(e.URL, now)
+		cands = append(cands, balancer.Candidate{Key: e.URL, InFlight: g.tracker.InFlight(e.URL), Capacity: capacity,
+			Site: e.Site, Zone: e.Zone, Ready: e.Ready, Ejected: g.ejector.Ejected(e.URL, now), Latency: lat})
 		eps = append(eps, e)
 	}
-	if len(eps) == 0 {
-		eps = ejected
-	}
-	g.pickMu.Lock()
-	defer g.pickMu.Unlock()
-	cands := make([]balancer.Candidate, 0, len(eps))
-	room := make([]discovery.Endpoint, 0, len(eps))
-	for _, e := range eps {
-		if n := g.tracker.InFlight(e.URL); n < capacity {
-			cands = append(cands, balancer.Candidate{Key: e.URL, InFlight: n, Capacity: capacity})
-			room = append(room, e)
-		}
-	}
-	i, ok := g.picker.Pick(cands)
+	pol, ok := g.policies.Get(policies.NameFor(agent.State))
 	if !ok {
-		return discovery.Endpoint{}, nil, len(eps) > 0, false
+		return discovery.Endpoint{}, nil, fmt.Errorf("no balancing policy for %s agents", agent.State)
 	}
-	rel := g.tracker.Acquire(room[i].URL)
-	return room[i], func() { rel(); g.slotFreed() }, false, true
-}
-
-// slotFreed wakes tasks waiting for room on a replica.
-func (g *Gateway) slotFreed() {
-	g.slotMu.Lock()
-	close(g.slotCh)
-	g.slotCh = make(chan struct{})
-	g.slotMu.Unlock()
-}
-
-// slotWait returns a channel closed at the next freed slot (or change of replicas).
-func (g *Gateway) slotWait() <-chan struct{} {
-	g.slotMu.Lock()
-	defer g.slotMu.Unlock()
-	return g.slotCh
-}
-
-// acquire picks a replica for a task, waiting while every ready replica is at capacity, until
-// ctx ends or the queue timeout passes. Waiting tasks are woken in no particular order.
-func (g *Gateway) acquire(ctx context.Context, name string, tried map[string]bool) (discovery.Agent, discovery.Endpoint, func(), error) {
-	var deadline <-chan time.Time
-	waitStart := g.opts.Now()
-	waited := false
-	defer func() {
-		if waited {
-			g.opts.Metrics.QueueWait(ctx, name, g.opts.Now().Sub(waitStart))
+	req := balancer.Request{AllowedSites: agent.AllowedSites}
+	if agent.State == "stateful" {
+		req.AffinityKey = contextID
+	}
+	for range 3 {
+		i, err := pol.Pick(req, cands)
+		if errors.Is(err, balancer.ErrUnavailable) && readyOutside(agent) {
+			// Replicas are ready, but none where the agent's data may go: say so.
+			return discovery.Endpoint{}, nil, &balancer.NoReplicaError{Policy: pol.Name, Stage: "residency", Candidates: len(cands), Err: balancer.ErrResidency}
 		}
-	}()
-	for {
-		wake := g.slotWait()
-		changed := g.opts.Source.Changed()
-		agent, ok := discovery.Lookup(g.opts.Source.Snapshot(), name)
+		if err != nil {
+			return discovery.Endpoint{}, nil, err
+		}
+		if rel, ok := g.tracker.TryAcquire(cands[i].Key, capacity); ok {
+			return eps[i], rel, nil
+		}
+		cands[i].InFlight = cands[i].Capacity // taken meanwhile by a concurrent pick
+	}
+	return discovery.Endpoint{}, nil, &balancer.NoReplicaError{Policy: pol.Name, Stage: "capacity", Candidates: len(cands), Err: balancer.ErrSaturated}
+}
+
+// readyOutside reports whether an agent with a residency rule has ready replicas outside it.
+func readyOutside(agent discovery.Agent) bool {
+	if len(agent.AllowedSites) == 0 {
+		return false
+	}
+	for _, e := range agent.Endpoints {
+		if e.Ready && !slices.Contains(agent.AllowedSites, e.Site) {
+			return true
+		}
+	}
+	return false
+}
+
+// slot is a replica slot granted to a task.
+type slot struct {
+	agent   discovery.Agent
+	ep      discovery.Endpoint
+	release func()
+}
+
+// acquire gets a replica slot for a task. When every eligible replica is at capacity the task
+// waits in the agent's admission queue (urgent, then normal, then batch; round robin across
+// tenants; FIFO within a tenant) until a slot frees for it, ctx ends or the queue timeout passes.
+func (g *Gateway) acquire(ctx context.Context, t taskRef, tried map[string]bool) (slot, error) {
+	var s slot
+	try := func() (func(), error) {
+		agent, ok := discovery.Lookup(g.opts.Source.Snapshot(), t.agent)
 		if !ok {
-			return agent, discovery.Endpoint{}, nil, fmt.Errorf("agent %q was removed", name)
+			return nil, fmt.Errorf("agent %q was removed", t.agent)
 		}
-		ep, release, full, ok := g.pick(agent, tried)
-		if ok {
-			return agent, ep, release, nil
+		ep, rel, err := g.pick(agent, tried, t.contextID)
+		if errors.Is(err, balancer.ErrSaturated) {
+			return nil, admission.ErrNoSlot
 		}
-		if !full {
-			return agent, ep, nil, errNoReplica
+		if err != nil {
+			return nil, err
 		}
-		if deadline == nil {
-			timer := time.NewTimer(g.opts.QueueTimeout)
-			defer timer.Stop()
-			deadline = timer.C
-			waited = true
-			leave := g.queues.enter(name, waitStart)
-			defer leave()
-			var span trace.Span
-			ctx, span = telemetry.StartQueue(ctx)
-			defer telemetry.End(span, nil)
-		}
-		select {
-		case <-wake:
-		case <-changed:
-		case <-deadline:
-			g.opts.Metrics.QueueRefused(name, "deadline")
-			return agent, ep, nil, errQueueTimeout
-		case <-ctx.Done():
-			return agent, ep, nil, ctx.Err()
-		}
+		s.agent, s.ep = agent, ep
+		return rel, nil
 	}
+	start := g.opts.Now()
+	release, err := g.queue.Acquire(ctx, admission.Request{Agent: t.agent, Tenant: t.tenant, Priority: t.priority,
+		Deadline: start.Add(g.opts.QueueTimeout)}, try)
+	if waited := g.opts.Now().Sub(start); err == nil {
+		g.opts.Metrics.QueueWait(ctx, t.agent, waited)
+	}
+	var refused *admission.RefusedError
+	switch {
+	case errors.As(err, &refused):
+		reason := "deadline"
+		if errors.Is(err, admission.ErrQueueFull) {
+			reason = "queue_full"
+		}
+		g.opts.Metrics.QueueRefused(t.agent, reason)
+		return s, err
+	case errors.Is(err, balancer.ErrUnavailable):
+		return s, errNoReplica
+	case err != nil:
+		return s, err
+	}
+	s.release = release
+	return s, nil
 }
 
-// errQueueTimeout means a task waited for room on a replica longer than the queue timeout.
-var errQueueTimeout = errors.New("every replica stayed at capacity for the whole queue timeout")
+// taskRef is what admission and balancing need to know of a task.
+type taskRef struct {
+	agent, tenant, contextID string
+	priority                 admission.Priority
+}
+
+func refOf(t *store.Task) taskRef {
+	p, err := admission.ParsePriority(t.Priority)
+	if err != nil {
+		p = admission.Normal
+	}
+	return taskRef{agent: t.Agent, tenant: t.Tenant, contextID: t.ContextID, priority: p}
+}
 
 // endpoint finds the replica that has url, if it is still there.
 func endpoint(agent discovery.Agent, url string) (discovery.Endpoint, bool) {
@@ -396,6 +426,7 @@ func (g *Gateway) watch(ctx context.Context) {
 		agents := g.opts.Source.Snapshot()
 		restarts = g.noteRestarts(restarts, agents)
 		for _, a := range agents {
+			g.queue.Notify(a.Name) // a replica may have become ready: waiting tasks try again
 			for _, e := range a.Endpoints {
 				if e.URL != "" {
 					live[e.URL] = true
@@ -405,6 +436,7 @@ func (g *Gateway) watch(ctx context.Context) {
 		keep := func(k string) bool { return live[k] }
 		g.ejector.Retain(keep)
 		g.cards.retain(keep)
+		g.latency.Retain(keep)
 		select {
 		case <-ctx.Done():
 			return

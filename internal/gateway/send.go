@@ -9,12 +9,16 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/agentplane/agentplane/internal/a2a"
 	"github.com/agentplane/agentplane/internal/discovery"
+	"github.com/agentplane/agentplane/internal/gateway/admission"
+	"github.com/agentplane/agentplane/internal/gateway/balancer"
 	"github.com/agentplane/agentplane/internal/store"
 	"github.com/agentplane/agentplane/internal/telemetry"
 )
@@ -66,8 +70,13 @@ func (g *Gateway) serveSend(c *call) string {
 		g.rpcError(c.w, http.StatusOK, c.req.ID, a2a.Errorf(a2a.CodeInternalError, "%v", err))
 		return "internal"
 	}
+	prio, err := g.priority(c, mi)
+	if err != nil {
+		g.rpcError(c.w, http.StatusOK, c.req.ID, a2a.Errorf(a2a.CodeInvalidParams, "%v", err))
+		return "invalid"
+	}
 	now := g.opts.Now()
-	t := &store.Task{
+	t := &store.Task{Priority: prio.String(),
 		ID: newID(), Agent: c.agent.Name, Subject: c.subject.Name, Tenant: c.subject.Tenant,
 		ContextID: contextID, MessageID: mi.MessageID,
 		Method: c.req.Method, Dialect: string(d), Async: async, Request: body, Trace: telemetry.TraceCarrier(c.r.Context()),
@@ -111,15 +120,7 @@ func (g *Gateway) runBlocking(c *call, t *store.Task) string {
 	out, ep, err := g.execute(ctx, t, c.r.Header)
 	c.replica = ep.Name
 	if err != nil {
-		var ae *a2a.Error
-		if !errors.As(err, &ae) {
-			ae = a2a.Errorf(a2a.CodeAgentUnavailable, "task %s could not be run: %v", t.ID, err)
-		}
-		status := http.StatusOK
-		if ae.Code == a2a.CodeAgentUnavailable {
-			status = http.StatusServiceUnavailable
-		}
-		g.rpcError(c.w, status, c.req.ID, ae)
+		g.rpcErrorFor(c.w, c.req.ID, err)
 		return "failed"
 	}
 	c.w.Header().Set("Content-Type", "application/json")
@@ -153,13 +154,17 @@ func (g *Gateway) execute(ctx context.Context, t *store.Task, hdr http.Header) (
 			lastErr = fmt.Errorf("retry budget of agent %q exhausted (last error: %w)", t.Agent, lastErr)
 			break
 		}
-		_, ep, release, err := g.acquire(ctx, t.Agent, tried)
+		sl, err := g.acquire(ctx, refOf(t), tried)
 		if err != nil {
+			if refusal := g.refusal(ctx, t, err); refusal != nil {
+				return nil, last, refusal
+			}
 			if lastErr == nil || ctx.Err() != nil {
 				lastErr = err
 			}
 			break
 		}
+		ep, release := sl.ep, sl.release
 		tried[ep.URL] = true
 		last = ep
 		if err := g.dispatched(ctx, t, ep); err != nil {
@@ -185,8 +190,12 @@ func (g *Gateway) execute(ctx context.Context, t *store.Task, hdr http.Header) (
 			err = errHung
 		}
 		lastErrCause = err
-		g.opts.Metrics.Dispatch(dctx, t.Agent, ep.Name, dispatchResult(err), g.opts.Now().Sub(began))
+		took := g.opts.Now().Sub(began)
+		g.opts.Metrics.Dispatch(dctx, t.Agent, ep.Name, dispatchResult(err), took)
 		telemetry.End(span, err)
+		if err == nil {
+			g.latency.Observe(ep.URL, took, g.opts.Now())
+		}
 		if err == nil {
 			g.ejector.Succeeded(ep.URL)
 			return g.complete(ctx, t, ep, out), ep, nil
@@ -215,6 +224,68 @@ func (g *Gateway) execute(ctx context.Context, t *store.Task, hdr http.Header) (
 	return nil, last, a2a.Errorf(a2a.CodeAgentUnavailable, "agent %q: %s", t.Agent, reason)
 }
 
+// refusedError is a task the gateway refuses before any replica saw it: its queue is full or
+// its wait for a slot passed the deadline (retry later), or no allowed site can serve it.
+type refusedError struct {
+	status     int
+	retryAfter time.Duration
+	err        *a2a.Error
+}
+
+func (e *refusedError) Error() string { return e.err.Message }
+
+// refusal turns an admission or residency refusal into a rejected task; other errors give nil.
+func (g *Gateway) refusal(ctx context.Context, t *store.Task, err error) *refusedError {
+	var ref *admission.RefusedError
+	switch {
+	case errors.As(err, &ref):
+		status := http.StatusServiceUnavailable
+		if errors.Is(err, admission.ErrQueueFull) {
+			status = http.StatusTooManyRequests
+		}
+		msg := fmt.Sprintf("agent %q is at capacity: %v", t.Agent, ref.Reason)
+		g.finish(ctx, t, store.StateRejected, msg, nil)
+		return &refusedError{status: status, retryAfter: ref.RetryAfter, err: a2a.Errorf(CodeAtCapacity, "%s; retry after %v", msg, ref.RetryAfter.Round(time.Second))}
+	case errors.Is(err, balancer.ErrResidency):
+		msg := fmt.Sprintf("agent %q has no ready replica in its allowed sites %v; the task is not sent elsewhere", t.Agent, g.allowedSites(t.Agent))
+		g.finish(ctx, t, store.StateRejected, msg, nil)
+		return &refusedError{status: http.StatusServiceUnavailable, err: a2a.Errorf(CodeResidency, "%s", msg)}
+	}
+	return nil
+}
+
+func (g *Gateway) allowedSites(agent string) []string {
+	a, _ := discovery.Lookup(g.opts.Source.Snapshot(), agent)
+	return a.AllowedSites
+}
+
+// rpcErrorFor answers a failed task with the right status and code.
+func (g *Gateway) rpcErrorFor(w http.ResponseWriter, id json.RawMessage, err error) {
+	var ref *refusedError
+	if errors.As(err, &ref) {
+		if ref.retryAfter > 0 {
+			w.Header().Set("Retry-After", strconv.FormatInt(int64(max(time.Second, ref.retryAfter+time.Second-1)/time.Second), 10))
+		}
+		g.rpcError(w, ref.status, id, ref.err)
+		return
+	}
+	var ae *a2a.Error
+	if !errors.As(err, &ae) {
+		ae = a2a.Errorf(a2a.CodeAgentUnavailable, "%v", err)
+	}
+	status := http.StatusOK
+	if ae.Code == a2a.CodeAgentUnavailable {
+		status = http.StatusServiceUnavailable
+	}
+	g.rpcError(w, status, id, ae)
+}
+
+// JSON-RPC codes of refusals before dispatch.
+const (
+	CodeAtCapacity = -32055 // every replica busy and the queue full or the wait too long
+	CodeResidency  = -32056 // no replica in an allowed site
+)
+
 // neverSent reports whether err means the request could not have reached the agent: the
 // connection was refused, or the replica's card could not be read.
 func neverSent(err error) bool {
@@ -223,6 +294,30 @@ func neverSent(err error) bool {
 		return true
 	}
 	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, errCard)
+}
+
+// MetaPriority is the request metadata key that asks for a priority class: urgent, normal or
+// batch. The gateway lowers it to the highest class the caller's policy allows.
+const MetaPriority = "agentplane.io/priority"
+
+// priority is the class a send asks for in params.metadata or params.message.metadata, capped
+// by what the subject may use.
+func (g *Gateway) priority(c *call, mi a2a.MessageInfo) (admission.Priority, error) {
+	asked := mi.Metadata[MetaPriority]
+	p := admission.Normal
+	if asked != "" {
+		var err error
+		if p, err = admission.ParsePriority(asked); err != nil {
+			return p, fmt.Errorf("metadata %q: %w", MetaPriority, err)
+		}
+	}
+	if g.opts.Auth != nil {
+		limit, ok := g.opts.Auth.Authorizer.MaxPriority(c.subject, c.agent.Name)
+		if lp, err := admission.ParsePriority(string(limit)); ok && err == nil && p > lp {
+			p = lp
+		}
+	}
+	return p, nil
 }
 
 // unsupported rejects a task whose dialect the agent does not speak.
@@ -293,13 +388,18 @@ func (g *Gateway) runStream(c *call, t *store.Task) string {
 			lastErr = fmt.Errorf("retry budget of agent %q exhausted (last error: %w)", t.Agent, lastErr)
 			break
 		}
-		_, ep, release, err := g.acquire(ctx, t.Agent, tried)
+		sl, err := g.acquire(ctx, refOf(t), tried)
 		if err != nil {
+			if refusal := g.refusal(ctx, t, err); refusal != nil && !sw.started {
+				g.rpcErrorFor(c.w, c.req.ID, refusal)
+				return "refused"
+			}
 			if lastErr == nil || ctx.Err() != nil {
 				lastErr = err
 			}
 			break
 		}
+		ep, release := sl.ep, sl.release
 		tried[ep.URL] = true
 		if err := g.dispatched(ctx, t, ep); err != nil {
 			release()

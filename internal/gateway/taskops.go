@@ -197,7 +197,7 @@ func (g *Gateway) serveContinue(c *call, mi a2a.MessageInfo) string {
 		return "internal"
 	}
 	release := g.tracker.Acquire(ep.URL)
-	defer release()
+	defer func() { release(); g.queue.Notify(t.Agent) }()
 	tctx, cancelTask := g.taskContext(c.r.Context())
 	defer cancelTask()
 	ctx, cancel := context.WithTimeout(tctx, g.opts.TaskTimeout)

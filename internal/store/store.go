@@ -41,6 +41,7 @@ type Task struct {
 	Method     string    `json:"method"`  // the JSON-RPC method of the original request
 	Dialect    string    `json:"dialect"` // "1.0" or "0.3"
 	Async      bool      `json:"async,omitempty"`
+	Priority   string    `json:"priority,omitempty"`   // urgent, normal (default) or batch
 	Request    []byte    `json:"request"`              // the original JSON-RPC request, for re-dispatch
 	Replica    string    `json:"replica,omitempty"`    // endpoint name now holding the task
 	ReplicaURL string    `json:"replicaUrl,omitempty"` // its URL at dispatch time
