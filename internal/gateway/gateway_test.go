@@ -198,6 +198,10 @@ func TestRefusedReplicaIsEjectedAndTheTaskRetried(t *testing.T) {
 	dead := testutil.ClosedURL(t)
 	live := startAgent(t, "triage", "1", simagent.Config{})
 	g, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, dead, live)))
+	// Load the live replica so that the first task is sent to the dead one.
+	for range 3 {
+		defer g.tracker.Acquire(live)()
+	}
 	for i := range 20 {
 		r := post(t, srv.URL+"/agents/triage", sendV1(i, "x"))
 		if r.resp.Error != nil || r.replica != "triage-1" {
