@@ -53,13 +53,24 @@ func (g *Gateway) save(ctx context.Context, t *store.Task, change func(*store.Ta
 	return nil
 }
 
-// dispatched records that t is being sent to ep.
+// dispatched records that t is being sent to ep. A blocking send is recorded in the journal only
+// when it ends: until then its client is connected and waiting, and after a gateway crash an
+// accepted task and a dispatched one are recovered the same way, so the write would buy
+// nothing. Queued tasks are claimed with it (compare-and-set), and streams record where they
+// run, since a client may re-subscribe to them.
 func (g *Gateway) dispatched(ctx context.Context, t *store.Task, ep discovery.Endpoint) error {
-	return g.save(ctx, t, func(t *store.Task) {
+	change := func(t *store.Task) {
 		t.Replica, t.ReplicaURL, t.UpstreamID = ep.Name, ep.URL, ""
 		t.Attempts++
 		t.State = store.StateDispatched
-	})
+	}
+	if m, _ := a2a.LookupMethod(t.Method); m.Kind == a2a.KindSend && !t.Async {
+		change(t)
+		t.UpdatedAt = g.opts.Now()
+		g.recent.note(t)
+		return nil
+	}
+	return g.save(ctx, t, change)
 }
 
 // finish records a terminal (or final-for-now) state with a reason and, when known, the task.
