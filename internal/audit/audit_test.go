@@ -425,3 +425,24 @@ func TestSanitize(t *testing.T) {
 		t.Fatalf("lines = %d; a field must not be able to break a line", n)
 	}
 }
+
+func TestRecentListsNewestCallsFirst(t *testing.T) {
+	dir := t.TempDir()
+	w, err := Open(Options{Path: filepath.Join(dir, "audit.jsonl"), MaxFileBytes: 600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for i := range 7 {
+		if err := w.Write(t.Context(), Record{Subject: "s", Agent: "triage", Method: "SendMessage", TaskID: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, err := w.Recent(t.Context(), 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 5 || recs[0].TaskID != "6" || recs[4].TaskID != "2" {
+		t.Fatalf("Recent(5) = %+v", recs)
+	}
+}

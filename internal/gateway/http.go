@@ -1,11 +1,14 @@
 package gateway
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 
+	"github.com/agentplane/agentplane/internal/audit"
 	"github.com/agentplane/agentplane/internal/discovery"
 	"github.com/agentplane/agentplane/internal/telemetry"
 	"github.com/agentplane/agentplane/internal/ui"
@@ -24,6 +27,9 @@ func (g *Gateway) routesMux() http.Handler {
 	mux.HandleFunc("GET /api/v1/agents", admin(g.serveAdminAgents))
 	mux.HandleFunc("GET /api/v1/replicas", admin(g.serveAdminReplicas))
 	mux.HandleFunc("GET /api/v1/tasks", admin(g.serveAdminTasks))
+	if rd, ok := g.opts.Audit.(auditReader); ok {
+		mux.HandleFunc("GET /api/v1/audit", admin(func(w http.ResponseWriter, r *http.Request) { g.serveAudit(w, r, rd) }))
+	}
 	if g.opts.Metrics != nil {
 		mux.Handle("GET /metrics", admin(g.opts.Metrics.Handler().ServeHTTP))
 	}
@@ -187,4 +193,32 @@ func (g *Gateway) limitConcurrency(next http.Handler) http.Handler {
 			writeText(w, http.StatusServiceUnavailable, "too many requests in flight\n")
 		}
 	})
+}
+
+// auditReader is an audit sink that can list its latest records (audit.Writer can).
+type auditReader interface {
+	Recent(ctx context.Context, n int) ([]audit.Record, error)
+}
+
+// serveAudit lists the latest audit records, newest first, for admins.
+func (g *Gateway) serveAudit(w http.ResponseWriter, r *http.Request, rd auditReader) {
+	limit := 50
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "limit must be a number from 1 to 1000"})
+			return
+		}
+		limit = n
+	}
+	recs, err := rd.Recent(r.Context(), limit)
+	if err != nil {
+		g.log.Error("reading the audit log", "err", err)
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "the audit log cannot be read"})
+		return
+	}
+	if recs == nil {
+		recs = []audit.Record{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"records": recs})
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -238,6 +239,21 @@ func TestSecurityDecisions(t *testing.T) {
 			t.Errorf("admin API with %q: %d, want %d", token, res.StatusCode, want)
 		}
 	}
+
+	// Admins read the audit trail over the API.
+	req, _ := http.NewRequest(http.MethodGet, gw.url+"/api/v1/audit?limit=3", nil)
+	req.Header.Set("Authorization", "Bearer key-ops-0123456789abcdef0123456789")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var trail struct {
+		Records []audit.Record `json:"records"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&trail); err != nil || res.StatusCode != 200 || len(trail.Records) != 3 {
+		t.Fatalf("GET /api/v1/audit: %d %v %+v", res.StatusCode, err, trail)
+	}
+	res.Body.Close()
 
 	// Every call left an audit record, the chain verifies, and no record or log line carries
 	// the message content or a credential.
