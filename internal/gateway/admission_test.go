@@ -111,3 +111,30 @@ func TestUrgentTasksGoFirst(t *testing.T) {
 		t.Fatal("an unknown priority class was accepted")
 	}
 }
+
+func TestSlowReplicaIsEjectedAsALatencyOutlier(t *testing.T) {
+	fast := []string{
+		startAgent(t, "triage", "0", simagent.Config{Latency: latency(t, "10ms")}),
+		startAgent(t, "triage", "1", simagent.Config{Latency: latency(t, "10ms")}),
+		startAgent(t, "triage", "2", simagent.Config{Latency: latency(t, "10ms")}),
+	}
+	slow := startAgent(t, "triage", "3", simagent.Config{Latency: latency(t, "1s")})
+	g, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, append(fast, slow)...)))
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Go(func() {
+			if r := post(t, srv.URL+"/agents/triage", sendV1(i, "x")); r.resp.Error != nil {
+				t.Errorf("task %d: %s", i, r.raw)
+			}
+		})
+	}
+	wg.Wait()
+	if !g.ejector.Ejected(slow, time.Now()) {
+		t.Fatal("the replica 100 times slower than its peers was not ejected")
+	}
+	for _, u := range fast {
+		if g.ejector.Ejected(u, time.Now()) {
+			t.Fatalf("fast replica %s was ejected", u)
+		}
+	}
+}

@@ -24,7 +24,7 @@ func (g *Gateway) probeEjected(ctx context.Context) {
 		}
 		for _, url := range g.ejector.EjectedKeys(g.opts.Now()) {
 			if g.probe(ctx, url) {
-				g.ejector.Succeeded(url)
+				g.ejector.Readmit(url)
 				g.log.Info("ejected replica answers its probe again; back in rotation", "url", url)
 				for _, a := range g.opts.Source.Snapshot() {
 					g.queue.Notify(a.Name)

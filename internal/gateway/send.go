@@ -195,9 +195,10 @@ func (g *Gateway) execute(ctx context.Context, t *store.Task, hdr http.Header) (
 		telemetry.End(span, err)
 		if err == nil {
 			g.latency.Observe(ep.URL, took, g.opts.Now())
+			g.checkOutlier(sl.agent, ep, g.opts.Now())
 		}
 		if err == nil {
-			g.ejector.Succeeded(ep.URL)
+			g.ejector.Succeeded(ep.URL, g.opts.Now())
 			return g.complete(ctx, t, ep, out), ep, nil
 		}
 		if errors.Is(err, errDialectUnsupported) {
@@ -424,7 +425,7 @@ func (g *Gateway) runStream(c *call, t *store.Task) string {
 		g.opts.Metrics.Dispatch(dctx, t.Agent, ep.Name, dispatchResult(result), g.opts.Now().Sub(began))
 		telemetry.End(span, result)
 		if done {
-			g.ejector.Succeeded(ep.URL)
+			g.ejector.Succeeded(ep.URL, g.opts.Now())
 			return "ok"
 		}
 		if errors.Is(err, errDialectUnsupported) && !sw.started {

@@ -102,13 +102,23 @@ func (e *Ejector) Ejected(key string, now time.Time) bool {
 	return ej != nil && now.Before(ej.until)
 }
 
-// Succeeded records that key served a request: its backoff starts over.
-func (e *Ejector) Succeeded(key string) {
+// Succeeded records that key served a request: its failure count and backoff start over. A
+// success while key is ejected is ignored: it comes from a request sent before the ejection, and
+// says nothing about whether the cause has gone (Readmit is for proof that it has).
+func (e *Ejector) Succeeded(key string, now time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if ej := e.m[key]; ej != nil && (ej.count > 0 || ej.fails > 0) {
+	if ej := e.m[key]; ej != nil && !now.Before(ej.until) {
 		delete(e.m, key)
 	}
+}
+
+// Readmit puts key back into rotation at once and forgets its failures, as when an active
+// probe shows it healthy again.
+func (e *Ejector) Readmit(key string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.m, key)
 }
 
 // EjectedKeys lists the keys out of rotation at now.

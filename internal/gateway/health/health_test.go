@@ -28,15 +28,24 @@ func TestEjectorBackoff(t *testing.T) {
 	if e.Ejected("b", t0) {
 		t.Fatal("an unknown key is ejected")
 	}
-	e.Succeeded("a")
-	if got := e.Eject("a", t0); got != time.Second {
+	e.Succeeded("a", now.Add(-time.Millisecond)) // a request from before the last ejection ended
+	if !e.Ejected("a", now.Add(-time.Millisecond)) {
+		t.Fatal("a success during the ejection readmitted the replica")
+	}
+	e.Succeeded("a", now)
+	if got := e.Eject("a", now); got != time.Second {
 		t.Fatalf("after a success the backoff did not start over: %v", got)
 	}
-	if keys := e.EjectedKeys(t0); len(keys) != 1 || keys[0] != "a" {
+	e.Readmit("a")
+	if e.Ejected("a", now) {
+		t.Fatal("Readmit did not readmit")
+	}
+	e.Eject("a", now)
+	if keys := e.EjectedKeys(now); len(keys) != 1 || keys[0] != "a" {
 		t.Fatalf("EjectedKeys = %v", keys)
 	}
 	e.Retain(func(string) bool { return false })
-	if e.Ejected("a", t0) {
+	if e.Ejected("a", now) {
 		t.Fatal("Retain did not forget")
 	}
 }
@@ -54,7 +63,7 @@ func TestFailEjectsAfterConsecutiveFailures(t *testing.T) {
 	if d := e.Fail("a", now, 2); d != 0 || e.Ejected("a", now) {
 		t.Fatal("one failure ejected the replica")
 	}
-	e.Succeeded("a")
+	e.Succeeded("a", now)
 	if d := e.Fail("a", now, 2); d != 0 {
 		t.Fatal("a success did not reset the count")
 	}
