@@ -98,6 +98,9 @@ func NewRootCommand(streams Streams) *cobra.Command {
 	root.AddCommand(
 		newUpCommand(streams),
 		newGetCommand(streams),
+		newApplyCommand(streams),
+		newLogsCommand(streams),
+		newDescribeCommand(streams),
 		newSimagentCommand(streams),
 		newAuditCommand(streams),
 		newVersionCommand(streams),

@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/agentplane/agentplane/api/v1alpha1"
 	"github.com/agentplane/agentplane/internal/gateway"
 	"github.com/agentplane/agentplane/internal/manifest"
 	"github.com/agentplane/agentplane/internal/store"
@@ -167,7 +168,14 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 	if err != nil {
 		return err
 	}
+	admin := newAdminHandler(sup, o.dataDir, func(paths ...string) ([]v1alpha1.Agent, error) {
+		if len(paths) == 0 {
+			paths = o.files // reload: the manifests up was started with
+		}
+		return manifest.Load(paths...)
+	})
 	gopts := gateway.Options{
+		Admin:  admin,
 		Source: sup, Journal: journal, AdvertiseURL: o.advertiseURL, MaxBodyBytes: o.maxBody,
 		TaskTimeout: o.taskTimeout, DrainTimeout: o.drainTimeout, Logger: logger, Metrics: metrics,
 		Site: o.site, MaxQueue: o.maxQueue,
@@ -201,6 +209,8 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 	go func() { supDone <- sup.Start(supCtx) }()
 	gwCtx, stopGw := context.WithCancel(ctx)
 	defer stopGw()
+	// `agentplane logs -f` streams end when the gateway starts to drain, not at its deadline.
+	defer context.AfterFunc(gwCtx, admin.stopFollowing)()
 	gwDone := make(chan error, 1)
 	go func() { gwDone <- gw.Start(gwCtx, ln) }()
 	statusDone := make(chan struct{})

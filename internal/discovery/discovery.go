@@ -22,7 +22,9 @@ const (
 type Endpoint struct {
 	// Agent is the agent's name.
 	Agent string `json:"agent"`
-	// Name is unique per agent and stable across restarts, such as "triage-0".
+	// Name is stable across restarts, such as "triage-0". While a replica is replaced by a
+	// rolling update, its old and new process are both listed under its name for a moment, with
+	// different URLs: per-replica state is keyed by URL.
 	Name string `json:"name"`
 	// Index is the replica's ordinal, 0-based.
 	Index int `json:"index"`

@@ -48,6 +48,10 @@ type Options struct {
 	Auth *auth.Stack
 	// AdminGroup may use the admin API when Auth is set; default DefaultAdminGroup.
 	AdminGroup string
+	// Admin, when set, serves the admin endpoints of embedded mode (POST /api/v1/apply,
+	// GET /api/v1/logs/{replica}, GET /api/v1/agents/{name}), behind the same admin check as the
+	// gateway's own admin API.
+	Admin http.Handler
 	// Audit receives a record of every call; nil means no audit log.
 	Audit audit.Sink
 	// Metrics records what the gateway does; nil means no metrics.

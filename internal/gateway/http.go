@@ -27,6 +27,11 @@ func (g *Gateway) routesMux() http.Handler {
 	mux.HandleFunc("GET /api/v1/agents", admin(g.serveAdminAgents))
 	mux.HandleFunc("GET /api/v1/replicas", admin(g.serveAdminReplicas))
 	mux.HandleFunc("GET /api/v1/tasks", admin(g.serveAdminTasks))
+	if h := g.opts.Admin; h != nil {
+		mux.HandleFunc("POST /api/v1/apply", admin(h.ServeHTTP))
+		mux.HandleFunc("GET /api/v1/logs/{replica}", admin(h.ServeHTTP))
+		mux.HandleFunc("GET /api/v1/agents/{name}", admin(h.ServeHTTP))
+	}
 	if rd, ok := g.opts.Audit.(auditReader); ok {
 		mux.HandleFunc("GET /api/v1/audit", admin(func(w http.ResponseWriter, r *http.Request) { g.serveAudit(w, r, rd) }))
 	}

@@ -8,9 +8,14 @@
 // sends SIGTERM to each process group and SIGKILL after a grace period. Pid files under
 // DataDir/run let the next run kill replicas left behind by a supervisor that was killed itself.
 //
+// Apply changes the agents while it runs: it starts new agents, drains and stops removed ones,
+// scales, and replaces the replicas of an agent whose spec changed one at a time with a surge
+// of one, so the number of ready replicas never drops. Replica names (<agent>-<i>) are stable;
+// during a rolling update the old and the new process of a replica are briefly listed together
+// under the same name, with different URLs and pids.
+//
 // The Supervisor is a discovery.Source: Snapshot and Changed are all the gateway needs.
 //
-// It is not a general process manager: it does not reload agents whose spec changed, scale at
-// run time, limit resources, rotate logs or run anything on Kubernetes, where the controller
-// and the kubelet do this work.
+// It is not a general process manager: it does not limit resources, rotate logs or run anything
+// on Kubernetes, where the controller and the kubelet do this work.
 package supervisor

@@ -2,6 +2,7 @@ package supervisor_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os/signal"
 	"syscall"
@@ -36,5 +37,20 @@ func Example() {
 	}()
 	if err := sup.Start(ctx); err != nil { // returns once every replica has stopped
 		panic(err)
+	}
+}
+
+// Apply changes the running agents: here it scales one up, and reports what it did.
+func ExampleSupervisor_Apply() {
+	ctx := context.Background()
+	var sup *supervisor.Supervisor // from supervisor.New, running: go sup.Start(ctx)
+	var agents []v1alpha1.Agent    // the whole new set, read from the manifests
+	diff, err := sup.Apply(ctx, agents)
+	if errors.Is(err, supervisor.ErrInvalid) {
+		fmt.Println("nothing changed:", err)
+		return
+	}
+	for _, s := range diff.Scaled {
+		fmt.Printf("%s scaled from %d to %d\n", s.Agent, s.From, s.To)
 	}
 }

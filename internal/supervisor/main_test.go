@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -32,9 +33,10 @@ func TestMain(m *testing.M) {
 }
 
 // helperAgent is a tiny agent. It serves GET /.well-known/agent-card.json and /livez on
-// 127.0.0.1:$PORT, in one of these modes:
+// 127.0.0.1:$PORT, and GET /slow?ms=N, which sends its headers at once and its body "done"
+// N milliseconds later, in one of these modes:
 //
-//	ok          serve; on SIGTERM drain briefly and exit 0
+//	ok          serve; on SIGTERM finish the requests in flight (up to 5s) and exit 0
 //	crash       exit 3 at once
 //	slowstart   serve only after 1s
 //	ignoreterm  serve and ignore SIGTERM, so that only SIGKILL stops it
@@ -42,7 +44,7 @@ func TestMain(m *testing.M) {
 //	family      like ok, but first start a child that sleeps, and print its pid
 //	sleeper     block until killed (the child of family)
 func helperAgent(mode string) int {
-	fmt.Printf("helper agent %s-%s mode %s pid %d\n", os.Getenv("AGENTPLANE_AGENT"), os.Getenv("AGENTPLANE_REPLICA"), mode, os.Getpid())
+	fmt.Printf("helper agent %s-%s mode %s pid %d version %q\n", os.Getenv("AGENTPLANE_AGENT"), os.Getenv("AGENTPLANE_REPLICA"), mode, os.Getpid(), os.Getenv("HELPER_VERSION"))
 	term := make(chan os.Signal, 1)
 	switch mode {
 	case "crash":
@@ -83,10 +85,18 @@ func helperAgent(mode string) int {
 		_ = json.NewEncoder(w).Encode(map[string]string{"name": os.Getenv("AGENTPLANE_AGENT")})
 	})
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, r *http.Request) {})
+	mux.HandleFunc("GET /slow", func(w http.ResponseWriter, r *http.Request) {
+		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
+		w.WriteHeader(http.StatusOK)
+		http.NewResponseController(w).Flush()
+		time.Sleep(time.Duration(ms) * time.Millisecond)
+		fmt.Fprint(w, "done")
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(l) }()
 	<-term
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	fmt.Println("helper agent draining")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(ctx)
 	fmt.Println("helper agent drained")

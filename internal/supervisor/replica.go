@@ -18,18 +18,17 @@ import (
 	"github.com/agentplane/agentplane/internal/discovery"
 )
 
-// runReplica starts replica ri of agent ai again and again, with backoff, until ctx ends.
-func (s *Supervisor) runReplica(ctx context.Context, ai, ri int) {
-	a := &s.agents[ai]
-	log := s.opts.Logger.With("agent", a.name, "replica", ri)
+// runReplica starts replica r again and again, with backoff, until ctx ends.
+func (s *Supervisor) runReplica(ctx context.Context, r *replica) {
+	log := s.opts.Logger.With("agent", r.spec.name, "replica", r.index)
 	crashes := 0
 	for attempt := 1; ; attempt++ {
-		out := s.runOnce(ctx, log, ai, ri, attempt)
+		out := s.runOnce(ctx, log, r, attempt)
 		if ctx.Err() != nil {
 			if out.pid != 0 {
 				log.Info("replica stopped", "pid", out.pid, "exit", out.exit)
 			}
-			s.update(ai, ri, func(e *discovery.Endpoint) {
+			s.update(r, func(e *discovery.Endpoint) {
 				e.Ready = false
 				e.PID = 0
 				if out.exit != "" {
@@ -41,7 +40,7 @@ func (s *Supervisor) runReplica(ctx context.Context, ai, ri int) {
 		crashes = s.opts.Backoff.Crashes(crashes, out.readyFor)
 		delay := s.opts.Backoff.Delay(crashes)
 		next := s.opts.Clock().Add(delay)
-		s.update(ai, ri, func(e *discovery.Endpoint) {
+		s.update(r, func(e *discovery.Endpoint) {
 			e.Ready = false
 			e.State = discovery.StateCrashLoopBackOff
 			e.PID = 0
@@ -70,9 +69,8 @@ type outcome struct {
 
 // runOnce starts the replica's process once and supervises it until it exits, it is killed
 // for failing a probe, or ctx ends. It returns only after the process has exited.
-func (s *Supervisor) runOnce(ctx context.Context, log *slog.Logger, ai, ri, attempt int) outcome {
-	a := &s.agents[ai]
-	name := replicaName(a.name, ri)
+func (s *Supervisor) runOnce(ctx context.Context, log *slog.Logger, rep *replica, attempt int) outcome {
+	a, name := rep.spec, rep.name
 
 	port, err := freePort(s.opts.Host)
 	if err != nil {
@@ -82,6 +80,10 @@ func (s *Supervisor) runOnce(ctx context.Context, log *slog.Logger, ai, ri, atte
 	url := "http://" + net.JoinHostPort(s.opts.Host, strconv.Itoa(port))
 
 	logPath := filepath.Join(s.opts.DataDir, "logs", a.name, name+".log")
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+		log.Error("replica start failed", "err", err)
+		return outcome{exit: "cannot create the log directory: " + err.Error()}
+	}
 	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		log.Error("replica start failed", "err", err)
@@ -93,7 +95,7 @@ func (s *Supervisor) runOnce(ctx context.Context, log *slog.Logger, ai, ri, atte
 	env := slices.Concat(s.inherits, a.env, []string{
 		"PORT=" + strconv.Itoa(port),
 		"AGENTPLANE_AGENT=" + a.name,
-		"AGENTPLANE_REPLICA=" + strconv.Itoa(ri),
+		"AGENTPLANE_REPLICA=" + strconv.Itoa(rep.index),
 	})
 	proc, err := s.opts.Launcher.Launch(ctx, ProcessSpec{
 		Path: a.argv[0], Args: a.argv, Env: env, Stdout: logFile, Stderr: logFile,
@@ -105,7 +107,8 @@ func (s *Supervisor) runOnce(ctx context.Context, log *slog.Logger, ai, ri, atte
 	}
 	pid := proc.PID()
 
-	pidPath := filepath.Join(s.runDir, name+".pid")
+	// The pid is part of the name: during a rolling update, two processes run as one replica.
+	pidPath := filepath.Join(s.runDir, fmt.Sprintf("%s.%d.pid", name, pid))
 	if pf, err := newPidFile(pid, a.argv); err != nil {
 		log.Warn("cannot describe replica for its pid file", "pid", pid, "err", err)
 	} else if err := writePidFile(pidPath, pf); err != nil {
@@ -123,7 +126,7 @@ func (s *Supervisor) runOnce(ctx context.Context, log *slog.Logger, ai, ri, atte
 		close(exited)
 	}()
 
-	s.update(ai, ri, func(e *discovery.Endpoint) {
+	s.update(rep, func(e *discovery.Endpoint) {
 		e.State = discovery.StateStarting
 		e.Ready = false
 		e.URL = url
@@ -132,7 +135,7 @@ func (s *Supervisor) runOnce(ctx context.Context, log *slog.Logger, ai, ri, atte
 	})
 	log.Info("replica started", "pid", pid, "port", port, "attempt", attempt)
 
-	r := &run{s: s, log: log, ai: ai, ri: ri, spec: a, url: url, proc: proc, exited: exited, procCtx: procCtx}
+	r := &run{s: s, log: log, rep: rep, spec: a, url: url, proc: proc, exited: exited, procCtx: procCtx}
 	out := r.supervise(ctx)
 	<-exited
 	if out.exit == "" {
@@ -150,7 +153,7 @@ func (s *Supervisor) runOnce(ctx context.Context, log *slog.Logger, ai, ri, atte
 type run struct {
 	s       *Supervisor
 	log     *slog.Logger
-	ai, ri  int
+	rep     *replica
 	spec    *agentSpec
 	url     string
 	proc    Process
@@ -191,7 +194,7 @@ func (r *run) supervise(ctx context.Context) outcome {
 
 	runningSince := r.s.opts.Clock()
 	readyFor := func() time.Duration { return r.s.opts.Clock().Sub(runningSince) }
-	r.s.update(r.ai, r.ri, func(e *discovery.Endpoint) {
+	r.s.update(r.rep, func(e *discovery.Endpoint) {
 		e.State = discovery.StateRunning
 		e.Ready = true
 	})
@@ -259,7 +262,7 @@ func (r *run) period(p v1alpha1.Probe) time.Duration {
 }
 
 func (r *run) setReady(ready bool) {
-	r.s.update(r.ai, r.ri, func(e *discovery.Endpoint) { e.Ready = ready })
+	r.s.update(r.rep, func(e *discovery.Endpoint) { e.Ready = ready })
 }
 
 // kill ends the process group at once, for a failed probe.
@@ -272,7 +275,7 @@ func (r *run) kill(reason string) outcome {
 	return outcome{exit: reason}
 }
 
-// terminate stops the process group on shutdown: SIGTERM, then SIGKILL once the grace period
+// terminate stops the process group on shutdown or when Apply stops it: SIGTERM, then SIGKILL once the grace period
 // is over. It waits for the group's leader to exit and, within the grace period, for the rest
 // of the group.
 func (r *run) terminate() {

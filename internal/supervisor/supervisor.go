@@ -19,15 +19,18 @@ import (
 
 // Options configure a Supervisor. Only DataDir is required.
 type Options struct {
-	// DataDir holds logs/<agent>/<agent>-<i>.log (appended to) and run/<agent>-<i>.pid.
+	// DataDir holds logs/<agent>/<agent>-<i>.log (appended to) and run/<agent>-<i>.<pid>.pid.
 	DataDir string
 	// Executable replaces spec.command[0] when that is "agentplane"; default os.Executable().
 	Executable string
 	// Host is the address replicas listen on and are probed at; default "127.0.0.1".
 	Host string
-	// Grace is how long a replica may take to exit after SIGTERM on shutdown before its process
-	// group gets SIGKILL; default 10s.
+	// Grace is how long a replica may take to exit after SIGTERM, on shutdown or when Apply
+	// stops it, before its process group gets SIGKILL; default 10s.
 	Grace time.Duration
+	// ProgressDeadline bounds how long Apply waits for one new replica of a rolling update to
+	// become ready before it gives up on the update; default 5m.
+	ProgressDeadline time.Duration
 	// Backoff is the restart policy; zero fields take the defaults.
 	Backoff Backoff
 	// Launcher starts processes; default ExecLauncher.
@@ -40,47 +43,105 @@ type Options struct {
 
 // Defaults for Options.
 const (
-	DefaultHost  = "127.0.0.1"
-	DefaultGrace = 10 * time.Second
+	DefaultHost             = "127.0.0.1"
+	DefaultGrace            = 10 * time.Second
+	DefaultProgressDeadline = 5 * time.Minute
 )
 
 // inheritedEnv are the only variables of the supervisor's environment that replicas inherit.
 var inheritedEnv = []string{"PATH", "HOME", "USER", "LANG", "LC_ALL", "TZ", "TMPDIR"}
 
-// Supervisor runs the replicas of a fixed set of agents as local processes. It is a
-// discovery.Source, and reports every replica as Pending until Start runs it.
-type Supervisor struct {
-	opts     Options
-	agents   []agentSpec // sorted by name, as in the snapshots
-	prober   *prober
-	runDir   string
-	started  atomic.Bool
-	inherits []string // "KEY=value" of inheritedEnv, read once
+// ErrInvalid is wrapped by the errors of New and Apply about agents that embedded mode cannot
+// run. Such an Apply changes nothing.
+var ErrInvalid = errors.New("invalid agents")
 
-	// probeUnit is how long one "second" of a probe's periodSeconds lasts. Tests shorten it.
-	probeUnit time.Duration
+// ErrStopped is returned by Apply once Start is stopping or has returned.
+var ErrStopped = errors.New("supervisor is stopping")
+
+// Supervisor runs the replicas of agents as local processes. It is a discovery.Source, and
+// reports every replica as Pending until Start runs it. Apply changes the agents while it runs.
+type Supervisor struct {
+	opts      Options
+	prober    *prober
+	runDir    string
+	inherits  []string // "KEY=value" of inheritedEnv, read once
+	exeErr    error    // why os.Executable failed, when Options.Executable was not given
+	started   atomic.Bool
+	probeUnit time.Duration // how long one "second" of a probe's periodSeconds lasts; tests shorten it
+
+	applyMu sync.Mutex // serializes Apply and Update
 
 	mu       sync.Mutex
-	status   []discovery.Agent // the working copy, guarded by mu
-	stopping bool              // once set, no endpoint is ready or leaves Terminating; guarded by mu
-	changed  chan struct{}     // closed and replaced on every publish, guarded by mu
+	agents   []*agent // sorted by name, as in the snapshots; guarded by mu
+	phase    phase    // guarded by mu
+	runCtx   context.Context
+	wg       sync.WaitGroup  // one per replica goroutine; Add only under mu in phaseRunning
+	shutdown chan struct{}   // closed when Start begins to stop everything
+	retiring []chan struct{} // closed once replicas being stopped by Apply are gone; guarded by mu
+	seq      uint64          // creation order of replicas; guarded by mu
+	changed  chan struct{}   // closed and replaced on every publish, guarded by mu
 	snap     atomic.Pointer[[]discovery.Agent]
 }
 
 var _ discovery.Source = (*Supervisor)(nil)
 
-// agentSpec is what the supervisor needs of an Agent, resolved once.
-type agentSpec struct {
-	name     string
-	argv     []string // command and args, with "agentplane" resolved
-	env      []string // spec.env as "KEY=value"
-	replicas int
-	startup  v1alpha1.Probe
-	ready    v1alpha1.Probe
-	live     v1alpha1.Probe
+type phase int
+
+const (
+	phaseNew      phase = iota // before Start: replicas are Pending
+	phaseRunning               // Start runs replicas
+	phaseStopping              // Start's context ended: every replica is Terminating
+	phaseStopped               // Start has returned
+)
+
+// agent is one agent as applied, with its replicas.
+type agent struct {
+	def  *v1alpha1.Agent // as applied and defaulted, without status; never modified
+	spec *agentSpec
+	info discovery.Agent // the agent's fields of the snapshot, without Endpoints
+	// replicas are sorted by index, then by creation: during a rolling update the new process
+	// of a replica follows the old one, under the same name.
+	replicas []*replica
+	removed  bool // Apply removes it once its replicas are gone
 }
 
-// New returns a Supervisor for agents, which must be defaulted and valid. It starts nothing.
+// agentSpec is what the supervisor needs of an Agent, resolved once.
+type agentSpec struct {
+	name           string
+	argv           []string // command and args, with "agentplane" resolved
+	env            []string // spec.env as "KEY=value"
+	replicas       int
+	maxConcurrency int
+	site           string
+	startup        v1alpha1.Probe
+	ready          v1alpha1.Probe
+	live           v1alpha1.Probe
+}
+
+// sameProcess reports whether replicas of a and b run the same way, so that a change from one to
+// the other needs no restart.
+func (a *agentSpec) sameProcess(b *agentSpec) bool {
+	return slices.Equal(a.argv, b.argv) && slices.Equal(a.env, b.env) && a.maxConcurrency == b.maxConcurrency &&
+		a.startup == b.startup && a.ready == b.ready && a.live == b.live
+}
+
+// replica is one process slot of an agent: started once, restarted by its own goroutine until
+// it is stopped. A rolling update replaces it with a new replica of the same index.
+type replica struct {
+	spec  *agentSpec
+	index int
+	name  string
+	seq   uint64
+
+	// guarded by Supervisor.mu
+	ep      discovery.Endpoint
+	leaving bool               // being stopped for good: Terminating, never ready again
+	cancel  context.CancelFunc // nil until started
+	done    chan struct{}      // closed when its goroutine has returned; nil until started
+}
+
+// New returns a Supervisor for agents, which are defaulted and validated again. It starts
+// nothing.
 func New(agents []v1alpha1.Agent, opts Options) (*Supervisor, error) {
 	if opts.DataDir == "" {
 		return nil, errors.New("supervisor: DataDir is required")
@@ -90,6 +151,9 @@ func New(agents []v1alpha1.Agent, opts Options) (*Supervisor, error) {
 	}
 	if opts.Grace <= 0 {
 		opts.Grace = DefaultGrace
+	}
+	if opts.ProgressDeadline <= 0 {
+		opts.ProgressDeadline = DefaultProgressDeadline
 	}
 	opts.Backoff = opts.Backoff.withDefaults()
 	if opts.Launcher == nil {
@@ -106,38 +170,70 @@ func New(agents []v1alpha1.Agent, opts Options) (*Supervisor, error) {
 		prober:    newProber(),
 		runDir:    filepath.Join(opts.DataDir, "run"),
 		probeUnit: time.Second,
+		shutdown:  make(chan struct{}),
 		changed:   make(chan struct{}),
+	}
+	if s.opts.Executable == "" {
+		s.opts.Executable, s.exeErr = os.Executable()
 	}
 	for _, k := range inheritedEnv {
 		if v, ok := os.LookupEnv(k); ok {
 			s.inherits = append(s.inherits, k+"="+v)
 		}
 	}
+	defs, specs, err := s.resolve(agents)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range defs {
+		s.insertAgentLocked(s.newAgentLocked(defs[i], specs[i]))
+	}
+	s.publishLocked()
+	return s, nil
+}
 
-	seen := map[string]bool{}
+// resolve defaults and validates agents for embedded mode, and resolves what their replicas run.
+// It reports every problem it finds, wrapped with ErrInvalid.
+func (s *Supervisor) resolve(agents []v1alpha1.Agent) ([]*v1alpha1.Agent, []*agentSpec, error) {
+	var (
+		errs  []error
+		defs  []*v1alpha1.Agent
+		specs []*agentSpec
+		seen  = map[string]bool{}
+	)
 	for i := range agents {
-		a := &agents[i]
+		a := agents[i].DeepCopy()
+		a.Status = v1alpha1.AgentStatus{}
+		a.SetDefaults()
+		if fe := a.Validate(); len(fe) > 0 {
+			errs = append(errs, fmt.Errorf("agent %q: %w", a.Name, fe.ToAggregate()))
+			continue
+		}
 		if seen[a.Name] {
-			return nil, fmt.Errorf("supervisor: agent %q is defined twice", a.Name)
+			errs = append(errs, fmt.Errorf("agent %q is defined twice", a.Name))
+			continue
 		}
 		seen[a.Name] = true
 		if len(a.Spec.Command) == 0 {
-			return nil, fmt.Errorf("supervisor: agent %q has no spec.command, which embedded mode needs", a.Name)
+			errs = append(errs, fmt.Errorf("agent %q has no spec.command, which embedded mode needs", a.Name))
+			continue
 		}
 		argv := slices.Concat(a.Spec.Command, a.Spec.Args)
 		if argv[0] == "agentplane" {
 			if s.opts.Executable == "" {
-				exe, err := os.Executable()
-				if err != nil {
-					return nil, fmt.Errorf("supervisor: agent %q runs agentplane, but its path is unknown: %w", a.Name, err)
-				}
-				s.opts.Executable = exe
+				errs = append(errs, fmt.Errorf("agent %q runs agentplane, but its path is unknown: %w", a.Name, s.exeErr))
+				continue
 			}
 			argv[0] = s.opts.Executable
 		}
-		spec := agentSpec{name: a.Name, argv: argv, replicas: a.DesiredReplicas()}
+		spec := &agentSpec{name: a.Name, argv: argv, replicas: a.DesiredReplicas(), maxConcurrency: int(a.Spec.MaxConcurrency)}
 		for _, e := range a.Spec.Env {
 			spec.env = append(spec.env, e.Name+"="+e.Value)
+		}
+		if pl := a.Spec.Placement; pl != nil {
+			spec.site = pl.Site
 		}
 		var p v1alpha1.Probes
 		if a.Spec.Probes != nil {
@@ -146,52 +242,12 @@ func New(agents []v1alpha1.Agent, opts Options) (*Supervisor, error) {
 		spec.startup = probeWithDefaults(p.Startup, v1alpha1.DefaultStartupPeriodSeconds, v1alpha1.DefaultStartupFailureThreshold)
 		spec.ready = probeWithDefaults(p.Readiness, v1alpha1.DefaultPeriodSeconds, v1alpha1.DefaultFailureThreshold)
 		spec.live = probeWithDefaults(p.Liveness, v1alpha1.DefaultPeriodSeconds, v1alpha1.DefaultFailureThreshold)
-		s.agents = append(s.agents, spec)
-
-		st := discovery.Agent{
-			Name:           a.Name,
-			Description:    a.Spec.Description,
-			State:          string(a.Spec.State),
-			MaxConcurrency: int(a.Spec.MaxConcurrency),
-			Desired:        spec.replicas,
-			Endpoints:      make([]discovery.Endpoint, spec.replicas),
-		}
-		var site string
-		if pl := a.Spec.Placement; pl != nil {
-			site = pl.Site
-			st.AllowedSites = slices.Clone(pl.AllowedSites)
-		}
-		now := opts.Clock()
-		for r := range st.Endpoints {
-			name := replicaName(a.Name, r)
-			st.Endpoints[r] = discovery.Endpoint{
-				Agent:   a.Name,
-				Name:    name,
-				Index:   r,
-				State:   discovery.StatePending,
-				Site:    site,
-				Since:   now,
-				LogPath: filepath.Join(opts.DataDir, "logs", a.Name, name+".log"),
-			}
-		}
-		s.status = append(s.status, st)
+		defs, specs = append(defs, a), append(specs, spec)
 	}
-	// Keep specs and status in the same order, sorted by agent name.
-	order := make([]int, len(s.agents))
-	for i := range order {
-		order[i] = i
+	if len(errs) > 0 {
+		return nil, nil, fmt.Errorf("supervisor: %w:\n%w", ErrInvalid, errors.Join(errs...))
 	}
-	slices.SortFunc(order, func(i, j int) int { return strings.Compare(s.agents[i].name, s.agents[j].name) })
-	specs, status := make([]agentSpec, 0, len(order)), make([]discovery.Agent, 0, len(order))
-	for _, i := range order {
-		specs, status = append(specs, s.agents[i]), append(status, s.status[i])
-	}
-	s.agents, s.status = specs, status
-
-	s.mu.Lock()
-	s.publishLocked()
-	s.mu.Unlock()
-	return s, nil
+	return defs, specs, nil
 }
 
 func probeWithDefaults(p *v1alpha1.Probe, period, failures int32) v1alpha1.Probe {
@@ -216,6 +272,70 @@ func probeWithDefaults(p *v1alpha1.Probe, period, failures int32) v1alpha1.Probe
 
 func replicaName(agent string, index int) string { return fmt.Sprintf("%s-%d", agent, index) }
 
+// agentInfo is the snapshot's view of an agent, without its endpoints.
+func agentInfo(def *v1alpha1.Agent, spec *agentSpec) discovery.Agent {
+	info := discovery.Agent{
+		Name:           def.Name,
+		Description:    def.Spec.Description,
+		State:          string(def.Spec.State),
+		MaxConcurrency: spec.maxConcurrency,
+		Desired:        spec.replicas,
+	}
+	if pl := def.Spec.Placement; pl != nil {
+		info.AllowedSites = slices.Clone(pl.AllowedSites)
+	}
+	return info
+}
+
+// newAgentLocked returns an agent with its replicas, not started.
+func (s *Supervisor) newAgentLocked(def *v1alpha1.Agent, spec *agentSpec) *agent {
+	a := &agent{def: def, spec: spec, info: agentInfo(def, spec)}
+	for i := range spec.replicas {
+		a.replicas = append(a.replicas, s.newReplicaLocked(spec, i))
+	}
+	return a
+}
+
+// newReplicaLocked returns a Pending replica, not started.
+func (s *Supervisor) newReplicaLocked(spec *agentSpec, index int) *replica {
+	s.seq++
+	name := replicaName(spec.name, index)
+	return &replica{
+		spec: spec, index: index, name: name, seq: s.seq,
+		ep: discovery.Endpoint{
+			Agent:   spec.name,
+			Name:    name,
+			Index:   index,
+			State:   discovery.StatePending,
+			Site:    spec.site,
+			Since:   s.opts.Clock(),
+			LogPath: filepath.Join(s.opts.DataDir, "logs", spec.name, name+".log"),
+		},
+	}
+}
+
+func (s *Supervisor) insertAgentLocked(a *agent) {
+	i, _ := slices.BinarySearchFunc(s.agents, a.spec.name, func(x *agent, name string) int { return strings.Compare(x.spec.name, name) })
+	s.agents = slices.Insert(s.agents, i, a)
+}
+
+func (s *Supervisor) lookupLocked(name string) *agent {
+	i, ok := slices.BinarySearchFunc(s.agents, name, func(x *agent, name string) int { return strings.Compare(x.spec.name, name) })
+	if !ok {
+		return nil
+	}
+	return s.agents[i]
+}
+
+// addReplicaLocked adds r to a, in index then creation order.
+func (a *agent) addReplicaLocked(r *replica) {
+	i := len(a.replicas)
+	for i > 0 && a.replicas[i-1].index > r.index {
+		i--
+	}
+	a.replicas = slices.Insert(a.replicas, i, r)
+}
+
 // Snapshot returns the agents and their replicas, sorted by agent name then replica index.
 // Callers must not modify it.
 func (s *Supervisor) Snapshot() []discovery.Agent { return *s.snap.Load() }
@@ -225,6 +345,48 @@ func (s *Supervisor) Changed() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.changed
+}
+
+// Agents returns the agents the supervisor runs, as last given to New or Apply: defaulted,
+// sorted by name, without status. Agents being removed are not among them.
+func (s *Supervisor) Agents() []v1alpha1.Agent {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]v1alpha1.Agent, 0, len(s.agents))
+	for _, a := range s.agents {
+		if !a.removed {
+			out = append(out, *a.def.DeepCopy())
+		}
+	}
+	return out
+}
+
+// Agent returns the agent called name, as Agents does, and whether there is one.
+func (s *Supervisor) Agent(name string) (v1alpha1.Agent, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.lookupLocked(name); a != nil && !a.removed {
+		return *a.def.DeepCopy(), true
+	}
+	return v1alpha1.Agent{}, false
+}
+
+// Outdated returns the names of the replicas of agent name that run an older spec than the
+// agent's: those a rolling update has not replaced (yet, or because it failed).
+func (s *Supervisor) Outdated(name string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.lookupLocked(name)
+	if a == nil {
+		return nil
+	}
+	var out []string
+	for _, r := range a.replicas {
+		if !r.leaving && !r.spec.sameProcess(a.spec) {
+			out = append(out, r.name)
+		}
+	}
+	return out
 }
 
 // Start runs every replica and supervises it until ctx is cancelled. Then it marks every
@@ -239,71 +401,88 @@ func (s *Supervisor) Start(ctx context.Context) error {
 	if err := os.MkdirAll(s.runDir, 0o755); err != nil {
 		return fmt.Errorf("supervisor: %w", err)
 	}
-	for _, a := range s.agents {
-		if err := os.MkdirAll(filepath.Join(s.opts.DataDir, "logs", a.name), 0o755); err != nil {
-			return fmt.Errorf("supervisor: %w", err)
-		}
-	}
 	cleanStalePidFiles(s.runDir, s.opts.Logger)
 
 	// Replicas run on their own context: on shutdown, the Terminating state must be published
 	// before any of them sees a cancellation.
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
-	var wg sync.WaitGroup
+	s.mu.Lock()
 	if ctx.Err() == nil {
-		for ai := range s.agents {
-			for ri := range s.agents[ai].replicas {
-				wg.Go(func() { s.runReplica(runCtx, ai, ri) })
+		s.runCtx = runCtx
+		s.phase = phaseRunning
+		for _, a := range s.agents {
+			for _, r := range a.replicas {
+				if !r.leaving {
+					s.startLocked(r)
+				}
 			}
 		}
 	}
+	s.mu.Unlock()
 	<-ctx.Done()
 
 	s.opts.Logger.Info("stopping replicas", "grace", s.opts.Grace)
 	s.mu.Lock()
-	s.stopping = true
+	s.phase = phaseStopping
+	close(s.shutdown)
+	s.changeAllLocked(func(e *discovery.Endpoint) { e.NextStart = time.Time{} })
+	s.publishLocked()
 	s.mu.Unlock()
-	s.updateAll(func(e *discovery.Endpoint) { e.NextStart = time.Time{} })
 	stop()
-	wg.Wait()
+	s.wg.Wait()
 	s.prober.transport.CloseIdleConnections()
 	s.mu.Lock()
-	s.stopping = false
-	s.mu.Unlock()
-	s.updateAll(func(e *discovery.Endpoint) {
+	s.phase = phaseStopped
+	s.changeAllLocked(func(e *discovery.Endpoint) {
 		e.Ready = false
 		e.State = discovery.StateStopped
 		e.PID = 0
 	})
+	s.publishLocked()
+	s.mu.Unlock()
 	s.opts.Logger.Info("all replicas stopped")
 	return nil
 }
 
+// startLocked starts r's goroutine if replicas run, and does nothing before Start.
+func (s *Supervisor) startLocked(r *replica) {
+	if s.phase != phaseRunning || r.done != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(s.runCtx)
+	r.cancel, r.done = cancel, make(chan struct{})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer close(r.done)
+		defer cancel()
+		s.runReplica(ctx, r)
+	}()
+}
+
 // update changes one endpoint and publishes the result.
-func (s *Supervisor) update(ai, ri int, f func(e *discovery.Endpoint)) {
+func (s *Supervisor) update(r *replica, f func(e *discovery.Endpoint)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.changeLocked(&s.status[ai].Endpoints[ri], f)
+	s.changeLocked(r, f)
 	s.publishLocked()
 }
 
-// updateAll changes every endpoint and publishes once.
-func (s *Supervisor) updateAll(f func(e *discovery.Endpoint)) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for ai := range s.status {
-		for ri := range s.status[ai].Endpoints {
-			s.changeLocked(&s.status[ai].Endpoints[ri], f)
+// changeAllLocked changes every endpoint; the caller publishes.
+func (s *Supervisor) changeAllLocked(f func(e *discovery.Endpoint)) {
+	for _, a := range s.agents {
+		for _, r := range a.replicas {
+			s.changeLocked(r, f)
 		}
 	}
-	s.publishLocked()
 }
 
-func (s *Supervisor) changeLocked(e *discovery.Endpoint, f func(e *discovery.Endpoint)) {
+func (s *Supervisor) changeLocked(r *replica, f func(e *discovery.Endpoint)) {
+	e := &r.ep
 	state := e.State
 	f(e)
-	if s.stopping {
+	if r.leaving || s.phase == phaseStopping {
 		e.Ready = false
 		e.State = discovery.StateTerminating
 	}
@@ -314,10 +493,14 @@ func (s *Supervisor) changeLocked(e *discovery.Endpoint, f func(e *discovery.End
 
 // publishLocked stores a fresh copy of the status and wakes the watchers.
 func (s *Supervisor) publishLocked() {
-	snap := make([]discovery.Agent, len(s.status))
-	for i, a := range s.status {
-		a.Endpoints = slices.Clone(a.Endpoints) // AllowedSites is never modified, so it is shared
-		snap[i] = a
+	snap := make([]discovery.Agent, len(s.agents))
+	for i, a := range s.agents {
+		info := a.info // AllowedSites is never modified, so it is shared
+		info.Endpoints = make([]discovery.Endpoint, len(a.replicas))
+		for j, r := range a.replicas {
+			info.Endpoints[j] = r.ep
+		}
+		snap[i] = info
 	}
 	s.snap.Store(&snap)
 	close(s.changed)

@@ -186,7 +186,7 @@ func TestReplicasBecomeReadyAndStopCleanly(t *testing.T) {
 				t.Errorf("endpoint %s: LogPath %q, want %q", e.Name, e.LogPath, want)
 			}
 			var pf pidFile
-			b, err := os.ReadFile(filepath.Join(dataDir, "run", e.Name+".pid"))
+			b, err := os.ReadFile(filepath.Join(dataDir, "run", fmt.Sprintf("%s.%d.pid", e.Name, e.PID)))
 			if err != nil || json.Unmarshal(b, &pf) != nil || pf.PID != e.PID || pf.Owner != os.Getpid() {
 				t.Errorf("pid file of %s: %s (%v)", e.Name, b, err)
 			}
@@ -219,8 +219,8 @@ func TestReplicasBecomeReadyAndStopCleanly(t *testing.T) {
 					t.Errorf("log of %s lacks %q:\n%s", e.Name, want, log)
 				}
 			}
-			if _, err := os.Stat(filepath.Join(dataDir, "run", e.Name+".pid")); !os.IsNotExist(err) {
-				t.Errorf("pid file of %s left behind: %v", e.Name, err)
+			if left, _ := filepath.Glob(filepath.Join(dataDir, "run", e.Name+".*.pid")); len(left) > 0 {
+				t.Errorf("pid file of %s left behind: %v", e.Name, left)
 			}
 		}
 	}

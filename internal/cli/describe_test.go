@@ -1,0 +1,85 @@
+package cli
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/agentplane/agentplane/internal/discovery"
+)
+
+func TestDescribeCommand(t *testing.T) {
+	t.Parallel()
+	env := startAdmin(t, agentYAML("echo", 2, "  description: echoes what it gets\n  placement: {site: clinic-a}\n"))
+	env.waitFor("ready", readyReplicas("echo", 2))
+	gw := "--gateway=" + env.srv.URL
+
+	out, errs, code := runCLI(t.Context(), t, newDescribeCommand, "agent", "echo", gw)
+	if code != 0 {
+		t.Fatalf("describe: %d %q", code, errs)
+	}
+	for _, want := range []string{
+		"Name:             echo\n",
+		"Description:      echoes what it gets\n",
+		"Replicas:         2 desired | 2 total | 2 ready\n",
+		"Command:          agentplane simagent --latency 10ms\n",
+		"Placement:        site clinic-a\n",
+		"  AGENTPLANE_CLI_TEST_MAIN=1",
+		"  Readiness:  GET /.well-known/agent-card.json every 5s, timeout 2s, 3 failures in a row fail\n",
+		"Conditions:\n",
+		"  Ready        True    AllReplicasReady  2/2 replicas ready\n",
+		"  Degraded     False   AsExpected",
+		"Replicas:\n  NAME    STATE    READY  PID",
+		"  echo-1  Running  true   ",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("describe lacks %q:\n%s", want, out)
+		}
+	}
+
+	out, errs, code = runCLI(t.Context(), t, newDescribeCommand, "agent", "echo", "-o", "yaml", gw)
+	var d AgentDescription
+	if code != 0 || yaml.Unmarshal([]byte(out), &d) != nil || d.Agent.APIVersion != "agentplane.io/v1alpha1" || len(d.Replicas) != 2 {
+		t.Errorf("describe -o yaml: %d %q\n%s", code, errs, out)
+	}
+
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"agent", "nope"}, 1, `no agent "nope"`},
+		{[]string{"pod", "echo"}, 2, `unknown resource "pod"`},
+		{[]string{"agent", "echo", "-o", "wide"}, 2, "-o"},
+		{[]string{"agent"}, 1, "accepts 2 arg(s)"},
+	} {
+		if out, errs, code := runCLI(t.Context(), t, newDescribeCommand, append(tc.args, gw)...); code != tc.code || out != "" || !strings.Contains(errs, tc.want) {
+			t.Errorf("describe %q: %d %q %q; want %d with %q", tc.args, code, out, errs, tc.code, tc.want)
+		}
+	}
+}
+
+func TestPrintDescriptionOfACrashLoop(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	st := discovery.Agent{Name: "x", Desired: 1, Endpoints: []discovery.Endpoint{{
+		Name: "x-0", State: discovery.StateCrashLoopBackOff, Restarts: 4, LastExit: "exit status 3",
+		Since: now.Add(-90 * time.Second), NextStart: now.Add(8 * time.Second),
+	}}}
+	d := AgentDescription{Replicas: st.Endpoints}
+	d.Agent.Name = "x"
+	d.Agent.Status = agentStatus(st, nil, now)
+	var b strings.Builder
+	if err := printDescription(&b, d, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"  Degraded     True    CrashLoopBackOff  crash-looping: x-0\n",
+		"  x-0   CrashLoopBackOff (restart in 8s)  false  -    4         exit status 3  1m ",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("lacks %q:\n%s", want, b.String())
+		}
+	}
+}
