@@ -16,6 +16,22 @@ import (
 type security struct {
 	cfg    *configv1.GatewayConfig
 	listen string
+	keys   *auth.Stack // set once built; issues replicas' own credentials
+}
+
+// replicaEnv is what every replica is told of the gateway: where it is, and, when callers must
+// authenticate, a key of its own (subject agent:<name>) that lives as long as its process, so
+// that an agent delegating to another agent is authenticated and authorized like any caller.
+func replicaEnv(s *security, gatewayURL, agent string) ([]string, func(), error) {
+	env := []string{"AGENTPLANE_GATEWAY=" + gatewayURL}
+	if s.keys == nil {
+		return env, func() {}, nil
+	}
+	key, revoke, err := s.keys.Keys.IssueAgentKey(agent, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(env, "AGENTPLANE_TOKEN="+key), revoke, nil
 }
 
 func loadSecurity(path string) (security, error) {

@@ -161,8 +161,12 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 		}
 	}()
 
+	var gatewayURL string // set once the gateway listens, before any replica starts
 	sup, err := supervisor.New(agents, supervisor.Options{
 		DataDir: o.dataDir, Grace: o.grace, Logger: logger,
+		ReplicaEnv: func(agent string, _ int) ([]string, func(), error) {
+			return replicaEnv(&sec, gatewayURL, agent)
+		},
 		Backoff: supervisor.Backoff{Initial: o.restartBackoff},
 	})
 	if err != nil {
@@ -184,6 +188,7 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 	if err != nil {
 		return err
 	}
+	sec.keys = gopts.Auth
 	defer closeSecurity()
 	gw, err := gateway.New(gopts)
 	if err != nil {
@@ -198,6 +203,7 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 		scheme = "https"
 	}
 	url := scheme + "://" + ln.Addr().String()
+	gatewayURL = url
 	fmt.Fprintf(streams.Err, "agentplane gateway listening on %s\n", url)
 	fmt.Fprintf(streams.Err, "%s\n", sec.describe())
 	fmt.Fprintf(streams.Err, "data directory %s (replica logs in %s)\n", o.dataDir, filepath.Join(o.dataDir, "logs"))

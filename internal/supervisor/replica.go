@@ -92,7 +92,17 @@ func (s *Supervisor) runOnce(ctx context.Context, log *slog.Logger, rep *replica
 	defer logFile.Close()
 	fmt.Fprintf(logFile, "--- agentplane: start %s attempt %d at %s ---\n", name, attempt, s.opts.Clock().Format(time.RFC3339))
 
-	env := slices.Concat(s.inherits, a.env, []string{
+	var extra []string
+	if s.opts.ReplicaEnv != nil {
+		e, done, err := s.opts.ReplicaEnv(a.name, rep.index)
+		if err != nil {
+			log.Error("replica start failed", "err", err)
+			return outcome{exit: "credentials: " + err.Error()}
+		}
+		defer done() // the replica's credentials end with its process
+		extra = e
+	}
+	env := slices.Concat(s.inherits, a.env, extra, []string{
 		"PORT=" + strconv.Itoa(port),
 		"AGENTPLANE_AGENT=" + a.name,
 		"AGENTPLANE_REPLICA=" + strconv.Itoa(rep.index),

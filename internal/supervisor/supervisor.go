@@ -39,6 +39,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Clock gives the time for status timestamps and the backoff reset; default time.Now.
 	Clock func() time.Time
+	// ReplicaEnv, when set, gives extra environment variables for each start of a replica (such
+	// as its own gateway credential) and a function called when that process has exited.
+	ReplicaEnv func(agent string, replica int) (env []string, done func(), err error)
 }
 
 // Defaults for Options.

@@ -161,9 +161,25 @@ type replica struct {
 
 func replicas(t *testing.T, base string) map[string]replica {
 	t.Helper()
-	res, err := client.Get(base + "/api/v1/replicas")
+	return replicasAs(t, base, "")
+}
+
+// replicasAs lists replicas with an admin's bearer token (when authentication is on).
+func replicasAs(t *testing.T, base, token string) map[string]replica {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, base+"/api/v1/replicas", nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET /api/v1/replicas: %s", res.Status)
 	}
 	defer res.Body.Close()
 	var v struct {

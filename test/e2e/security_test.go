@@ -2,13 +2,16 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 const phiMarker = "PHI-MARKER-987-65-4321"
@@ -16,6 +19,22 @@ const phiMarker = "PHI-MARKER-987-65-4321"
 // TestSecuredGatewayEndToEnd runs agentplane up with a GatewayConfig: callers need a key, every
 // call is audited, `agentplane audit verify` accepts the log, and a patient identifier sent in a
 // message appears in no log or audit file.
+// envOf reads one variable of a process's environment.
+func envOf(t *testing.T, pid int, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range strings.Split(string(b), "\x00") {
+		if v, ok := strings.CutPrefix(kv, name+"="); ok {
+			return v
+		}
+	}
+	t.Fatalf("process %d has no %s", pid, name)
+	return ""
+}
+
 func TestSecuredGatewayEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "gateway.yaml")
@@ -24,8 +43,10 @@ kind: GatewayConfig
 auth:
   apiKeys:
   - {subject: nurse-1, tenant: clinic-a, groups: [nurses], keyEnv: E2E_NURSE_KEY}
+  - {subject: ops, groups: [agentplane-admins], keyEnv: E2E_OPS_KEY}
 policies:
 - {name: nurses, groups: [nurses], agents: [echo]}
+- {name: echo-delegates-to-slow, subjects: ["agent:echo"], agents: [slow]}
 audit:
   fsync: always
 `), 0o600); err != nil {
@@ -33,6 +54,8 @@ audit:
 	}
 	const key = "e2e-nurse-key-0123456789abcdefghijklmnop"
 	t.Setenv("E2E_NURSE_KEY", key)
+	const opsKey = "e2e-ops-key-0123456789abcdefghijklmnopqrs"
+	t.Setenv("E2E_OPS_KEY", opsKey)
 	up := startUp(t, "--config", cfg)
 	if !strings.Contains(up.stderr.String(), "authentication: API keys") {
 		t.Fatalf("up did not say how it is protected:\n%s", up.stderr.String())
@@ -65,6 +88,33 @@ audit:
 			t.Fatalf("allowed call: %d", got)
 		}
 	}
+	// Agent to agent: each replica gets a key of its own, valid while its process lives, and is
+	// authorized by policy like any caller.
+	if code := status(up.URL + "/api/v1/replicas"); code != http.StatusUnauthorized {
+		t.Errorf("admin API without a key: %d, want 401", code)
+	}
+	rep := replicasAs(t, up.URL, opsKey)["echo-0"]
+	token := envOf(t, rep.PID, "AGENTPLANE_TOKEN")
+	if gw := envOf(t, rep.PID, "AGENTPLANE_GATEWAY"); gw != up.URL {
+		t.Errorf("AGENTPLANE_GATEWAY = %q, want %q", gw, up.URL)
+	}
+	if got := call("slow", token); got != http.StatusOK {
+		t.Errorf("echo's replica calling slow: %d, want 200", got)
+	}
+	if got := call("echo", token); got != http.StatusForbidden {
+		t.Errorf("echo's replica calling echo: %d, want 403 (no policy)", got)
+	}
+	if err := syscall.Kill(rep.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 20*time.Second, "echo-0 restarts", func() bool {
+		r := replicasAs(t, up.URL, opsKey)["echo-0"]
+		return r.Ready && r.PID != rep.PID
+	})
+	if got := call("slow", token); got != http.StatusUnauthorized {
+		t.Errorf("the dead replica's key still works: %d, want 401", got)
+	}
+
 	if err := up.stop(t); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
