@@ -131,6 +131,7 @@ func (g *Gateway) serveRPC(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.req = req
+	span.SetName(req.Method + " " + name)
 	// Authorization comes before the agent is looked up, so that a caller cannot probe which
 	// agents exist.
 	if refusal, ok := g.authorize(sw, req.ID, s, name); !ok {
