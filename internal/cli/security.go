@@ -9,6 +9,7 @@ import (
 	"github.com/agentplane/agentplane/internal/audit"
 	"github.com/agentplane/agentplane/internal/auth"
 	"github.com/agentplane/agentplane/internal/gateway"
+	"github.com/agentplane/agentplane/internal/redact"
 )
 
 // security is what a GatewayConfig file sets up; the zero value is "no config file": no
@@ -96,6 +97,13 @@ func (s security) apply(o *gateway.Options, dataDir string, logger *slog.Logger,
 	}
 	if l.IdleTimeout != nil {
 		o.IdleTimeout = l.IdleTimeout.Duration
+	}
+	if !c.Redaction.Disabled {
+		red, err := redact.New(c.Redaction)
+		if err != nil {
+			return nil, fmt.Errorf("--config: redaction: %w", err)
+		}
+		o.Redact = red.String
 	}
 	aw, err := audit.FromConfig(c.Audit, dataDir, logger)
 	if err != nil {

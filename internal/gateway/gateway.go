@@ -54,6 +54,9 @@ type Options struct {
 	Admin http.Handler
 	// Audit receives a record of every call; nil means no audit log.
 	Audit audit.Sink
+	// Redact masks patient identifiers in text that agents return and the gateway keeps or shows
+	// (failure reasons in the journal, the task list and the dashboard); nil keeps it as is.
+	Redact func(string) string
 	// Metrics records what the gateway does; nil means no metrics.
 	Metrics *telemetry.Metrics
 	// Site is the gateway's own site: its replicas are preferred, others used only when they
@@ -127,6 +130,9 @@ func New(opts Options) (*Gateway, error) {
 	}
 	if opts.Journal == nil {
 		return nil, errors.New("gateway: Options.Journal is required")
+	}
+	if opts.Redact == nil {
+		opts.Redact = func(s string) string { return s }
 	}
 	if opts.AdminGroup == "" {
 		opts.AdminGroup = DefaultAdminGroup

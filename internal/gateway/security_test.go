@@ -22,6 +22,7 @@ import (
 	"github.com/agentplane/agentplane/internal/a2a"
 	"github.com/agentplane/agentplane/internal/audit"
 	"github.com/agentplane/agentplane/internal/auth"
+	"github.com/agentplane/agentplane/internal/redact"
 	"github.com/agentplane/agentplane/internal/simagent"
 	"github.com/agentplane/agentplane/internal/store"
 	"github.com/agentplane/agentplane/internal/testutil"
@@ -329,5 +330,41 @@ func TestFloodOfBadRequestsDoesNotStopValidOnes(t *testing.T) {
 	wg.Wait()
 	if failures > 0 {
 		t.Fatalf("%d valid requests failed during the flood", failures)
+	}
+}
+
+// TestAgentErrorTextIsRedactedInTheJournal: an agent that refuses a message with text holding a
+// patient identifier; the reason the gateway keeps (journal, task list, dashboard) has it masked.
+func TestAgentErrorTextIsRedactedInTheJournal(t *testing.T) {
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet {
+			fmt.Fprintf(w, `{"supportedInterfaces":[{"url":%q,"protocolBinding":"JSONRPC","protocolVersion":"1.0"}]}`, srv.URL)
+			return
+		}
+		fmt.Fprint(w, `{"jsonrpc":"2.0","id":1,"error":{"code":-32602,"message":"unknown patient SSN 123-45-6789"}}`)
+	}))
+	defer srv.Close()
+	cfg, err := configv1.Decode([]byte("apiVersion: agentplane.io/v1alpha1\nkind: GatewayConfig\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	red, err := redact.New(cfg.Redaction)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := store.NewMemory()
+	_, gw := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, srv.URL)), func(o *Options) { o.Redact = red.String; o.Journal = j })
+	post(t, gw.URL+"/agents/triage", sendV1(1, "x"))
+	var list struct {
+		Tasks []TaskSummary `json:"tasks"`
+	}
+	getJSON(t, gw.URL+"/api/v1/tasks", &list)
+	if len(list.Tasks) != 1 || strings.Contains(list.Tasks[0].Reason, "123-45-6789") || !strings.Contains(list.Tasks[0].Reason, "unknown patient SSN") {
+		t.Fatalf("task reason %+v", list.Tasks)
+	}
+	stored, err := j.Get(t.Context(), list.Tasks[0].ID)
+	if err != nil || strings.Contains(stored.Reason, "123-45-6789") {
+		t.Fatalf("journal reason %q (%v)", stored.Reason, err)
 	}
 }

@@ -335,7 +335,7 @@ func (g *Gateway) complete(ctx context.Context, t *store.Task, ep discovery.Endp
 		return a2a.ErrorResponse(requestID(t), a2a.Errorf(a2a.CodeInvalidAgentResponse, "replica %s answered with invalid JSON", ep.Name))
 	}
 	if resp.Error != nil {
-		g.finish(ctx, t, store.StateRejected, "the agent refused the message: "+resp.Error.Message, nil)
+		g.finish(ctx, t, store.StateRejected, "the agent refused the message: "+g.opts.Redact(resp.Error.Message), nil)
 		return out
 	}
 	sum := a2a.Summarize(resp.Result)
@@ -518,7 +518,7 @@ func (g *Gateway) streamAttempt(ctx context.Context, c *call, sw *sseWriter, t *
 			continue // not JSON-RPC: nothing a client could use
 		}
 		if r.Error != nil {
-			g.finish(ctx, t, store.StateFailed, "the agent sent an error: "+r.Error.Message, nil)
+			g.finish(ctx, t, store.StateFailed, "the agent sent an error: "+g.opts.Redact(r.Error.Message), nil)
 			return true, sw.event(ev.data)
 		}
 		sum := a2a.Summarize(r.Result)
