@@ -118,7 +118,7 @@ func TestSlowReplicaIsEjectedAsALatencyOutlier(t *testing.T) {
 		startAgent(t, "triage", "1", simagent.Config{Latency: latency(t, "10ms")}),
 		startAgent(t, "triage", "2", simagent.Config{Latency: latency(t, "10ms")}),
 	}
-	slow := startAgent(t, "triage", "3", simagent.Config{Latency: latency(t, "1s")})
+	slow := startAgent(t, "triage", "3", simagent.Config{Latency: latency(t, "2s")})
 	g, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, append(fast, slow)...)))
 	var wg sync.WaitGroup
 	for i := range 40 {

@@ -3,6 +3,7 @@ package balancer
 import (
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestP2CNeverPicksTheMostLoadedOfTwo(t *testing.T) {
@@ -84,5 +85,19 @@ func TestTracker(t *testing.T) {
 	}
 	if n := tr.InFlight("a"); n != 0 {
 		t.Fatalf("InFlight after release = %d, want 0", n)
+	}
+}
+
+func TestP2CGivesAReplicaWithoutLatencyItsShare(t *testing.T) {
+	p := NewP2C(7)
+	cands := []Candidate{{Key: "measured", Capacity: 4, Latency: 10 * time.Millisecond}, {Key: "restarted", Capacity: 4}}
+	n := 0
+	for range 1000 {
+		if i, _ := p.Pick(cands); cands[i].Key == "restarted" {
+			n++
+		}
+	}
+	if n < 400 || n > 600 {
+		t.Fatalf("the replica with no latency yet was picked %d of 1000 times; want about half", n)
 	}
 }

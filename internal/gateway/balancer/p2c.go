@@ -50,7 +50,9 @@ func (p *P2C) Pick(cands []Candidate) (int, bool) {
 	}
 }
 
-// better orders candidates: higher Score, then less relative load, then a known lower Latency.
+// better orders candidates: higher Score, then less relative load, then lower latency when both
+// are known. An unknown latency (a new or restarted replica) is no worse than a known one, or a
+// restarted replica would never get a task to be measured by.
 func better(a, b Candidate) bool {
 	switch {
 	case a.Score != b.Score:
@@ -60,5 +62,5 @@ func better(a, b Candidate) bool {
 	case lessLoaded(b, a):
 		return false
 	}
-	return a.Latency > 0 && (b.Latency == 0 || a.Latency < b.Latency)
+	return a.Latency > 0 && b.Latency > 0 && a.Latency < b.Latency
 }
