@@ -205,7 +205,7 @@ func (r *Redactor) String(s string) string {
 			s = ru.re.ReplaceAllString(s, ru.repl)
 			continue
 		}
-		spans := ru.spans(s)
+		spans := mergeSpans(ru.spans(s))
 		if len(spans) == 0 {
 			continue
 		}
@@ -220,6 +220,25 @@ func (r *Redactor) String(s string) string {
 		s = b.String()
 	}
 	return s
+}
+
+// mergeSpans orders candidate windows and joins the ones that overlap or touch, so that each
+// byte is examined once and the windows cut s into ordered, disjoint pieces. Found by the fuzzer:
+// two "@" windows of "@ @" overlapped.
+func mergeSpans(spans [][2]int) [][2]int {
+	if len(spans) < 2 {
+		return spans
+	}
+	slices.SortFunc(spans, func(a, b [2]int) int { return a[0] - b[0] })
+	out := spans[:1]
+	for _, sp := range spans[1:] {
+		if last := &out[len(out)-1]; sp[0] <= last[1] {
+			last[1] = max(last[1], sp[1])
+			continue
+		}
+		out = append(out, sp)
+	}
+	return out
 }
 
 // JSON returns data with the string values at the configured paths masked. Numbers keep their
