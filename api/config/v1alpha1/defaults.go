@@ -42,6 +42,17 @@ var BuiltinPatterns = []string{PatternSSN, PatternMRN, PatternPhone, PatternEmai
 
 // SetDefaults fills every optional field of c that has a default. It is idempotent.
 func (c *GatewayConfig) SetDefaults() {
+	// An empty list means none: "rateLimits: []" and no rateLimits at all are the same config
+	// (found by the fuzzer, whose round trip tells them apart otherwise).
+	if len(c.Policies) == 0 {
+		c.Policies = nil
+	}
+	if len(c.RateLimits) == 0 {
+		c.RateLimits = nil
+	}
+	if len(c.Auth.APIKeys) == 0 {
+		c.Auth.APIKeys = nil
+	}
 	if len(c.Listeners) == 0 {
 		c.Listeners = []Listener{{Address: DefaultListenAddress}}
 	}
