@@ -104,7 +104,8 @@ func startUp(t *testing.T, extra ...string) *upProcess {
 		}
 		return false
 	})
-	waitUntil(t, 60*time.Second, "every agent is ready", func() bool { return status(p.URL+"/readyz") == http.StatusOK })
+	// Every replica of every agent, not just one per agent as /readyz says.
+	waitUntil(t, 60*time.Second, "every replica is ready", func() bool { return strings.Contains(p.stderr.String(), " agents ready (") })
 	return p
 }
 

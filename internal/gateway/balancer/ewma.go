@@ -7,7 +7,7 @@ import (
 )
 
 // DefaultDecay is the EWMA's time constant: an observation's weight halves about every 0.7×.
-const DefaultDecay = 10 * time.Second
+const DefaultDecay = 3 * time.Second
 
 // MinWeight is the least weight a new observation gets, however soon it follows the last one.
 const MinWeight = 0.1
@@ -16,7 +16,7 @@ const MinWeight = 0.1
 // gateway with every task that ends. A new observation d at time t moves the average v to
 // v·(1−a) + d·a with a = 1 − exp(−(t−t_prev)/decay), at least MinWeight, so the average
 // follows the replica's recent speed whatever the request rate, and tasks that end together
-// all count. A value not refreshed for 5×decay is forgotten, so that a
+// all count. A value not refreshed for 2×decay is forgotten, so that a
 // replica that was slow once and then got no traffic is tried again. Safe for concurrent use.
 type EWMA struct {
 	decay time.Duration
@@ -43,7 +43,7 @@ func (e *EWMA) Observe(key string, d time.Duration, now time.Time) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	en := e.m[key]
-	if en == nil || now.Sub(en.last) >= 5*e.decay {
+	if en == nil || now.Sub(en.last) >= 2*e.decay {
 		e.m[key] = &ewmaEntry{v: float64(d), last: now}
 		return
 	}
@@ -59,7 +59,7 @@ func (e *EWMA) Value(key string, now time.Time) (time.Duration, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	en := e.m[key]
-	if en == nil || now.Sub(en.last) >= 5*e.decay {
+	if en == nil || now.Sub(en.last) >= 2*e.decay {
 		return 0, false
 	}
 	return time.Duration(en.v), true
