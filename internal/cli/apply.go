@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -116,25 +115,9 @@ func runApply(ctx context.Context, streams Streams, o applyOptions) error {
 // readManifests reads the files, and the *.yaml and *.yml files of the directories, as
 // manifest.Load does, into one YAML stream.
 func readManifests(paths []string) ([]byte, error) {
-	var files []string
-	for _, p := range paths {
-		fi, err := os.Stat(p)
-		if err != nil {
-			return nil, err
-		}
-		if !fi.IsDir() {
-			files = append(files, p)
-			continue
-		}
-		entries, err := os.ReadDir(p)
-		if err != nil {
-			return nil, err
-		}
-		for _, e := range entries {
-			if ext := filepath.Ext(e.Name()); !e.IsDir() && (ext == ".yaml" || ext == ".yml") {
-				files = append(files, filepath.Join(p, e.Name()))
-			}
-		}
+	files, err := manifest.Files(paths...)
+	if err != nil {
+		return nil, err
 	}
 	var buf bytes.Buffer
 	for _, f := range files {

@@ -51,29 +51,9 @@ func Load(paths ...string) ([]v1alpha1.Agent, error) {
 	if len(paths) == 0 {
 		return nil, errors.New("no manifest files given")
 	}
-	var files []string
-	for _, p := range paths {
-		fi, err := os.Stat(p)
-		if err != nil {
-			return nil, err
-		}
-		if !fi.IsDir() {
-			files = append(files, p)
-			continue
-		}
-		entries, err := os.ReadDir(p)
-		if err != nil {
-			return nil, err
-		}
-		n := len(files)
-		for _, e := range entries {
-			if ext := filepath.Ext(e.Name()); !e.IsDir() && (ext == ".yaml" || ext == ".yml") {
-				files = append(files, filepath.Join(p, e.Name()))
-			}
-		}
-		if len(files) == n {
-			return nil, fmt.Errorf("%s: no *.yaml or *.yml files in this directory", p)
-		}
+	files, err := Files(paths...)
+	if err != nil {
+		return nil, err
 	}
 
 	var (
@@ -109,6 +89,36 @@ func Load(paths ...string) ([]v1alpha1.Agent, error) {
 		return nil, fmt.Errorf("%s: no agents defined", strings.Join(paths, ", "))
 	}
 	return agents, nil
+}
+
+// Files expands paths into manifest files: a file stands for itself, a directory for its *.yaml
+// and *.yml files (not recursively), in name order. A directory without any is an error.
+func Files(paths ...string) ([]string, error) {
+	var files []string
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return nil, err
+		}
+		if !fi.IsDir() {
+			files = append(files, p)
+			continue
+		}
+		entries, err := os.ReadDir(p)
+		if err != nil {
+			return nil, err
+		}
+		n := len(files)
+		for _, e := range entries {
+			if ext := filepath.Ext(e.Name()); !e.IsDir() && (ext == ".yaml" || ext == ".yml") {
+				files = append(files, filepath.Join(p, e.Name()))
+			}
+		}
+		if len(files) == n {
+			return nil, fmt.Errorf("%s: no *.yaml or *.yml files in this directory", p)
+		}
+	}
+	return files, nil
 }
 
 func readFile(name string) ([]byte, error) {
