@@ -63,3 +63,37 @@ fuzz: ## run each fuzz test for FUZZTIME (default 10s)
 
 clean: ## remove build output
 	rm -rf bin
+
+# --- Kubernetes: CRD and RBAC generation, API server binaries, envtest and kwok suites ----------
+K8S_VERSION ?= 1.37.1
+K8S_DIR     ?= $(CACHE)/k8s-v$(K8S_VERSION)
+K8S_BIN     := $(K8S_DIR)/bin
+K8S_PKGS    := ./internal/controller/... ./internal/discovery/kubernetes/...
+
+.PHONY: manifests verify-manifests envtest-assets k8s-binaries test-k8s
+
+manifests: $(TOOLS)/controller-gen-$(CONTROLLER_GEN_VERSION) ## regenerate the CRD (config/crd/bases, chart) and the operator's RBAC role from markers
+	$< crd paths=./api/... output:crd:artifacts:config=config/crd/bases
+	$< rbac:roleName=agentplane-operator paths=./internal/controller/... output:rbac:artifacts:config=config/rbac
+	mkdir -p charts/agentplane/crds charts/agentplane/files
+	cp config/crd/bases/agentplane.io_agents.yaml charts/agentplane/crds/
+	cp config/rbac/role.yaml charts/agentplane/files/operator-role.yaml
+
+verify-manifests: manifests ## fail if the CRD or RBAC manifests are out of date
+	@git diff --exit-code -- config/crd config/rbac charts/agentplane/crds charts/agentplane/files || { echo "manifests are stale: run make manifests and commit"; exit 1; }
+	@test -z "$$(git ls-files --others --exclude-standard config/crd config/rbac charts/agentplane/crds charts/agentplane/files)" || { echo "untracked generated manifests: run make manifests and commit"; exit 1; }
+
+envtest-assets: ## build kube-apiserver and etcd for envtest into $(K8S_BIN) (cached; ~8 min cold)
+	hack/k8s-binaries.sh envtest
+
+k8s-binaries: ## build the control plane, kubectl, etcd and kwok into $(K8S_BIN) (cached; ~13 min cold)
+	hack/k8s-binaries.sh cluster
+
+test-k8s: k8s-binaries ## envtest suites, then the kwok multi-zone e2e (test/e2e-k8s)
+	KUBEBUILDER_ASSETS=$(K8S_BIN) $(GO) test -race -count=1 $(K8S_PKGS)
+	KUBEBUILDER_ASSETS=$(K8S_BIN) K8S_DIR=$(K8S_DIR) $(GO) test -tags e2ek8s -count=1 -timeout 15m -v ./test/e2e-k8s/...
+
+# In CI the envtest suites in `make test` must run, not skip: build their binaries first.
+ifneq ($(CI),)
+test test-short: envtest-assets
+endif

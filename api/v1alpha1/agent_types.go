@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -18,6 +19,10 @@ const (
 
 // AgentSpec declares what an agent is and how it runs.
 // +kubebuilder:validation:XValidation:rule="self.state != 'stateful' || has(self.memory)",message="stateful agents need spec.memory"
+// +kubebuilder:validation:XValidation:rule="self.state == 'stateful' || !has(self.memory)",message="only stateful agents have spec.memory"
+// +kubebuilder:validation:XValidation:rule="has(self.image) && size(self.image) > 0",message="spec.image is required on Kubernetes"
+// +kubebuilder:validation:XValidation:rule="!has(self.minAvailable) || has(self.autoscaling) || !has(self.replicas) || self.replicas == 0 || self.minAvailable < self.replicas",message="spec.minAvailable must be less than spec.replicas, or no replica could ever be evicted"
+// +kubebuilder:validation:XValidation:rule="!has(self.minAvailable) || !has(self.autoscaling) || self.minAvailable < (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 1)",message="spec.minAvailable must be less than spec.autoscaling.minReplicas, or no replica could ever be evicted"
 type AgentSpec struct {
 	// Description is shown in listings and, when the agent's own card has none, in its card.
 	// +optional
@@ -51,6 +56,7 @@ type AgentSpec struct {
 	Args []string `json:"args,omitempty"`
 
 	// Env holds extra environment variables for each replica.
+	// +kubebuilder:validation:MaxItems=256
 	// +listType=map
 	// +listMapKey=name
 	// +optional
@@ -73,11 +79,115 @@ type AgentSpec struct {
 	// Placement says where replicas may run and where task data may go.
 	// +optional
 	Placement *Placement `json:"placement,omitempty"`
+
+	// Port the agent listens on inside its container, passed to it as $PORT. Kubernetes only:
+	// embedded mode picks a free port per replica. Defaults to 8080.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Port int32 `json:"port,omitempty"`
+
+	// ImagePullPolicy of the agent's container: Always, IfNotPresent or Never. Kubernetes only.
+	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
+	// +optional
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+
+	// Resources are the CPU, memory and GPUs one replica requests. Kubernetes only.
+	// +optional
+	Resources *Resources `json:"resources,omitempty"`
+
+	// Autoscaling, when set, lets a HorizontalPodAutoscaler own the number of replicas between
+	// its bounds; spec.replicas is then only the starting point. Kubernetes only.
+	// +optional
+	Autoscaling *Autoscaling `json:"autoscaling,omitempty"`
+
+	// MinAvailable is how many replicas voluntary disruptions (node drains, upgrades) must leave
+	// running. Must be less than the replicas. When unset, one replica at a time may be disrupted.
+	// Kubernetes only.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	MinAvailable *int32 `json:"minAvailable,omitempty"`
+
+	// Security of the agent's pods. Kubernetes only.
+	// +optional
+	Security *Security `json:"security,omitempty"`
+
+	// Network says who may reach the replicas. Kubernetes only.
+	// +optional
+	Network *Network `json:"network,omitempty"`
+}
+
+// Resources are what one replica needs.
+type Resources struct {
+	// Requests are the CPU and memory reserved for a replica, such as {cpu: 500m, memory: 1Gi}.
+	// +optional
+	Requests corev1.ResourceList `json:"requests,omitempty"`
+	// Limits cap a replica's CPU and memory.
+	// +optional
+	Limits corev1.ResourceList `json:"limits,omitempty"`
+	// GPUs is the number of whole GPUs a replica gets. They are requested as GPUResource and the
+	// replica tolerates nodes tainted for that resource.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	GPUs int32 `json:"gpus,omitempty"`
+	// GPUResource is the extended resource that counts GPUs. Defaults to nvidia.com/gpu.
+	// +optional
+	GPUResource corev1.ResourceName `json:"gpuResource,omitempty"`
+}
+
+// Autoscaling bounds a HorizontalPodAutoscaler.
+// +kubebuilder:validation:XValidation:rule="!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",message="minReplicas must not exceed maxReplicas"
+type Autoscaling struct {
+	// MinReplicas is the fewest replicas. Defaults to 1.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:default=1
+	// +optional
+	MinReplicas *int32 `json:"minReplicas,omitempty"`
+	// MaxReplicas is the most replicas.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	// +required
+	MaxReplicas int32 `json:"maxReplicas"`
+	// TargetCPUUtilizationPercentage is the average CPU use, relative to the CPU request, that the
+	// autoscaler aims for. Defaults to 80. Needs resources.requests.cpu.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	// +optional
+	TargetCPUUtilizationPercentage *int32 `json:"targetCPUUtilizationPercentage,omitempty"`
+}
+
+// Security of an agent's pods. Whatever is set here, pods run as a non-root user with a
+// read-only root filesystem, no privilege escalation, no capabilities and the runtime's default
+// seccomp profile.
+type Security struct {
+	// AutomountServiceAccountToken mounts a Kubernetes API token into the replicas. Off unless
+	// the agent itself calls the Kubernetes API.
+	// +optional
+	AutomountServiceAccountToken bool `json:"automountServiceAccountToken,omitempty"`
+	// RunAsUser is the user id the agent runs as. Defaults to 65532 (the "nonroot" user of
+	// distroless images).
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	RunAsUser *int64 `json:"runAsUser,omitempty"`
+}
+
+// Network says who may reach an agent's replicas.
+type Network struct {
+	// GatewayNamespace is the namespace of the agentplane gateway, the only pods (labelled
+	// app.kubernetes.io/name=agentplane-gateway) admitted to the replicas' port. Defaults to the
+	// operator's setting, which defaults to the operator's own namespace.
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +optional
+	GatewayNamespace string `json:"gatewayNamespace,omitempty"`
 }
 
 // EnvVar is one environment variable.
 type EnvVar struct {
 	// Name of the variable.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:XValidation:rule="!(self in ['PORT', 'AGENTPLANE_AGENT', 'AGENTPLANE_REPLICA'])",message="PORT, AGENTPLANE_AGENT and AGENTPLANE_REPLICA are set by agentplane for each replica"
 	// +required
 	Name string `json:"name"`
 	// Value of the variable.
@@ -91,6 +201,9 @@ type MemorySpec struct {
 	// +kubebuilder:validation:Pattern=`^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$`
 	// +required
 	Size string `json:"size"`
+	// StorageClassName of the memory volume's claim on Kubernetes; the cluster default when empty.
+	// +optional
+	StorageClassName *string `json:"storageClassName,omitempty"`
 }
 
 // Probes configure health checking of replicas. Each probe GETs an HTTP path on the replica.
@@ -131,13 +244,23 @@ type Placement struct {
 	// take their site from their node's labels.
 	// +optional
 	Site string `json:"site,omitempty"`
-	// Zones to spread replicas over.
+	// Zones to spread replicas over. On Kubernetes replicas then run only on nodes of these zones
+	// (label topology.kubernetes.io/zone) and are spread evenly over them, at most one apart; a
+	// replica that cannot keep the spread stays Pending. Without zones, replicas are spread over
+	// whatever zones the nodes have on a best-effort basis.
 	// +optional
 	Zones []string `json:"zones,omitempty"`
 	// AllowedSites, when set, is the only set of sites that may serve this agent's tasks
 	// (data residency). The gateway refuses a task rather than route it elsewhere.
 	// +optional
 	AllowedSites []string `json:"allowedSites,omitempty"`
+	// NodeSelector restricts replicas to nodes with these labels. Kubernetes only.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+	// Tolerations let replicas run on tainted nodes. Kubernetes only.
+	// +listType=atomic
+	// +optional
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
 }
 
 // Condition types of an Agent.
@@ -177,6 +300,8 @@ type AgentStatus struct {
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.spec.replicas`
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`
 // +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.spec.state`
+// +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Image",type=string,JSONPath=`.spec.image`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Agent struct {
 	metav1.TypeMeta   `json:",inline"`

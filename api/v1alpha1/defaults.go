@@ -13,6 +13,14 @@ const (
 	DefaultStartupPeriodSeconds    int32 = 1
 )
 
+// Defaults the operator applies on Kubernetes; embedded mode does not use these fields.
+const (
+	DefaultPort                           int32 = 8080
+	DefaultGPUResource                          = "nvidia.com/gpu"
+	DefaultRunAsUser                      int64 = 65532
+	DefaultTargetCPUUtilizationPercentage int32 = 80
+)
+
 // SetDefaults fills every optional field of a that has a default. It is idempotent.
 func (a *Agent) SetDefaults() {
 	s := &a.Spec

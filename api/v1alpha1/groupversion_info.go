@@ -8,6 +8,7 @@
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 )
@@ -29,5 +30,7 @@ const (
 
 func addKnownTypes(s *runtime.Scheme) error {
 	s.AddKnownTypes(GroupVersion, &Agent{}, &AgentList{})
+	// The list and create/update/delete options of the group, for API clients.
+	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

@@ -83,6 +83,7 @@ func (s *AgentSpec) validate(p *field.Path) field.ErrorList {
 	if s.Memory != nil && !memorySize.MatchString(s.Memory.Size) {
 		errs = append(errs, field.Invalid(p.Child("memory", "size"), s.Memory.Size, `must be a quantity such as "512Mi" or "1Gi"`))
 	}
+	errs = append(errs, s.validateKubernetes(p)...)
 	if s.Probes != nil {
 		errs = append(errs, s.Probes.Startup.validate(p.Child("probes", "startup"))...)
 		errs = append(errs, s.Probes.Readiness.validate(p.Child("probes", "readiness"))...)
@@ -136,4 +137,62 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// validateKubernetes checks the fields that only the operator uses, with the same rules as the
+// CRD's CEL validation so that a manifest valid in one runtime is valid in the other.
+func (s *AgentSpec) validateKubernetes(p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if s.Port != 0 && (s.Port < 1 || s.Port > 65535) {
+		errs = append(errs, field.Invalid(p.Child("port"), s.Port, "must be between 1 and 65535"))
+	}
+	switch s.ImagePullPolicy {
+	case "", "Always", "IfNotPresent", "Never":
+	default:
+		errs = append(errs, field.NotSupported(p.Child("imagePullPolicy"), s.ImagePullPolicy, []string{"Always", "IfNotPresent", "Never"}))
+	}
+	if r := s.Resources; r != nil && r.GPUs < 0 {
+		errs = append(errs, field.Invalid(p.Child("resources", "gpus"), r.GPUs, "must not be negative"))
+	}
+	minReplicas := int32(-1) // the bound minAvailable must stay under; -1: none
+	if s.Replicas != nil && *s.Replicas > 0 {
+		minReplicas = *s.Replicas
+	}
+	if as := s.Autoscaling; as != nil {
+		ap := p.Child("autoscaling")
+		lo := int32(1)
+		if as.MinReplicas != nil {
+			lo = *as.MinReplicas
+			if lo < 1 {
+				errs = append(errs, field.Invalid(ap.Child("minReplicas"), lo, "must be at least 1"))
+			}
+		}
+		if as.MaxReplicas < 1 || as.MaxReplicas > MaxReplicas {
+			errs = append(errs, field.Invalid(ap.Child("maxReplicas"), as.MaxReplicas, fmt.Sprintf("must be between 1 and %d", MaxReplicas)))
+		} else if lo > as.MaxReplicas {
+			errs = append(errs, field.Invalid(ap.Child("minReplicas"), lo, "must not exceed maxReplicas"))
+		}
+		if t := as.TargetCPUUtilizationPercentage; t != nil && (*t < 1 || *t > 100) {
+			errs = append(errs, field.Invalid(ap.Child("targetCPUUtilizationPercentage"), *t, "must be between 1 and 100"))
+		}
+		minReplicas = lo
+	}
+	if m := s.MinAvailable; m != nil {
+		mp := p.Child("minAvailable")
+		switch {
+		case *m < 0:
+			errs = append(errs, field.Invalid(mp, *m, "must not be negative"))
+		case minReplicas >= 0 && *m >= minReplicas:
+			errs = append(errs, field.Invalid(mp, *m, fmt.Sprintf("must be less than the replicas (%d), or no replica could ever be evicted", minReplicas)))
+		}
+	}
+	if sec := s.Security; sec != nil && sec.RunAsUser != nil && *sec.RunAsUser < 1 {
+		errs = append(errs, field.Invalid(p.Child("security", "runAsUser"), *sec.RunAsUser, "must be a non-root user id (1 or more)"))
+	}
+	if n := s.Network; n != nil && n.GatewayNamespace != "" {
+		for _, msg := range validation.IsDNS1123Label(n.GatewayNamespace) {
+			errs = append(errs, field.Invalid(p.Child("network", "gatewayNamespace"), n.GatewayNamespace, msg))
+		}
+	}
+	return errs
 }

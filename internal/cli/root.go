@@ -101,6 +101,8 @@ func NewRootCommand(streams Streams) *cobra.Command {
 		newApplyCommand(streams),
 		newLogsCommand(streams),
 		newDescribeCommand(streams),
+		newOperatorCommand(streams),
+		newGatewayCommand(streams),
 		newSimagentCommand(streams),
 		newAuditCommand(streams),
 		newVersionCommand(streams),

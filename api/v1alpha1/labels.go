@@ -1,0 +1,14 @@
+package v1alpha1
+
+// Well-known labels shared by the operator, the gateway's Kubernetes discovery and the install
+// manifests.
+const (
+	// LabelAgent names the Agent that a pod, Service or EndpointSlice belongs to. The operator
+	// selects an agent's pods by it.
+	LabelAgent = "agentplane.io/agent"
+	// LabelSite on a node names the site (a hospital, a clinic) that replicas on it serve from.
+	LabelSite = "agentplane.io/site"
+	// GatewayAppName is the app.kubernetes.io/name label of gateway pods: the only pods an
+	// agent's NetworkPolicy admits.
+	GatewayAppName = "agentplane-gateway"
+)
