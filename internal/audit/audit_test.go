@@ -446,3 +446,20 @@ func TestRecentListsNewestCallsFirst(t *testing.T) {
 		t.Fatalf("Recent(5) = %+v", recs)
 	}
 }
+
+func TestRecentReadsOnlyTheTailOfALongLog(t *testing.T) {
+	w, err := Open(Options{Path: filepath.Join(t.TempDir(), "audit.jsonl")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for i := range 500 {
+		if err := w.Write(t.Context(), Record{Subject: "s", Agent: "triage", TaskID: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs, err := w.Recent(t.Context(), 3)
+	if err != nil || len(recs) != 3 || recs[0].TaskID != "499" || recs[2].TaskID != "497" {
+		t.Fatalf("Recent(3) = %+v, %v", recs, err)
+	}
+}
