@@ -41,6 +41,12 @@ type AgentSpec struct {
 	// +optional
 	MaxConcurrency int32 `json:"maxConcurrency,omitempty"`
 
+	// TaskTimeout bounds one dispatch of a task to a replica, streaming included; waiting in the
+	// gateway's queue does not count. A replica that takes longer is taken for hung: it is
+	// ejected and the task goes to another replica. Defaults to the gateway's --task-timeout.
+	// +optional
+	TaskTimeout *metav1.Duration `json:"taskTimeout,omitempty"`
+
 	// Image is the container image that runs the agent on Kubernetes. Embedded mode ignores it.
 	// +optional
 	Image string `json:"image,omitempty"`

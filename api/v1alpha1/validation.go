@@ -40,6 +40,9 @@ func (s *AgentSpec) validate(p *field.Path) field.ErrorList {
 	if s.Replicas != nil && (*s.Replicas < 0 || *s.Replicas > MaxReplicas) {
 		errs = append(errs, field.Invalid(p.Child("replicas"), *s.Replicas, fmt.Sprintf("must be between 0 and %d", MaxReplicas)))
 	}
+	if s.TaskTimeout != nil && s.TaskTimeout.Duration <= 0 {
+		errs = append(errs, field.Invalid(p.Child("taskTimeout"), s.TaskTimeout.Duration.String(), "must be positive, such as 30s or 10m"))
+	}
 	if s.MaxConcurrency < 1 {
 		errs = append(errs, field.Invalid(p.Child("maxConcurrency"), s.MaxConcurrency, "must be at least 1"))
 	}

@@ -60,6 +60,8 @@ type Agent struct {
 	MaxConcurrency int    `json:"maxConcurrency"`
 	// Desired is the number of replicas asked for.
 	Desired int `json:"desired"`
+	// TaskTimeout bounds one dispatch of a task to a replica; 0 means the gateway's default.
+	TaskTimeout time.Duration `json:"taskTimeout,omitempty"`
 	// AllowedSites, when not empty, is the data-residency rule: only these sites may serve.
 	AllowedSites []string   `json:"allowedSites,omitempty"`
 	Endpoints    []Endpoint `json:"replicas"`

@@ -138,3 +138,24 @@ func TestSlowReplicaIsEjectedAsALatencyOutlier(t *testing.T) {
 		}
 	}
 }
+
+// TestPerAgentTaskTimeoutCatchesAHungReplica: the agent's own taskTimeout, not the gateway's
+// ten-minute default, decides when a silent replica is taken for hung.
+func TestPerAgentTaskTimeoutCatchesAHungReplica(t *testing.T) {
+	hung := startAgent(t, "triage", "0", simagent.Config{HangRate: 1})
+	live := startAgent(t, "triage", "1", simagent.Config{})
+	a := testutil.Agent("triage", 4, hung, live)
+	a.TaskTimeout = 300 * time.Millisecond
+	g, srv := newGateway(t, testutil.NewSource(a))
+	for range 3 {
+		defer g.tracker.Acquire(live)() // the first dispatch goes to the hung replica
+	}
+	start := time.Now()
+	r := post(t, srv.URL+"/agents/triage", sendV1(1, "x"))
+	if r.resp.Error != nil || r.replica != "triage-1" {
+		t.Fatalf("answer from %q: %s", r.replica, r.raw)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("took %v: the agent's task timeout was not applied", d)
+	}
+}

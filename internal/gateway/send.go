@@ -176,7 +176,7 @@ func (g *Gateway) execute(ctx context.Context, t *store.Task, hdr http.Header) (
 		}
 		dctx, span := telemetry.StartDispatch(ctx, ep.Name, attempt+1)
 		began := g.opts.Now()
-		actx, cancel := context.WithTimeout(dctx, g.opts.TaskTimeout)
+		actx, cancel := context.WithTimeout(dctx, g.taskTimeout(sl.agent))
 		resp, err := g.send(actx, ep, a2a.Dialect(t.Dialect), t.Request, false, hdr)
 		var out []byte
 		if err == nil {
@@ -286,6 +286,15 @@ const (
 	CodeAtCapacity = -32055 // every replica busy and the queue full or the wait too long
 	CodeResidency  = -32056 // no replica in an allowed site
 )
+
+// taskTimeout is how long one dispatch of agent's tasks may take: its spec.taskTimeout, or the
+// gateway's default.
+func (g *Gateway) taskTimeout(agent discovery.Agent) time.Duration {
+	if agent.TaskTimeout > 0 {
+		return agent.TaskTimeout
+	}
+	return g.opts.TaskTimeout
+}
 
 // neverSent reports whether err means the request could not have reached the agent: the
 // connection was refused, or the replica's card could not be read.
@@ -407,7 +416,7 @@ func (g *Gateway) runStream(c *call, t *store.Task) string {
 			return "ended"
 		}
 		dctx, span := telemetry.StartDispatch(ctx, ep.Name, attempt+1)
-		actx, cancel := context.WithTimeout(dctx, g.opts.TaskTimeout)
+		actx, cancel := context.WithTimeout(dctx, g.taskTimeout(sl.agent))
 		c.replica = ep.Name
 		if attempt > 0 {
 			g.opts.Metrics.Redispatch(t.Agent, dispatchResult(lastCause))

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -155,4 +156,16 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestTaskTimeout(t *testing.T) {
+	agents, err := Decode("t.yaml", []byte(strings.Replace(good, "maxConcurrency: 2", "maxConcurrency: 2\n  taskTimeout: 90s", 1)))
+	if err != nil || agents[0].Spec.TaskTimeout == nil || agents[0].Spec.TaskTimeout.Duration != 90*time.Second {
+		t.Fatalf("taskTimeout: %v %+v", err, agents)
+	}
+	for _, bad := range []string{"0s", "-5s", "soon"} {
+		if _, err := Decode("t.yaml", []byte(strings.Replace(good, "maxConcurrency: 2", "maxConcurrency: 2\n  taskTimeout: "+bad, 1))); err == nil {
+			t.Errorf("taskTimeout %q accepted", bad)
+		}
+	}
 }

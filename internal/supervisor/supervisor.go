@@ -284,6 +284,9 @@ func agentInfo(def *v1alpha1.Agent, spec *agentSpec) discovery.Agent {
 		MaxConcurrency: spec.maxConcurrency,
 		Desired:        spec.replicas,
 	}
+	if def.Spec.TaskTimeout != nil {
+		info.TaskTimeout = def.Spec.TaskTimeout.Duration
+	}
 	if pl := def.Spec.Placement; pl != nil {
 		info.AllowedSites = slices.Clone(pl.AllowedSites)
 	}

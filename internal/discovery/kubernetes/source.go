@@ -262,6 +262,9 @@ func (s *Source) build(ctx context.Context) ([]discovery.Agent, error) {
 			MaxConcurrency: int(cmp.Or(a.Spec.MaxConcurrency, v1alpha1.DefaultMaxConcurrency)),
 			Desired:        desired(a),
 		}
+		if a.Spec.TaskTimeout != nil {
+			d.TaskTimeout = a.Spec.TaskTimeout.Duration
+		}
 		if pl := a.Spec.Placement; pl != nil {
 			d.AllowedSites = slices.Clone(pl.AllowedSites)
 		}
