@@ -12,28 +12,13 @@ import (
 
 	"github.com/agentplane/agentplane/internal/discovery/kubernetes"
 	"github.com/agentplane/agentplane/internal/gateway"
-	"github.com/agentplane/agentplane/internal/store"
-	"github.com/agentplane/agentplane/internal/telemetry"
 )
 
 type kgatewayOptions struct {
-	configFile     string
-	dataDir        string
-	natsURL        string
-	journalSync    string
-	maxQueue       int
-	maxBodySet     bool
-	kubeconfig     string
-	namespace      string
-	site           string
-	listen         string
-	advertiseURL   string
-	drainTimeout   time.Duration
-	taskTimeout    time.Duration
-	syncTimeout    time.Duration
-	maxBody        int64
-	logLevel       string
-	insecureRemote bool
+	gatewayFlags
+	kubeconfig  string
+	namespace   string
+	syncTimeout time.Duration
 }
 
 func newGatewayCommand(streams Streams) *cobra.Command {
@@ -51,27 +36,18 @@ get/list/watch on agents, pods and endpointslices in the namespace, and on nodes
   agentplane gateway --listen :8080 --insecure-listen-remote   # in a pod`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			o.maxBodySet = cmd.Flags().Changed("max-body-bytes")
+			o.noteChanged(cmd)
 			return runKubeGateway(cmd.Context(), streams, o)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.configFile, "config", "", "GatewayConfig file: authentication, policies, limits, rate limits, audit (see docs/security.md)")
+	o.bind(f)
 	f.StringVar(&o.dataDir, "data-dir", "/var/lib/agentplane", "directory for the embedded task journal and the audit log")
-	f.StringVar(&o.natsURL, "nats-url", "", "external NATS JetStream server for the task journal (default: one embedded in this process, in DATA_DIR/jetstream)")
-	f.StringVar(&o.journalSync, "journal-sync", "interval", `embedded journal: "always" fsyncs every write, "interval" lets the OS flush`)
-	f.IntVar(&o.maxQueue, "max-queue", 0, "tasks that may wait per agent for a free replica slot before more are refused with 429 (0: 1000)")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&o.site, "site", "", "the gateway's own site (its replicas are preferred), and the site of replicas whose node has no agentplane.io/site label")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster, $KUBECONFIG, ~/.kube/config)")
 	f.StringVarP(&o.namespace, "namespace", "n", "", "namespace whose Agents to serve (default: the pod's, else the kubeconfig context's)")
-	f.StringVar(&o.site, "site", "", "the gateway's own site (its replicas are preferred), and the site of replicas whose node has no agentplane.io/site label")
-	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "gateway listen address")
-	f.StringVar(&o.advertiseURL, "advertise-url", "", "external base URL of the gateway for agent cards (default: from each request's Host)")
-	f.DurationVar(&o.drainTimeout, "drain-timeout", gateway.DefaultDrainTimeout, "on shutdown, how long in-flight tasks may take to finish")
-	f.DurationVar(&o.taskTimeout, "task-timeout", gateway.DefaultTaskTimeout, "longest a task may take before the gateway gives up on it")
 	f.DurationVar(&o.syncTimeout, "sync-timeout", time.Minute, "how long to wait for the first complete view of the cluster before giving up")
-	f.Int64Var(&o.maxBody, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest request body the gateway accepts")
-	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	f.BoolVar(&o.insecureRemote, "insecure-listen-remote", false, "allow a non-loopback --listen address although the gateway has no authentication yet")
 	return cmd
 }
 
@@ -83,15 +59,18 @@ func runKubeGateway(ctx context.Context, streams Streams, o kgatewayOptions) err
 	if err := checkListen(o.listen, o.insecureRemote || sec.authenticated()); err != nil {
 		return &exitError{code: 2, err: err}
 	}
-	switch o.journalSync {
-	case "always", "interval":
-	default:
-		return &exitError{code: 2, err: fmt.Errorf("--journal-sync %q: must be always or interval", o.journalSync)}
+	if err := o.checkJournalSync(); err != nil {
+		return err
 	}
 	logger, err := newSlogLogger(streams, o.logLevel)
 	if err != nil {
 		return err
 	}
+	stopTracing, err := setupTracing(ctx, logger)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	cfg, ns, err := kubeClientConfig(o.kubeconfig)
 	if err != nil {
 		return err
@@ -121,21 +100,12 @@ func runKubeGateway(ctx context.Context, streams Streams, o kgatewayOptions) err
 		return nil
 	}
 
-	journal, err := store.Open(ctx, store.Options{URL: o.natsURL, DataDir: o.dataDir, Sync: o.journalSync, Logger: logger})
+	journal, closeJournal, err := o.openJournal(ctx, logger)
 	if err != nil {
-		return fmt.Errorf("task journal: %w", err)
+		return err
 	}
-	defer func() {
-		if err := journal.Close(); err != nil {
-			logger.Warn("closing the task journal", "err", err)
-		}
-	}()
-	gopts := gateway.Options{
-		Source: src, Journal: journal, AdvertiseURL: o.advertiseURL, MaxBodyBytes: o.maxBody,
-		TaskTimeout: o.taskTimeout, DrainTimeout: o.drainTimeout, Logger: logger,
-		Metrics: telemetry.NewMetrics(telemetry.Options{Version: Version}),
-		Site:    o.site, MaxQueue: o.maxQueue,
-	}
+	defer closeJournal()
+	gopts := o.options(src, journal, logger)
 	closeSecurity, err := sec.apply(&gopts, o.dataDir, logger, o.maxBodySet)
 	if err != nil {
 		return err

@@ -19,30 +19,15 @@ import (
 	"github.com/agentplane/agentplane/api/v1alpha1"
 	"github.com/agentplane/agentplane/internal/gateway"
 	"github.com/agentplane/agentplane/internal/manifest"
-	"github.com/agentplane/agentplane/internal/store"
 	"github.com/agentplane/agentplane/internal/supervisor"
 	"github.com/agentplane/agentplane/internal/telemetry"
 )
 
 type upOptions struct {
+	gatewayFlags
 	files          []string
-	listen         string
-	dataDir        string
-	advertiseURL   string
-	drainTimeout   time.Duration
 	grace          time.Duration
-	taskTimeout    time.Duration
 	restartBackoff time.Duration
-	maxBody        int64
-	logLevel       string
-	insecureRemote bool
-	natsURL        string
-	journalSync    string
-	configFile     string
-	site           string
-	maxQueue       int
-	listenSet      bool
-	maxBodySet     bool
 }
 
 func newUpCommand(streams Streams) *cobra.Command {
@@ -60,28 +45,18 @@ to DATA_DIR/logs/<agent>/<replica>.log. Ctrl-C stops routing, lets in-flight tas
   agentplane up -f my-agent.yaml --listen 127.0.0.1:9090`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			o.listenSet = cmd.Flags().Changed("listen")
-			o.maxBodySet = cmd.Flags().Changed("max-body-bytes")
+			o.noteChanged(cmd)
 			return runUp(cmd.Context(), streams, o)
 		},
 	}
 	f := cmd.Flags()
 	f.StringArrayVarP(&o.files, "file", "f", []string{"examples/clinic"}, "manifest file or directory (repeatable)")
-	f.StringVar(&o.listen, "listen", "127.0.0.1:8080", "gateway listen address")
+	o.bind(f)
 	f.StringVar(&o.dataDir, "data-dir", defaultDataDir(), "directory for logs and state")
-	f.StringVar(&o.advertiseURL, "advertise-url", "", "external base URL of the gateway for agent cards (default: from each request's Host)")
-	f.DurationVar(&o.drainTimeout, "drain-timeout", gateway.DefaultDrainTimeout, "on shutdown, how long in-flight tasks may take to finish")
-	f.DurationVar(&o.grace, "grace", supervisor.DefaultGrace, "on shutdown, how long a replica may take to exit after SIGTERM before SIGKILL")
-	f.DurationVar(&o.taskTimeout, "task-timeout", gateway.DefaultTaskTimeout, "longest one dispatch of a task may take; a replica that takes longer is taken for hung and the task goes to another replica")
-	f.DurationVar(&o.restartBackoff, "restart-backoff", time.Second, "first restart delay of a crashed replica; doubles up to 5m")
-	f.Int64Var(&o.maxBody, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest request body the gateway accepts")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level of DATA_DIR/agentplane.log: debug, info, warn, error")
-	f.BoolVar(&o.insecureRemote, "insecure-listen-remote", false, "allow a non-loopback --listen address although the gateway has no authentication yet")
 	f.StringVar(&o.site, "site", "", "the gateway's own site: its replicas are preferred, other sites used only when they are saturated or down")
-	f.IntVar(&o.maxQueue, "max-queue", 0, "tasks that may wait per agent for a free replica slot before more are refused with 429 (0: 1000)")
-	f.StringVar(&o.configFile, "config", "", "GatewayConfig file: listeners and TLS, authentication, policies, limits, rate limits, audit (see docs/security.md)")
-	f.StringVar(&o.natsURL, "nats-url", "", "external NATS JetStream server for the task journal (default: one embedded in this process, stored in DATA_DIR/jetstream)")
-	f.StringVar(&o.journalSync, "journal-sync", "interval", `"always": fsync every journal write before answering (survives power loss; slower); "interval": let the OS flush (survives a crash of agentplane, not of the machine)`)
+	f.DurationVar(&o.grace, "grace", supervisor.DefaultGrace, "on shutdown, how long a replica may take to exit after SIGTERM before SIGKILL")
+	f.DurationVar(&o.restartBackoff, "restart-backoff", time.Second, "first restart delay of a crashed replica; doubles up to 5m")
 	return cmd
 }
 
@@ -133,33 +108,20 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 		slog.NewJSONHandler(logFile, &slog.HandlerOptions{Level: level}),
 		slog.NewTextHandler(streams.Err, &slog.HandlerOptions{Level: slog.LevelWarn}),
 	)))
-	shutdownTracing, err := telemetry.SetupTracing(ctx, "agentplane")
+	stopTracing, err := setupTracing(ctx, logger)
 	if err != nil {
-		return &exitError{code: 2, err: fmt.Errorf("tracing (OTEL_* environment): %w", err)}
+		return err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := shutdownTracing(sctx); err != nil {
-			logger.Warn("flushing traces", "err", err)
-		}
-	}()
-	metrics := telemetry.NewMetrics(telemetry.Options{Version: Version})
+	defer stopTracing()
 
-	switch o.journalSync {
-	case "always", "interval":
-	default:
-		return &exitError{code: 2, err: fmt.Errorf("--journal-sync %q: must be always or interval", o.journalSync)}
+	if err := o.checkJournalSync(); err != nil {
+		return err
 	}
-	journal, err := store.Open(ctx, store.Options{URL: o.natsURL, DataDir: o.dataDir, Sync: o.journalSync, Logger: logger})
+	journal, closeJournal, err := o.openJournal(ctx, logger)
 	if err != nil {
-		return fmt.Errorf("task journal: %w", err)
+		return err
 	}
-	defer func() {
-		if err := journal.Close(); err != nil {
-			logger.Warn("closing the task journal", "err", err)
-		}
-	}()
+	defer closeJournal()
 
 	var gatewayURL string // set once the gateway listens, before any replica starts
 	sup, err := supervisor.New(agents, supervisor.Options{
@@ -178,12 +140,8 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 		}
 		return manifest.Load(paths...)
 	})
-	gopts := gateway.Options{
-		Admin:  admin,
-		Source: sup, Journal: journal, AdvertiseURL: o.advertiseURL, MaxBodyBytes: o.maxBody,
-		TaskTimeout: o.taskTimeout, DrainTimeout: o.drainTimeout, Logger: logger, Metrics: metrics,
-		Site: o.site, MaxQueue: o.maxQueue,
-	}
+	gopts := o.options(sup, journal, logger)
+	gopts.Admin = admin
 	closeSecurity, err := sec.apply(&gopts, o.dataDir, logger, o.maxBodySet)
 	if err != nil {
 		return err

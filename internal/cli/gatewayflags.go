@@ -1,0 +1,105 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/agentplane/agentplane/internal/discovery"
+	"github.com/agentplane/agentplane/internal/gateway"
+	"github.com/agentplane/agentplane/internal/store"
+	"github.com/agentplane/agentplane/internal/telemetry"
+)
+
+// gatewayFlags are the gateway settings `up` and `gateway` share. Each command binds its own
+// --data-dir, --log-level and --site, whose defaults and meaning differ between the two.
+type gatewayFlags struct {
+	listen         string
+	dataDir        string
+	advertiseURL   string
+	configFile     string
+	natsURL        string
+	journalSync    string
+	site           string
+	logLevel       string
+	drainTimeout   time.Duration
+	taskTimeout    time.Duration
+	maxBody        int64
+	maxQueue       int
+	insecureRemote bool
+	listenSet      bool // --listen was given, so it wins over the config file's listener
+	maxBodySet     bool // --max-body-bytes was given, so it wins over the config file's limit
+}
+
+// bind registers the shared flags on f.
+func (g *gatewayFlags) bind(f *pflag.FlagSet) {
+	f.StringVar(&g.listen, "listen", "127.0.0.1:8080", "gateway listen address")
+	f.StringVar(&g.advertiseURL, "advertise-url", "", "external base URL of the gateway for agent cards (default: from each request's Host)")
+	f.StringVar(&g.configFile, "config", "", "GatewayConfig file: listeners and TLS, authentication, policies, limits, rate limits, audit (see docs/security.md)")
+	f.StringVar(&g.natsURL, "nats-url", "", "external NATS JetStream server for the task journal (default: one embedded in this process, stored in DATA_DIR/jetstream)")
+	f.StringVar(&g.journalSync, "journal-sync", "interval", `"always": fsync every journal write before answering (survives power loss; slower); "interval": let the OS flush (survives a crash of agentplane, not of the machine)`)
+	f.DurationVar(&g.drainTimeout, "drain-timeout", gateway.DefaultDrainTimeout, "on shutdown, how long in-flight tasks may take to finish")
+	f.DurationVar(&g.taskTimeout, "task-timeout", gateway.DefaultTaskTimeout, "longest one dispatch of a task may take, unless the agent sets spec.taskTimeout; a replica that takes longer is taken for hung and the task goes to another replica")
+	f.Int64Var(&g.maxBody, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest request body the gateway accepts")
+	f.IntVar(&g.maxQueue, "max-queue", 0, "tasks that may wait per agent for a free replica slot before more are refused with 429 (0: 1000)")
+	f.BoolVar(&g.insecureRemote, "insecure-listen-remote", false, "allow a non-loopback --listen address although the gateway has no authentication configured")
+}
+
+// noteChanged records which flags were given explicitly; call it at the start of RunE.
+func (g *gatewayFlags) noteChanged(cmd *cobra.Command) {
+	g.listenSet = cmd.Flags().Changed("listen")
+	g.maxBodySet = cmd.Flags().Changed("max-body-bytes")
+}
+
+// checkJournalSync refuses a --journal-sync other than always or interval.
+func (g *gatewayFlags) checkJournalSync() error {
+	switch g.journalSync {
+	case store.SyncAlways, store.SyncInterval:
+		return nil
+	}
+	return &exitError{code: 2, err: fmt.Errorf("--journal-sync %q: must be always or interval", g.journalSync)}
+}
+
+// openJournal opens the task journal (embedded in DATA_DIR, or --nats-url) and returns the
+// function that closes it.
+func (g *gatewayFlags) openJournal(ctx context.Context, logger *slog.Logger) (*store.JetStream, func(), error) {
+	j, err := store.Open(ctx, store.Options{URL: g.natsURL, DataDir: g.dataDir, Sync: g.journalSync, Logger: logger})
+	if err != nil {
+		return nil, nil, fmt.Errorf("task journal: %w", err)
+	}
+	return j, func() {
+		if err := j.Close(); err != nil {
+			logger.Warn("closing the task journal", "err", err)
+		}
+	}, nil
+}
+
+// options is the gateway's configuration from the shared flags; security is applied on top.
+func (g *gatewayFlags) options(src discovery.Source, journal store.Journal, logger *slog.Logger) gateway.Options {
+	return gateway.Options{
+		Source: src, Journal: journal, AdvertiseURL: g.advertiseURL, MaxBodyBytes: g.maxBody,
+		TaskTimeout: g.taskTimeout, DrainTimeout: g.drainTimeout, Logger: logger,
+		Metrics: telemetry.NewMetrics(telemetry.Options{Version: Version}),
+		Site:    g.site, MaxQueue: g.maxQueue,
+	}
+}
+
+// setupTracing turns on OpenTelemetry tracing when the OTEL_* environment asks for it, and
+// returns the function that flushes and stops it.
+func setupTracing(ctx context.Context, logger *slog.Logger) (func(), error) {
+	shutdown, err := telemetry.SetupTracing(ctx, "agentplane")
+	if err != nil {
+		return nil, &exitError{code: 2, err: fmt.Errorf("tracing (OTEL_* environment): %w", err)}
+	}
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdown(sctx); err != nil {
+			logger.Warn("flushing traces", "err", err)
+		}
+	}, nil
+}
