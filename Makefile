@@ -8,7 +8,7 @@ CACHE     ?= $(HOME)/.cache/agentplane
 TOOLS     := $(CACHE)/bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X github.com/agentplane/agentplane/internal/cli.Version=$(VERSION)
-FUZZTIME  ?= 10s
+FUZZTIME  ?= 200000x
 
 STATICCHECK_VERSION    := v0.8.2
 CONTROLLER_GEN_VERSION := v0.23.0
@@ -53,13 +53,25 @@ codegen: $(TOOLS)/controller-gen-$(CONTROLLER_GEN_VERSION) ## regenerate deepcop
 verify-codegen: codegen ## fail if generated code is out of date
 	@git diff --exit-code -- api/ || { echo "generated code is stale: run make codegen and commit"; exit 1; }
 
-fuzz: ## run each fuzz test for FUZZTIME (default 10s)
-	$(GO) test -run '^$$' -fuzz '^FuzzParseRequest$$' -fuzztime $(FUZZTIME) ./internal/a2a
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/manifest
-	$(GO) test -run '^$$' -fuzz '^FuzzParseLatency$$' -fuzztime $(FUZZTIME) ./internal/simagent
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./api/config/v1alpha1
-	$(GO) test -run '^$$' -fuzz '^FuzzParseAuthorization$$' -fuzztime $(FUZZTIME) ./internal/auth
-	$(GO) test -run '^$$' -fuzz '^FuzzString$$' -fuzztime $(FUZZTIME) ./internal/redact
+# FUZZ_TARGETS lists every fuzz test as package:Name. The budget is a count of executions
+# (Nx), not a duration: a duration budget races Go's fuzz coordinator when it expires and
+# can fail with a bare "context deadline exceeded" and no crasher (go.dev/issue/75804,
+# fixed only in Go 1.27). A count has no deadline, so a slow machine only runs longer.
+FUZZ_TARGETS := \
+	./internal/a2a:FuzzParseRequest \
+	./internal/manifest:FuzzDecode \
+	./internal/simagent:FuzzParseLatency \
+	./api/config/v1alpha1:FuzzDecode \
+	./internal/auth:FuzzParseAuthorization \
+	./internal/redact:FuzzString \
+	./internal/store:FuzzKeyEncoding
+
+fuzz: ## run each fuzz test for FUZZTIME executions (default 200000x; a duration such as 30s also works)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "$(GO) test -run '^$$' -fuzz '^$$name\$$' -fuzztime $(FUZZTIME) $$pkg"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 clean: ## remove build output
 	rm -rf bin
