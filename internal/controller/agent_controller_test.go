@@ -139,7 +139,8 @@ func TestCreateStatelessAgentWritesHardenedObjects(t *testing.T) {
 	for _, e := range c.Env {
 		vars[e.Name] = e
 	}
-	if vars["PORT"].Value != "9000" || vars["AGENTPLANE_AGENT"].Value != "triage" || vars["MODEL"].Value != "small" {
+	if vars["PORT"].Value != "9000" || vars["AGENTPLANE_AGENT"].Value != "triage" || vars["MODEL"].Value != "small" ||
+		vars["AGENTPLANE_LISTEN_HOST"].Value != "0.0.0.0" {
 		t.Errorf("env = %+v", c.Env)
 	}
 	if f := vars["AGENTPLANE_REPLICA"].ValueFrom; f == nil || f.FieldRef == nil || f.FieldRef.FieldPath != "metadata.name" {

@@ -199,6 +199,8 @@ func buildPodTemplate(a *v1alpha1.Agent) *corev1ac.PodTemplateSpecApplyConfigura
 		corev1ac.EnvVar().WithName("AGENTPLANE_AGENT").WithValue(a.Name),
 		corev1ac.EnvVar().WithName("AGENTPLANE_REPLICA").WithValueFrom(corev1ac.EnvVarSource().
 			WithFieldRef(corev1ac.ObjectFieldSelector().WithAPIVersion("v1").WithFieldPath("metadata.name"))),
+		// The gateway and the probes reach the pod at its pod IP, not on loopback.
+		corev1ac.EnvVar().WithName("AGENTPLANE_LISTEN_HOST").WithValue("0.0.0.0"),
 		corev1ac.EnvVar().WithName("TMPDIR").WithValue("/tmp"),
 	}
 	mounts := []*corev1ac.VolumeMountApplyConfiguration{

@@ -16,6 +16,10 @@ const (
 	EnvPort    = "PORT"
 	EnvAgent   = "AGENTPLANE_AGENT"
 	EnvReplica = "AGENTPLANE_REPLICA"
+	// EnvListenHost is the address to listen on with $PORT: the operator sets 0.0.0.0, since a
+	// pod is reached at its pod IP; embedded mode sets 127.0.0.1, so that replicas are reached
+	// only through the gateway. Unset: 127.0.0.1.
+	EnvListenHost = "AGENTPLANE_LISTEN_HOST"
 )
 
 const (
@@ -49,7 +53,7 @@ type Config struct {
 // BindFlags registers the configuration flags on fs, using the current field
 // values as defaults.
 func (c *Config) BindFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&c.Listen, "listen", c.Listen, "address to listen on (default 127.0.0.1:$PORT)")
+	fs.StringVar(&c.Listen, "listen", c.Listen, "address to listen on (default $AGENTPLANE_LISTEN_HOST:$PORT; the host defaults to 127.0.0.1)")
 	fs.StringVar(&c.Name, "name", c.Name, "agent name in the agent card (default $AGENTPLANE_AGENT, else \"simagent\")")
 	fs.StringVar(&c.Replica, "replica", c.Replica, "replica id (default $AGENTPLANE_REPLICA, else \"0\")")
 	fs.StringVar(&c.Description, "description", c.Description, "agent description in the agent card")
@@ -68,7 +72,11 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 func (c Config) withDefaults(listenRequired bool) (Config, error) {
 	if c.Listen == "" {
 		if port := os.Getenv(EnvPort); port != "" {
-			c.Listen = net.JoinHostPort("127.0.0.1", port)
+			host := os.Getenv(EnvListenHost)
+			if host == "" {
+				host = "127.0.0.1"
+			}
+			c.Listen = net.JoinHostPort(host, port)
 		} else if listenRequired {
 			return c, fmt.Errorf("simagent: no listen address: set --listen or $%s", EnvPort)
 		}

@@ -661,6 +661,7 @@ func TestConfigValidation(t *testing.T) {
 
 func TestDefaults(t *testing.T) {
 	t.Setenv(EnvPort, "")
+	t.Setenv(EnvListenHost, "")
 	t.Setenv(EnvAgent, "")
 	t.Setenv(EnvReplica, "")
 	_, err := Config{}.withDefaults(true)
@@ -679,6 +680,13 @@ func TestDefaults(t *testing.T) {
 	assert.Equal(t, 1, c.Chunks)
 	assert.Equal(t, 30*time.Second, c.DrainTimeout)
 	assert.Equal(t, "0", c.Latency.String())
+
+	// In a pod the operator sets the host, so that the pod IP reaches the agent.
+	t.Setenv(EnvListenHost, "0.0.0.0")
+	c, err = Config{}.withDefaults(true)
+	require.NoError(t, err)
+	assert.Equal(t, "0.0.0.0:8123", c.Listen)
+	t.Setenv(EnvListenHost, "")
 
 	t.Setenv(EnvAgent, "")
 	t.Setenv(EnvReplica, "")

@@ -106,6 +106,7 @@ func (s *Supervisor) runOnce(ctx context.Context, log *slog.Logger, rep *replica
 		"PORT=" + strconv.Itoa(port),
 		"AGENTPLANE_AGENT=" + a.name,
 		"AGENTPLANE_REPLICA=" + strconv.Itoa(rep.index),
+		"AGENTPLANE_LISTEN_HOST=127.0.0.1", // reached only through the gateway
 	})
 	proc, err := s.opts.Launcher.Launch(ctx, ProcessSpec{
 		Path: a.argv[0], Args: a.argv, Env: env, Stdout: logFile, Stderr: logFile,

@@ -452,7 +452,8 @@ func TestProcessSpec(t *testing.T) {
 		k, v, _ := strings.Cut(kv, "=")
 		env[k] = v
 	}
-	if env["MODEL"] != "small" || env["AGENTPLANE_AGENT"] != "self" || env["AGENTPLANE_REPLICA"] != "0" || env["PORT"] == "" {
+	if env["MODEL"] != "small" || env["AGENTPLANE_AGENT"] != "self" || env["AGENTPLANE_REPLICA"] != "0" || env["PORT"] == "" ||
+		env["AGENTPLANE_LISTEN_HOST"] != "127.0.0.1" {
 		t.Errorf("env lacks what the replica needs: %q", spec.Env)
 	}
 	if _, ok := env["SUPERVISOR_TEST_SECRET"]; ok {
