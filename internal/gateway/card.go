@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -179,7 +180,39 @@ func parseInterfaces(raw []byte, base string) (map[a2a.Dialect]string, error) {
 	if len(rpc) == 0 {
 		return nil, errors.New("agent card lists no JSON-RPC interface")
 	}
+	for d, u := range rpc {
+		r, err := onReplica(u, base)
+		if err != nil {
+			return nil, err
+		}
+		rpc[d] = r
+	}
 	return rpc, nil
+}
+
+// onReplica moves a URL from a replica's card onto the replica's own address (base): the path
+// and query stay, the scheme and host are base's. An agent in a pod, a container or behind NAT
+// often advertises an address the gateway cannot reach (its own 127.0.0.1, a container name),
+// and the gateway must only ever send a task to the replica it chose, never to another host a
+// card names.
+func onReplica(cardURL, base string) (string, error) {
+	b, err := url.Parse(base)
+	if err != nil {
+		return "", fmt.Errorf("replica URL %q: %w", base, err)
+	}
+	u, err := url.Parse(cardURL)
+	if err != nil {
+		return "", fmt.Errorf("agent card URL %q: %w", cardURL, err)
+	}
+	if u.Scheme != "" && u.Scheme != "http" && u.Scheme != "https" {
+		return "", fmt.Errorf("agent card URL %q: not http or https", cardURL)
+	}
+	out := *b
+	out.Path, out.RawPath, out.RawQuery, out.Fragment = u.Path, u.RawPath, u.RawQuery, ""
+	if out.Path == "" {
+		out.Path = "/"
+	}
+	return out.String(), nil
 }
 
 // rewriteCard returns the card with every JSON-RPC interface pointing at the gateway's URL for
