@@ -35,6 +35,7 @@ lint: vet staticcheck ## gofmt, go vet and staticcheck
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags e2ek8s ./test/e2e-k8s/...
 
 $(TOOLS)/staticcheck-$(STATICCHECK_VERSION):
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
@@ -42,6 +43,7 @@ $(TOOLS)/staticcheck-$(STATICCHECK_VERSION):
 
 staticcheck: $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)
 	$< ./...
+	$< -tags e2ek8s ./test/e2e-k8s/...
 
 $(TOOLS)/controller-gen-$(CONTROLLER_GEN_VERSION):
 	GOBIN=$(TOOLS) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
@@ -82,7 +84,7 @@ K8S_DIR     ?= $(CACHE)/k8s-v$(K8S_VERSION)
 K8S_BIN     := $(K8S_DIR)/bin
 K8S_PKGS    := ./internal/controller/... ./internal/discovery/kubernetes/...
 
-.PHONY: manifests verify-manifests envtest-assets k8s-binaries test-k8s
+.PHONY: manifests verify-manifests envtest-assets k8s-binaries test-k8s e2e-k8s real-node-deps cluster
 
 manifests: $(TOOLS)/controller-gen-$(CONTROLLER_GEN_VERSION) ## regenerate the CRD (config/crd/bases, chart) and the operator's RBAC role from markers
 	$< crd paths=./api/... output:crd:artifacts:config=config/crd/bases
@@ -101,9 +103,29 @@ envtest-assets: ## build kube-apiserver and etcd for envtest into $(K8S_BIN) (ca
 k8s-binaries: ## build the control plane, kubectl, etcd and kwok into $(K8S_BIN) (cached; ~13 min cold)
 	hack/k8s-binaries.sh cluster
 
-test-k8s: k8s-binaries ## envtest suites, then the kwok multi-zone e2e (test/e2e-k8s)
+test-k8s: k8s-binaries ## envtest suites, then the Kubernetes e2e (kwok multi-zone cluster and real node)
 	KUBEBUILDER_ASSETS=$(K8S_BIN) $(GO) test -race -count=1 $(K8S_PKGS)
-	KUBEBUILDER_ASSETS=$(K8S_BIN) K8S_DIR=$(K8S_DIR) $(GO) test -tags e2ek8s -count=1 -timeout 15m -v ./test/e2e-k8s/...
+	$(MAKE) e2e-k8s
+
+# E2E_RUN=TestRealNode runs one of them. The real-node test needs root and REAL_NODE_PKGS; it is
+# skipped without them, except in CI, where it fails.
+E2E_RUN ?= .
+e2e-k8s: k8s-binaries ## the Kubernetes e2e: kwok multi-zone cluster, and agents in containers on a real kubelet
+	K8S_DIR=$(K8S_DIR) $(GO) test -race -tags e2ek8s -count=1 -timeout 20m -v -run '$(E2E_RUN)' ./test/e2e-k8s/...
+
+# What a real node needs from Debian: the container runtime and the CNI plugins (bridge).
+REAL_NODE_PKGS := containerd runc containernetworking-plugins
+real-node-deps: ## install the real node's Debian packages (root)
+	@missing=""; for p in $(REAL_NODE_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+CLUSTER_ARGS ?= --real-node
+cluster: k8s-binaries ## run a local cluster until Ctrl-C (CLUSTER_ARGS: --real-node, --zones a,b,c)
+	$(GO) run ./hack/cluster up $(CLUSTER_ARGS)
 
 # In CI the envtest suites in `make test` must run, not skip: build their binaries first.
 ifneq ($(CI),)

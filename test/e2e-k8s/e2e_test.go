@@ -37,6 +37,7 @@ import (
 	"github.com/agentplane/agentplane/internal/controller"
 	"github.com/agentplane/agentplane/internal/discovery"
 	kdiscovery "github.com/agentplane/agentplane/internal/discovery/kubernetes"
+	"github.com/agentplane/agentplane/test/k8scluster"
 )
 
 const (
@@ -46,16 +47,12 @@ const (
 
 var zones = []string{"zone-a", "zone-b", "zone-c"}
 
-// binDir finds the binaries hack/k8s-binaries.sh builds.
-func binDir(t *testing.T) string {
+// binDir finds the binaries hack/k8s-binaries.sh builds: it skips the test without them, and
+// fails it in CI, which builds them first.
+func binDir(t *testing.T, names ...string) string {
 	t.Helper()
-	dir := os.Getenv("K8S_DIR")
-	if dir == "" {
-		home, _ := os.UserHomeDir()
-		dir = filepath.Join(home, ".cache", "agentplane", "k8s-v1.37.1")
-	}
-	bin := filepath.Join(dir, "bin")
-	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok"} {
+	bin := k8scluster.DefaultBin()
+	for _, b := range names {
 		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
 			msg := fmt.Sprintf("%s missing in %s: run hack/k8s-binaries.sh cluster (make k8s-binaries)", b, bin)
 			if os.Getenv("CI") != "" {
@@ -70,29 +67,29 @@ func binDir(t *testing.T) string {
 func repoRoot() string { return filepath.Join("..", "..") }
 
 func TestKubernetes(t *testing.T) {
-	bin := binDir(t)
+	bin := binDir(t, "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok")
 	ctx := t.Context()
 	dir := t.TempDir()
 	if keep := os.Getenv("E2E_KEEP"); keep != "" {
 		dir = keep
 		_ = os.MkdirAll(dir, 0o755)
 	}
-	installCRD := func(c *cluster) error {
-		_, err := c.kubectl(ctx, nil, "apply", "--server-side", "-k", filepath.Join(repoRoot(), "config", "crd"))
+	installCRD := func(c *k8scluster.Cluster) error {
+		_, err := c.Kubectl(ctx, nil, "apply", "--server-side", "-k", filepath.Join(repoRoot(), "config", "crd"))
 		return err
 	}
-	c, err := startCluster(ctx, bin, dir, zones, 2, installCRD)
+	c, err := k8scluster.Start(ctx, k8scluster.Options{Bin: bin, Dir: dir, Zones: zones, NodesPerZone: 2, BeforeControllers: installCRD})
 	if err != nil {
 		t.Fatalf("cluster: %v", err)
 	}
-	t.Cleanup(c.stop)
+	t.Cleanup(c.Stop)
 	opLog, err := os.Create(filepath.Join(dir, "operator.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { opLog.Close() })
 	ctrl.SetLogger(logr.FromSlogHandler(slog.NewJSONHandler(opLog, nil)))
-	t.Logf("cluster up in %v (etcd, kube-apiserver, controller-manager, scheduler, 3×kwok, 6 nodes); logs in %s", c.startTime.Round(time.Millisecond), dir)
+	t.Logf("cluster up in %v (etcd, kube-apiserver, controller-manager, scheduler, 3×kwok, 6 nodes); logs in %s", c.StartTime.Round(time.Millisecond), dir)
 
 	ok := t.Run("install", func(t *testing.T) { testInstall(t, c) })
 	if !ok {
@@ -110,7 +107,7 @@ func TestKubernetes(t *testing.T) {
 
 	// E2E_HOLD=10m keeps the cluster up after the tests, to look around with its kubeconfig.
 	if hold, err := time.ParseDuration(os.Getenv("E2E_HOLD")); err == nil {
-		t.Logf("holding the cluster for %v: export KUBECONFIG=%s", hold, c.kubeconfig)
+		t.Logf("holding the cluster for %v: export KUBECONFIG=%s", hold, c.Kubeconfig)
 		select {
 		case <-time.After(hold):
 		case <-ctx.Done():
@@ -120,19 +117,19 @@ func TestKubernetes(t *testing.T) {
 
 // testInstall applies config/default for real (CRD, least-privilege RBAC, operator and gateway
 // Deployments), then checks the samples and the Helm chart against the API server.
-func testInstall(t *testing.T, c *cluster) {
+func testInstall(t *testing.T, c *k8scluster.Cluster) {
 	ctx := t.Context()
 	start := time.Now()
-	if _, err := c.kubectl(ctx, nil, "apply", "--server-side", "-k", filepath.Join(repoRoot(), "config", "default")); err != nil {
+	if _, err := c.Kubectl(ctx, nil, "apply", "--server-side", "-k", filepath.Join(repoRoot(), "config", "default")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.kubectl(ctx, nil, "wait", "--for=condition=Established", "--timeout=30s", "crd/agents.agentplane.io"); err != nil {
+	if _, err := c.Kubectl(ctx, nil, "wait", "--for=condition=Established", "--timeout=30s", "crd/agents.agentplane.io"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.kubectl(ctx, nil, "apply", "--dry-run=server", "-k", filepath.Join(repoRoot(), "config", "default")); err != nil {
+	if _, err := c.Kubectl(ctx, nil, "apply", "--dry-run=server", "-k", filepath.Join(repoRoot(), "config", "default")); err != nil {
 		t.Errorf("config/default does not re-apply cleanly: %v", err)
 	}
-	if out, err := c.kubectl(ctx, nil, "apply", "--dry-run=server", "-n", systemNS, "-k", filepath.Join(repoRoot(), "config", "samples")); err != nil {
+	if out, err := c.Kubectl(ctx, nil, "apply", "--dry-run=server", "-n", systemNS, "-k", filepath.Join(repoRoot(), "config", "samples")); err != nil {
 		t.Errorf("config/samples rejected: %v", err)
 	} else if n := strings.Count(out, "agent.agentplane.io/"); n != 3 {
 		t.Errorf("samples: %d agents accepted, want 3:\n%s", n, out)
@@ -149,7 +146,7 @@ func testInstall(t *testing.T, c *cluster) {
 		return nil
 	})
 
-	helm := filepath.Join(c.bin, "helm")
+	helm := filepath.Join(c.Bin, "helm")
 	if _, err := os.Stat(helm); err != nil {
 		t.Logf("helm not built (hack/k8s-binaries.sh cluster builds it); chart not checked")
 		return
@@ -166,10 +163,10 @@ func testInstall(t *testing.T, c *cluster) {
 		}
 		if len(values) > 0 {
 			for _, ns := range []string{"team-a", "team-b"} {
-				_ = c.client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+				_ = c.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 			}
 		}
-		if _, err := c.kubectl(ctx, bytes.NewReader(rendered), "apply", "--dry-run=server", "-f", "-"); err != nil {
+		if _, err := c.Kubectl(ctx, bytes.NewReader(rendered), "apply", "--dry-run=server", "-f", "-"); err != nil {
 			t.Errorf("chart (values %v) rejected by the API server: %v", values, err)
 		}
 		if len(values) == 0 {
@@ -213,9 +210,9 @@ func impersonate(cfg *rest.Config, sa string) *rest.Config {
 
 // startOperator runs the operator in this process, as the operator's service account, with
 // leader election — what `agentplane operator` runs.
-func startOperator(t *testing.T, c *cluster) {
+func startOperator(t *testing.T, c *k8scluster.Cluster) {
 	t.Helper()
-	mgr, err := ctrl.NewManager(impersonate(c.cfg, "agentplane-operator"), ctrl.Options{
+	mgr, err := ctrl.NewManager(impersonate(c.Config, "agentplane-operator"), ctrl.Options{
 		Scheme:                  controller.NewScheme(),
 		Cache:                   controller.CacheOptions(),
 		Metrics:                 metricsserver.Options{BindAddress: "0"},
@@ -245,9 +242,9 @@ func startOperator(t *testing.T, c *cluster) {
 }
 
 // startDiscovery runs the gateway's discovery as the gateway's service account.
-func startDiscovery(t *testing.T, c *cluster) *kdiscovery.Source {
+func startDiscovery(t *testing.T, c *k8scluster.Cluster) *kdiscovery.Source {
 	t.Helper()
-	src, err := kdiscovery.New(impersonate(c.cfg, "agentplane-gateway"), kdiscovery.Options{Namespace: systemNS, Logger: slog.New(slog.DiscardHandler)})
+	src, err := kdiscovery.New(impersonate(c.Config, "agentplane-gateway"), kdiscovery.Options{Namespace: systemNS, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +262,7 @@ func startDiscovery(t *testing.T, c *cluster) *kdiscovery.Source {
 	return src
 }
 
-func createAgent(t *testing.T, c *cluster, name string, replicas int32, mutate func(*v1alpha1.Agent)) *v1alpha1.Agent {
+func createAgent(t *testing.T, c *k8scluster.Cluster, name string, replicas int32, mutate func(*v1alpha1.Agent)) *v1alpha1.Agent {
 	t.Helper()
 	a := &v1alpha1.Agent{
 		ObjectMeta: metav1.ObjectMeta{Namespace: systemNS, Name: name},
@@ -274,7 +271,7 @@ func createAgent(t *testing.T, c *cluster, name string, replicas int32, mutate f
 	if mutate != nil {
 		mutate(a)
 	}
-	if err := c.client.Create(t.Context(), a); err != nil {
+	if err := c.Client.Create(t.Context(), a); err != nil {
 		t.Fatal(err)
 	}
 	return a
@@ -286,10 +283,10 @@ type placedPod struct {
 }
 
 // runningPods lists the ready pods matching sel that are not being deleted.
-func runningPods(t *testing.T, c *cluster, ns string, sel map[string]string) []placedPod {
+func runningPods(t *testing.T, c *k8scluster.Cluster, ns string, sel map[string]string) []placedPod {
 	t.Helper()
 	var pods corev1.PodList
-	if err := c.client.List(t.Context(), &pods, client.InNamespace(ns), client.MatchingLabels(sel)); err != nil {
+	if err := c.Client.List(t.Context(), &pods, client.InNamespace(ns), client.MatchingLabels(sel)); err != nil {
 		t.Fatal(err)
 	}
 	var out []placedPod
@@ -298,7 +295,7 @@ func runningPods(t *testing.T, c *cluster, ns string, sel map[string]string) []p
 			continue
 		}
 		var node corev1.Node
-		if err := c.client.Get(t.Context(), types.NamespacedName{Name: p.Spec.NodeName}, &node); err != nil {
+		if err := c.Client.Get(t.Context(), types.NamespacedName{Name: p.Spec.NodeName}, &node); err != nil {
 			t.Fatal(err)
 		}
 		out = append(out, placedPod{name: p.Name, node: p.Spec.NodeName, zone: node.Labels[corev1.LabelTopologyZone]})
@@ -342,9 +339,9 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
 	}
 }
 
-func agentReady(t *testing.T, c *cluster, name string) error {
+func agentReady(t *testing.T, c *k8scluster.Cluster, name string) error {
 	var a v1alpha1.Agent
-	if err := c.client.Get(t.Context(), types.NamespacedName{Namespace: systemNS, Name: name}, &a); err != nil {
+	if err := c.Client.Get(t.Context(), types.NamespacedName{Namespace: systemNS, Name: name}, &a); err != nil {
 		return err
 	}
 	if !meta.IsStatusConditionTrue(a.Status.Conditions, v1alpha1.ConditionReady) || a.Status.ObservedGeneration != a.Generation {
@@ -355,7 +352,7 @@ func agentReady(t *testing.T, c *cluster, name string) error {
 
 // testZoneSpread: six replicas over three zones land two per zone, one per node, and the
 // gateway's discovery sees all six ready with their zones.
-func testZoneSpread(t *testing.T, c *cluster, src *kdiscovery.Source) {
+func testZoneSpread(t *testing.T, c *k8scluster.Cluster, src *kdiscovery.Source) {
 	start := time.Now()
 	createAgent(t, c, "spread", 6, func(a *v1alpha1.Agent) { a.Spec.Placement = &v1alpha1.Placement{Zones: zones} })
 	sel := map[string]string{v1alpha1.LabelAgent: "spread"}
@@ -410,29 +407,29 @@ func waitSnapshot(t *testing.T, src *kdiscovery.Source, name string, check func(
 	})
 }
 
-func setUnschedulable(t *testing.T, c *cluster, node string, v bool) {
+func setUnschedulable(t *testing.T, c *k8scluster.Cluster, node string, v bool) {
 	t.Helper()
 	var n corev1.Node
-	if err := c.client.Get(t.Context(), types.NamespacedName{Name: node}, &n); err != nil {
+	if err := c.Client.Get(t.Context(), types.NamespacedName{Name: node}, &n); err != nil {
 		t.Fatal(err)
 	}
 	patch := client.MergeFrom(n.DeepCopy())
 	n.Spec.Unschedulable = v
-	if err := c.client.Patch(t.Context(), &n, patch); err != nil {
+	if err := c.Client.Patch(t.Context(), &n, patch); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func evict(t *testing.T, c *cluster, pod string) error {
+func evict(t *testing.T, c *k8scluster.Cluster, pod string) error {
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: systemNS, Name: pod}}
-	return c.client.SubResource("eviction").Create(t.Context(), p, &policyv1.Eviction{})
+	return c.Client.SubResource("eviction").Create(t.Context(), p, &policyv1.Eviction{})
 }
 
 // testDrain: with minAvailable 2 of 3, draining evicts one replica and the eviction API refuses
 // the next until the replacement is ready. All nodes are cordoned (a drain with no spare
 // capacity), so the replacement waits until a node is uncordoned: the refusal does not depend on
 // how fast the replacement would otherwise start.
-func testDrain(t *testing.T, c *cluster) {
+func testDrain(t *testing.T, c *k8scluster.Cluster) {
 	createAgent(t, c, "drain", 3, func(a *v1alpha1.Agent) { a.Spec.MinAvailable = ptr.To[int32](2) })
 	sel := map[string]string{v1alpha1.LabelAgent: "drain"}
 	var pods []placedPod
@@ -441,7 +438,7 @@ func testDrain(t *testing.T, c *cluster) {
 			return fmt.Errorf("%d of 3 replicas running", len(pods))
 		}
 		var pdb policyv1.PodDisruptionBudget
-		if err := c.client.Get(t.Context(), types.NamespacedName{Namespace: systemNS, Name: "drain"}, &pdb); err != nil {
+		if err := c.Client.Get(t.Context(), types.NamespacedName{Namespace: systemNS, Name: "drain"}, &pdb); err != nil {
 			return err
 		}
 		if pdb.Status.ObservedGeneration != pdb.Generation || pdb.Status.CurrentHealthy != 3 || pdb.Status.DisruptionsAllowed != 1 {
@@ -450,7 +447,7 @@ func testDrain(t *testing.T, c *cluster) {
 		return nil
 	})
 	var nodes corev1.NodeList
-	if err := c.client.List(t.Context(), &nodes); err != nil {
+	if err := c.Client.List(t.Context(), &nodes); err != nil {
 		t.Fatal(err)
 	}
 	for _, n := range nodes.Items {
@@ -483,25 +480,25 @@ func testDrain(t *testing.T, c *cluster) {
 }
 
 // testDeleteCleansUp: deleting an Agent lets the garbage collector remove everything it owned.
-func testDeleteCleansUp(t *testing.T, c *cluster) {
+func testDeleteCleansUp(t *testing.T, c *k8scluster.Cluster) {
 	var a v1alpha1.Agent
-	if err := c.client.Get(t.Context(), types.NamespacedName{Namespace: systemNS, Name: "drain"}, &a); err != nil {
+	if err := c.Client.Get(t.Context(), types.NamespacedName{Namespace: systemNS, Name: "drain"}, &a); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.client.Delete(t.Context(), &a); err != nil {
+	if err := c.Client.Delete(t.Context(), &a); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
 	waitFor(t, 60*time.Second, func() error {
 		for _, o := range []client.Object{&appsv1.Deployment{}, &corev1.Service{}, &corev1.ServiceAccount{},
 			&policyv1.PodDisruptionBudget{}, &networkingv1.NetworkPolicy{}} {
-			err := c.client.Get(t.Context(), types.NamespacedName{Namespace: systemNS, Name: "drain"}, o)
+			err := c.Client.Get(t.Context(), types.NamespacedName{Namespace: systemNS, Name: "drain"}, o)
 			if !apierrors.IsNotFound(err) {
 				return fmt.Errorf("%T still there (err %v)", o, err)
 			}
 		}
 		var pods corev1.PodList
-		if err := c.client.List(t.Context(), &pods, client.InNamespace(systemNS), client.MatchingLabels{v1alpha1.LabelAgent: "drain"}); err != nil {
+		if err := c.Client.List(t.Context(), &pods, client.InNamespace(systemNS), client.MatchingLabels{v1alpha1.LabelAgent: "drain"}); err != nil {
 			return err
 		}
 		if len(pods.Items) != 0 {
@@ -520,19 +517,19 @@ func testDeleteCleansUp(t *testing.T, c *cluster) {
 //     nodes (nodeTaintsPolicy: Honor), so the lost zone does not hold them Pending;
 //   - the gateway's discovery shows six ready replicas, none in zone-c, and the old ones as
 //     Terminating and not ready.
-func testZoneLoss(t *testing.T, c *cluster, src *kdiscovery.Source) {
+func testZoneLoss(t *testing.T, c *k8scluster.Cluster, src *kdiscovery.Source) {
 	start := time.Now()
-	c.kwok["zone-c"].stop()
-	waitFor(t, 2*nodeGrace+30*time.Second, func() error {
+	c.StopZone("zone-c")
+	waitFor(t, 2*k8scluster.NodeGrace+30*time.Second, func() error {
 		var nodes corev1.NodeList
-		if err := c.client.List(t.Context(), &nodes, client.MatchingLabels{corev1.LabelTopologyZone: "zone-c"}); err != nil {
+		if err := c.Client.List(t.Context(), &nodes, client.MatchingLabels{corev1.LabelTopologyZone: "zone-c"}); err != nil {
 			return err
 		}
 		if len(nodes.Items) != 2 {
 			return fmt.Errorf("%d zone-c nodes, want 2 (still registered)", len(nodes.Items))
 		}
 		for _, n := range nodes.Items {
-			if nodeReady(&n) {
+			if k8scluster.NodeReady(&n) {
 				return fmt.Errorf("node %s still Ready", n.Name)
 			}
 		}
@@ -551,7 +548,7 @@ func testZoneLoss(t *testing.T, c *cluster, src *kdiscovery.Source) {
 	t.Logf("six replicas ready in zone-a and zone-b %v after zone-c was lost", time.Since(start).Round(time.Millisecond))
 
 	var all corev1.PodList
-	if err := c.client.List(t.Context(), &all, client.InNamespace(systemNS), client.MatchingLabels(sel)); err != nil {
+	if err := c.Client.List(t.Context(), &all, client.InNamespace(systemNS), client.MatchingLabels(sel)); err != nil {
 		t.Fatal(err)
 	}
 	var terminating []string

@@ -1,6 +1,10 @@
-//go:build e2ek8s
-
-package e2ek8s
+// Package k8scluster runs a Kubernetes cluster from local processes for tests and development:
+// etcd, kube-apiserver, kube-controller-manager and kube-scheduler, with fake nodes from kwok (one
+// kwok per zone, so that a zone can be lost by stopping its process) and, optionally, one real
+// node: a kubelet on a private containerd with runc and the CNI bridge, whose pods are real
+// containers. The binaries come from hack/k8s-binaries.sh (see ../shared/KUBERNETES-TESTING.md
+// for why each setting is what it is).
+package k8scluster
 
 import (
 	"context"
@@ -31,31 +35,38 @@ import (
 	"github.com/agentplane/agentplane/internal/controller"
 )
 
-// Timings of the fake cluster. A node whose lease is not renewed for nodeGrace is NotReady; its
+// Timings of the cluster. A node whose lease is not renewed for NodeGrace is NotReady; its
 // pods are evicted tolerationSeconds later. kwok renews leases every leaseSeconds/4, well inside
 // the grace period, so healthy nodes never flap.
 const (
 	leaseSeconds      = 8
-	nodeGrace         = 16 * time.Second
+	NodeGrace         = 16 * time.Second
 	tolerationSeconds = 5
 	zoneAnnotation    = "agentplane.io/e2e-kwok"
 )
 
-// cluster is etcd, kube-apiserver, kube-controller-manager, kube-scheduler and one kwok per zone
+// Cluster is etcd, kube-apiserver, kube-controller-manager, kube-scheduler and one kwok per zone
 // (fake nodes that run fake pods), all local processes.
-type cluster struct {
-	bin, dir   string
-	kubeconfig string
-	cfg        *rest.Config
-	client     client.Client
-	procs      []*proc          // in start order; stopped in reverse (the API server before etcd)
-	kwok       map[string]*proc // by zone
+type Cluster struct {
+	Bin        string // the directory of the binaries
+	Dir        string // data and logs of every process
+	Kubeconfig string // an admin kubeconfig (a token in system:masters)
+	Config     *rest.Config
+	Client     client.Client
+	procs      []*Proc          // in start order; stopped in reverse (the API server before etcd)
+	kwok       map[string]*Proc // by zone
 	kwokArgs   map[string][]string
-	startTime  time.Duration
+
+	// the real node, when Options.RealNode
+	kubeletClientCA string
+	containerd      *Proc
+	ctrSocket       string
+	NodeName        string        // the real node's name
+	StartTime       time.Duration // how long Start took
 }
 
-// proc is a started process with its log file.
-type proc struct {
+// Proc is a process of the cluster, with its log file.
+type Proc struct {
 	name string
 	cmd  *exec.Cmd
 	log  string
@@ -63,8 +74,28 @@ type proc struct {
 	err  error         // its exit status, once done is closed
 }
 
-// stop ends the process group: SIGTERM, then SIGKILL after 10s. Stopping twice is fine.
-func (p *proc) stop() {
+// Done is closed when the process has exited.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// Log is the file the process's output goes to.
+func (p *Proc) Log() string { return p.log }
+
+// Pid is the process's id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// Run starts another process beside the cluster (an operator, a gateway), logging to
+// Dir/name.log; Stop stops it before the processes started earlier.
+func (c *Cluster) Run(name, path string, args ...string) (*Proc, error) {
+	p, err := c.startCmd(name, path, args...)
+	if err != nil {
+		return nil, err
+	}
+	c.procs = append(c.procs, p)
+	return p, nil
+}
+
+// Stop ends the process group: SIGTERM, then SIGKILL after 10s. Stopping twice is fine.
+func (p *Proc) Stop() {
 	select {
 	case <-p.done:
 		return
@@ -79,13 +110,19 @@ func (p *proc) stop() {
 	}
 }
 
-func (c *cluster) start(name string, args ...string) (*proc, error) {
-	logPath := filepath.Join(c.dir, name+".log")
+// start runs one of the cluster's binaries; name is the binary, or binary@instance.
+func (c *Cluster) start(name string, args ...string) (*Proc, error) {
+	return c.startCmd(name, filepath.Join(c.Bin, strings.SplitN(name, "@", 2)[0]), args...)
+}
+
+// startCmd runs path (a file, or a command found in PATH) with its log in Dir/name.log.
+func (c *Cluster) startCmd(name, path string, args ...string) (*Proc, error) {
+	logPath := filepath.Join(c.Dir, name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(filepath.Join(c.bin, strings.SplitN(name, "@", 2)[0]), args...)
+	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	// Own process group, so stop reaches its children; killed with the test binary if it dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -93,13 +130,13 @@ func (c *cluster) start(name string, args ...string) (*proc, error) {
 		f.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	p := &Proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
 	go func() { p.err = cmd.Wait(); f.Close(); close(p.done) }()
 	return p, nil
 }
 
-// tail is the end of a process's log, for failure messages.
-func (p *proc) tail() string {
+// Tail is the end of a process's log, for failure messages.
+func (p *Proc) Tail() string {
 	b, _ := os.ReadFile(p.log)
 	if len(b) > 3000 {
 		b = b[len(b)-3000:]
@@ -107,7 +144,8 @@ func (p *proc) tail() string {
 	return string(b)
 }
 
-func freePort() (int, error) {
+// FreePort is a free TCP port on 127.0.0.1.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
@@ -117,7 +155,7 @@ func freePort() (int, error) {
 }
 
 // waitHTTP polls url until it answers 200 or the process exits or timeout passes.
-func waitHTTP(ctx context.Context, p *proc, url, token string, timeout time.Duration) error {
+func waitHTTP(ctx context.Context, p *Proc, url, token string, timeout time.Duration) error {
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	deadline := time.Now().Add(timeout)
 	var last string
@@ -139,30 +177,66 @@ func waitHTTP(ctx context.Context, p *proc, url, token string, timeout time.Dura
 		}
 		select {
 		case <-p.done:
-			return fmt.Errorf("%s exited (%v):\n%s", p.name, p.err, p.tail())
+			return fmt.Errorf("%s exited (%v):\n%s", p.name, p.err, p.Tail())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	return fmt.Errorf("%s not ready at %s within %v: %s\n%s", p.name, url, timeout, last, p.tail())
+	return fmt.Errorf("%s not ready at %s within %v: %s\n%s", p.name, url, timeout, last, p.Tail())
 }
 
-// startCluster brings up the control plane and one kwok per zone with nodesPerZone fake nodes.
-// beforeControllers runs once the API server is up and before the controller manager starts: CRDs
-// installed there are known to the garbage collector from the start, instead of after its next
-// 30-second discovery resync.
-func startCluster(ctx context.Context, bin, dir string, zones []string, nodesPerZone int, beforeControllers func(*cluster) error) (c *cluster, err error) {
+// Options says what to start.
+type Options struct {
+	Bin string // directory of the binaries (DefaultBin() when empty)
+	Dir string // working directory: data, configuration and one log per process
+
+	Zones        []string // one kwok per zone, each with NodesPerZone fake nodes
+	NodesPerZone int
+
+	// RealNode adds one real node: a kubelet on its own containerd (root only; see realnode.go).
+	RealNode bool
+	// Images are OCI image tarballs imported into the real node's containerd before the kubelet
+	// starts; SandboxImage (one of them) is the pod sandbox ("pause") image.
+	Images       []string
+	SandboxImage string
+	// NodeLabels are added to the real node, for example its zone.
+	NodeLabels map[string]string
+
+	// BeforeControllers runs once the API server is up and before the controller manager starts:
+	// CRDs installed there are known to the garbage collector from the start, instead of after its
+	// next 30-second discovery resync.
+	BeforeControllers func(*Cluster) error
+}
+
+// DefaultBin is where hack/k8s-binaries.sh puts the binaries: $K8S_DIR/bin, else
+// ~/.cache/agentplane/k8s-v1.37.1/bin.
+func DefaultBin() string {
+	dir := os.Getenv("K8S_DIR")
+	if dir == "" {
+		home, _ := os.UserHomeDir()
+		dir = filepath.Join(home, ".cache", "agentplane", "k8s-v1.37.1")
+	}
+	return filepath.Join(dir, "bin")
+}
+
+// Start brings up the control plane, then the real node (if asked for) and one kwok per zone. On
+// error everything started so far is stopped again.
+func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
+	bin, dir, zones, nodesPerZone := opts.Bin, opts.Dir, opts.Zones, opts.NodesPerZone
+	if bin == "" {
+		bin = DefaultBin()
+	}
 	begin := time.Now()
-	c = &cluster{bin: bin, dir: dir, kwok: map[string]*proc{}, kwokArgs: map[string][]string{}}
+	c = &Cluster{Bin: bin, Dir: dir, kwok: map[string]*Proc{}, kwokArgs: map[string][]string{}}
 	defer func() {
 		if err != nil {
-			c.stop()
+			c.Stop()
 		}
 	}()
 	ports := make([]int, 6)
 	for i := range ports {
-		if ports[i], err = freePort(); err != nil {
+		if ports[i], err = FreePort(); err != nil {
 			return nil, err
 		}
 	}
@@ -206,7 +280,19 @@ func startCluster(ctx context.Context, bin, dir string, zones []string, nodesPer
 	}
 
 	// kube-apiserver
-	api, err := c.start("kube-apiserver",
+	apiArgs := []string{}
+	if opts.RealNode {
+		// The API server reaches the kubelet (logs, exec) by the node's InternalIP, with a client
+		// certificate the kubelet trusts; as a member of system:masters it is then authorized.
+		ca, cert, key, err := writeKubeletClientCerts(filepath.Join(dir, "pki"))
+		if err != nil {
+			return nil, err
+		}
+		c.kubeletClientCA = ca
+		apiArgs = append(apiArgs, "--kubelet-client-certificate", cert, "--kubelet-client-key", key,
+			"--kubelet-preferred-address-types", "InternalIP")
+	}
+	api, err := c.start("kube-apiserver", append(apiArgs,
 		"--etcd-servers", etcdURL,
 		"--bind-address", "127.0.0.1",
 		"--secure-port", strconv.Itoa(apiPort),
@@ -219,7 +305,7 @@ func startCluster(ctx context.Context, bin, dir string, zones []string, nodesPer
 		"--service-cluster-ip-range", "10.96.0.0/16",
 		"--default-not-ready-toleration-seconds", strconv.Itoa(tolerationSeconds),
 		"--default-unreachable-toleration-seconds", strconv.Itoa(tolerationSeconds),
-	)
+	)...)
 	if err != nil {
 		return nil, err
 	}
@@ -228,7 +314,7 @@ func startCluster(ctx context.Context, bin, dir string, zones []string, nodesPer
 	if err := waitHTTP(ctx, api, server+"/readyz", token, 60*time.Second); err != nil {
 		return nil, err
 	}
-	c.kubeconfig = filepath.Join(dir, "kubeconfig")
+	c.Kubeconfig = filepath.Join(dir, "kubeconfig")
 	kc := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
@@ -242,32 +328,32 @@ contexts:
   context: {cluster: e2e, user: admin, namespace: default}
 current-context: e2e
 `, server, token)
-	if err := os.WriteFile(c.kubeconfig, []byte(kc), 0o600); err != nil {
+	if err := os.WriteFile(c.Kubeconfig, []byte(kc), 0o600); err != nil {
 		return nil, err
 	}
-	c.cfg = &rest.Config{Host: server, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{Insecure: true}, QPS: 100, Burst: 200}
-	if c.client, err = client.New(c.cfg, client.Options{Scheme: controller.NewScheme()}); err != nil {
+	c.Config = &rest.Config{Host: server, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{Insecure: true}, QPS: 100, Burst: 200}
+	if c.Client, err = client.New(c.Config, client.Options{Scheme: controller.NewScheme()}); err != nil {
 		return nil, err
 	}
 
-	if beforeControllers != nil {
-		if err := beforeControllers(c); err != nil {
+	if opts.BeforeControllers != nil {
+		if err := opts.BeforeControllers(c); err != nil {
 			return nil, err
 		}
 	}
 
 	// kube-controller-manager: fast node monitoring and eviction for the zone-loss test
 	cm, err := c.start("kube-controller-manager",
-		"--kubeconfig", c.kubeconfig,
-		"--authentication-kubeconfig", c.kubeconfig,
-		"--authorization-kubeconfig", c.kubeconfig,
+		"--kubeconfig", c.Kubeconfig,
+		"--authentication-kubeconfig", c.Kubeconfig,
+		"--authorization-kubeconfig", c.Kubeconfig,
 		"--bind-address", "127.0.0.1",
 		"--secure-port", strconv.Itoa(cmPort),
 		"--leader-elect=false",
 		"--use-service-account-credentials=false",
 		"--service-account-private-key-file", saKey,
 		"--node-monitor-period", "1s",
-		"--node-monitor-grace-period", nodeGrace.String(),
+		"--node-monitor-grace-period", NodeGrace.String(),
 		"--node-eviction-rate", "10",
 		"--secondary-node-eviction-rate", "10",
 		"--concurrent-deployment-syncs", "10",
@@ -281,9 +367,9 @@ current-context: e2e
 	}
 
 	sched, err := c.start("kube-scheduler",
-		"--kubeconfig", c.kubeconfig,
-		"--authentication-kubeconfig", c.kubeconfig,
-		"--authorization-kubeconfig", c.kubeconfig,
+		"--kubeconfig", c.Kubeconfig,
+		"--authentication-kubeconfig", c.Kubeconfig,
+		"--authorization-kubeconfig", c.Kubeconfig,
 		"--bind-address", "127.0.0.1",
 		"--secure-port", strconv.Itoa(schedPort),
 		"--leader-elect=false",
@@ -296,18 +382,24 @@ current-context: e2e
 		return nil, err
 	}
 
+	if opts.RealNode {
+		if err := c.startRealNode(ctx, opts); err != nil {
+			return nil, err
+		}
+	}
+
 	// kwok: one process per zone, so that a zone can be lost by stopping its process
 	stages, err := kwokStages(bin, dir)
 	if err != nil {
 		return nil, err
 	}
 	for i, zone := range zones {
-		port, err := freePort()
+		port, err := FreePort()
 		if err != nil {
 			return nil, err
 		}
 		c.kwokArgs[zone] = []string{
-			"--kubeconfig", c.kubeconfig,
+			"--kubeconfig", c.Kubeconfig,
 			"--config", stages,
 			"--manage-all-nodes=false",
 			"--manage-nodes-with-annotation-selector", zoneAnnotation + "=" + zone,
@@ -319,19 +411,23 @@ current-context: e2e
 			return nil, err
 		}
 		for n := 1; n <= nodesPerZone; n++ {
-			if err := c.client.Create(ctx, fakeNode(fmt.Sprintf("%s-%d", zone, n), zone)); err != nil {
+			if err := c.Client.Create(ctx, fakeNode(fmt.Sprintf("%s-%d", zone, n), zone)); err != nil {
 				return nil, fmt.Errorf("create node: %w", err)
 			}
 		}
 	}
-	if err := c.waitNodesReady(ctx, len(zones)*nodesPerZone, 60*time.Second); err != nil {
+	want := len(zones) * nodesPerZone
+	if opts.RealNode {
+		want++
+	}
+	if err := c.waitNodesReady(ctx, want, 60*time.Second); err != nil {
 		return nil, err
 	}
-	c.startTime = time.Since(begin)
+	c.StartTime = time.Since(begin)
 	return c, nil
 }
 
-func (c *cluster) startKwok(zone string) error {
+func (c *Cluster) startKwok(zone string) error {
 	p, err := c.start("kwok@"+zone, c.kwokArgs[zone]...)
 	if err != nil {
 		return err
@@ -379,14 +475,14 @@ func fakeNode(name, zone string) *corev1.Node {
 	}
 }
 
-func (c *cluster) waitNodesReady(ctx context.Context, want int, timeout time.Duration) error {
+func (c *Cluster) waitNodesReady(ctx context.Context, want int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		var nodes corev1.NodeList
-		err := c.client.List(ctx, &nodes)
+		err := c.Client.List(ctx, &nodes)
 		ready := 0
 		for _, n := range nodes.Items {
-			if nodeReady(&n) {
+			if NodeReady(&n) {
 				ready++
 			}
 		}
@@ -404,7 +500,7 @@ func (c *cluster) waitNodesReady(ctx context.Context, want int, timeout time.Dur
 	}
 }
 
-func nodeReady(n *corev1.Node) bool {
+func NodeReady(n *corev1.Node) bool {
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeReady {
 			return c.Status == corev1.ConditionTrue
@@ -414,8 +510,8 @@ func nodeReady(n *corev1.Node) bool {
 }
 
 // kubectl runs the cluster's kubectl against it.
-func (c *cluster) kubectl(ctx context.Context, stdin io.Reader, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, filepath.Join(c.bin, "kubectl"), append([]string{"--kubeconfig", c.kubeconfig}, args...)...)
+func (c *Cluster) Kubectl(ctx context.Context, stdin io.Reader, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(c.Bin, "kubectl"), append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
 	cmd.Stdin = stdin
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -424,8 +520,22 @@ func (c *cluster) kubectl(ctx context.Context, stdin io.Reader, args ...string) 
 	return string(out), nil
 }
 
-func (c *cluster) stop() {
+// Stop stops every process in reverse start order (the API server before etcd). With a real node
+// it first has the kubelet remove its pods, then removes what containerd still runs and unmounts
+// what is left under Dir, so that nothing outlives the cluster.
+func (c *Cluster) Stop() {
+	c.stopRealNode()
 	for i := len(c.procs) - 1; i >= 0; i-- {
-		c.procs[i].stop()
+		if c.procs[i] == c.containerd {
+			c.cleanupContainerd()
+		}
+		c.procs[i].Stop()
+	}
+	if c.containerd != nil {
+		c.reapLeftovers()
 	}
 }
+
+// StopZone stops the kwok of a zone: its nodes stop renewing their leases, as if the zone were
+// lost.
+func (c *Cluster) StopZone(zone string) { c.kwok[zone].Stop() }

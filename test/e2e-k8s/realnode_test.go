@@ -1,0 +1,682 @@
+//go:build e2ek8s
+
+package e2ek8s
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/agentplane/agentplane/api/v1alpha1"
+	"github.com/agentplane/agentplane/test/k8scluster"
+)
+
+// clinicNS is the namespace of the real-node test's agents and gateway.
+const clinicNS = "clinic"
+
+// realNode is the real-node test's world: a cluster with one kubelet on containerd, the operator
+// and the gateway running as the built agentplane binary on the host, and config/samples applied
+// with the locally built image.
+type realNode struct {
+	c       *k8scluster.Cluster
+	gateway *k8scluster.Proc
+	url     string // the gateway's base URL
+}
+
+// TestRealNode runs Agents as real containers on a real kubelet (containerd, runc, the CNI bridge)
+// and serves them through `agentplane gateway` with Kubernetes discovery: tasks in both A2A
+// dialects and streaming, a container killed under load (Kubernetes restarts it, the gateway
+// ejects and re-admits it, no task is lost), scaling up and down under load, and deleting the
+// Agents. Needs root and Debian's containerd, runc and containernetworking-plugins; .ci/run
+// installs them.
+func TestRealNode(t *testing.T) {
+	bin := binDir(t, "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet")
+	if m := k8scluster.RealNodeMissing(bin); m != "" {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("a real node needs %s", m)
+		}
+		t.Skipf("a real node needs %s", m)
+	}
+	ctx := t.Context()
+	dir := t.TempDir()
+	if keep := os.Getenv("E2E_KEEP"); keep != "" {
+		dir = keep
+		_ = os.MkdirAll(dir, 0o755)
+	}
+
+	begin := time.Now()
+	imgs, err := k8scluster.BuildImages(ctx, repoRoot(), filepath.Join(dir, "images"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("static agentplane binary, agent image and pause image built in %v", time.Since(begin).Round(time.Millisecond))
+
+	installCRD := func(c *k8scluster.Cluster) error {
+		_, err := c.Kubectl(ctx, nil, "apply", "--server-side", "-k", filepath.Join(repoRoot(), "config", "crd"))
+		return err
+	}
+	c, err := k8scluster.Start(ctx, k8scluster.Options{
+		Bin: bin, Dir: dir, RealNode: true,
+		Images: []string{imgs.Pause, imgs.Agent}, SandboxImage: k8scluster.PauseImage,
+		NodeLabels:        map[string]string{corev1.LabelTopologyZone: "zone-a", "agentplane.io/site": "clinic-a"},
+		BeforeControllers: installCRD,
+	})
+	if err != nil {
+		t.Fatalf("cluster: %v", err)
+	}
+	t.Cleanup(c.Stop)
+	t.Logf("control plane and a real node (kubelet, containerd, runc, CNI bridge) Ready in %v; logs in %s",
+		c.StartTime.Round(time.Millisecond), dir)
+
+	if err := c.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: clinicNS}}); err != nil {
+		t.Fatal(err)
+	}
+	healthPort, err := k8scluster.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := c.Run("operator", imgs.Binary, "operator", "--kubeconfig", c.Kubeconfig, "--leader-elect=false",
+		"--metrics-bind-address", "0", "--health-probe-bind-address", "127.0.0.1:"+strconv.Itoa(healthPort),
+		"--namespace", clinicNS, "--gateway-namespace", clinicNS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitOK(t, op, "http://127.0.0.1:"+strconv.Itoa(healthPort)+"/readyz", 30*time.Second)
+	gwPort, err := k8scluster.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := c.Run("gateway", imgs.Binary, "gateway", "--kubeconfig", c.Kubeconfig, "--namespace", clinicNS,
+		"--listen", "127.0.0.1:"+strconv.Itoa(gwPort), "--data-dir", filepath.Join(dir, "gateway"), "--task-timeout", "30s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rn := &realNode{c: c, gateway: gw, url: "http://127.0.0.1:" + strconv.Itoa(gwPort)}
+	waitOK(t, gw, rn.url+"/healthz", 30*time.Second)
+
+	// config/samples, with the image built here: a kustomize overlay, as a user without a
+	// registry would write it.
+	start := time.Now()
+	overlay := filepath.Join(dir, "samples")
+	samples, err := filepath.Abs(filepath.Join(repoRoot(), "config", "samples"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(overlay, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if samples, err = filepath.Rel(overlay, samples); err != nil { // kustomize takes no absolute paths
+		t.Fatal(err)
+	}
+	kustomization := fmt.Sprintf(`resources:
+- %s
+patches:
+- target: {kind: Agent}
+  patch: |-
+    - op: replace
+      path: /spec/image
+      value: %s
+    - op: add
+      path: /spec/imagePullPolicy
+      value: Never
+`, samples, k8scluster.AgentImage)
+	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Kubectl(ctx, nil, "apply", "-n", clinicNS, "-k", overlay); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := c.Kubectl(ctx, nil, "wait", "-n", clinicNS, "--for=condition=Ready", "--timeout=180s", "agents", "--all"); err != nil {
+		pods, _ := c.Kubectl(ctx, nil, "get", "pods", "-n", clinicNS, "-o", "wide")
+		t.Fatalf("agents not Ready: %v\n%s\n%s", err, out, pods)
+	}
+	pods, _ := c.Kubectl(ctx, nil, "get", "pods", "-n", clinicNS, "-o", "wide")
+	t.Logf("config/samples (triage ×3, scheduling ×2, radiology ×2) Ready in %v as containers on %s:\n%s",
+		time.Since(start).Round(time.Millisecond), k8scluster.RealNodeName, pods)
+	waitFor(t, 30*time.Second, func() error { return rn.gatewaySees("triage", 3) })
+
+	if !t.Run("tasks in both dialects and streaming", rn.testDialects) {
+		t.FailNow()
+	}
+	t.Run("a killed container is restarted and no task is lost", rn.testKillContainer)
+	t.Run("scale up and down under load", rn.testScale)
+	t.Run("delete cleans up", rn.testDelete)
+}
+
+// waitOK polls url until it answers 200, failing the test if p exits first.
+func waitOK(t *testing.T, p *k8scluster.Proc, url string, timeout time.Duration) {
+	t.Helper()
+	hc := &http.Client{Timeout: 2 * time.Second}
+	waitFor(t, timeout, func() error {
+		select {
+		case <-p.Done():
+			t.Fatalf("%s exited:\n%s", p.Log(), p.Tail())
+		default:
+		}
+		res, err := hc.Get(url)
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET %s: %s", url, res.Status)
+		}
+		return nil
+	})
+}
+
+// gatewayReplica is an entry of the gateway's GET /api/v1/replicas.
+type gatewayReplica struct {
+	Name     string `json:"name"`
+	URL      string `json:"url"`
+	Ready    bool   `json:"ready"`
+	State    string `json:"state"`
+	Ejected  bool   `json:"ejected"`
+	InFlight int    `json:"inFlight"`
+}
+
+func (rn *realNode) replicas(agent string) ([]gatewayReplica, error) {
+	hc := &http.Client{Timeout: 5 * time.Second}
+	res, err := hc.Get(rn.url + "/api/v1/replicas?agent=" + agent)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	var v struct {
+		Replicas []gatewayReplica `json:"replicas"`
+	}
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET /api/v1/replicas: %s", res.Status)
+	}
+	if err := json.NewDecoder(res.Body).Decode(&v); err != nil {
+		return nil, err
+	}
+	return v.Replicas, nil
+}
+
+// gatewaySees checks that the gateway has exactly n ready, admitted replicas of agent.
+func (rn *realNode) gatewaySees(agent string, n int) error {
+	reps, err := rn.replicas(agent)
+	if err != nil {
+		return err
+	}
+	var ready []string
+	for _, r := range reps {
+		if r.Ready && !r.Ejected {
+			ready = append(ready, r.Name)
+		}
+	}
+	if len(ready) != n {
+		return fmt.Errorf("gateway has %d ready replicas of %s (%v), want %d", len(ready), agent, ready, n)
+	}
+	return nil
+}
+
+// taskOutcome is one task sent through the gateway.
+type taskOutcome struct {
+	replica string // X-Agentplane-Replica: the pod that answered
+	state   string
+	err     string
+	at      time.Time // when the answer came
+}
+
+func (o taskOutcome) completed() bool {
+	return o.err == "" && (o.state == "TASK_STATE_COMPLETED" || o.state == "completed")
+}
+
+var taskClient = &http.Client{Timeout: 2 * time.Minute}
+
+// send sends one task in the v1.0 dialect (SendMessage) or the v0.3 one (message/send).
+func (rn *realNode) send(ctx context.Context, agent string, i int, v03 bool) taskOutcome {
+	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"SendMessage","params":{"message":{"messageId":"rn-%d","role":"ROLE_USER","parts":[{"text":"task %d"}]}}}`, i, i, i)
+	if v03 {
+		body = fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"message/send","params":{"message":{"kind":"message","messageId":"rn-%d","role":"user","parts":[{"kind":"text","text":"task %d"}]}}}`, i, i, i)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, rn.url+"/agents/"+agent, strings.NewReader(body))
+	if err != nil {
+		return taskOutcome{err: err.Error()}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	res, err := taskClient.Do(req)
+	if err != nil {
+		return taskOutcome{err: err.Error(), at: time.Now()}
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(res.Body)
+	out := taskOutcome{replica: res.Header.Get("X-Agentplane-Replica"), at: time.Now()}
+	if err != nil {
+		out.err = err.Error()
+		return out
+	}
+	var env struct {
+		Result *struct {
+			Task *struct {
+				Status struct{ State string } `json:"status"`
+			} `json:"task"`
+			Status struct{ State string } `json:"status"`
+		} `json:"result"`
+		Error *struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	switch {
+	case json.Unmarshal(raw, &env) != nil:
+		out.err = fmt.Sprintf("HTTP %d, not JSON-RPC: %.200s", res.StatusCode, raw)
+	case env.Error != nil:
+		out.err = fmt.Sprintf("HTTP %d, JSON-RPC error %d: %s", res.StatusCode, env.Error.Code, env.Error.Message)
+	case env.Result == nil:
+		out.err = fmt.Sprintf("HTTP %d, no result: %.200s", res.StatusCode, raw)
+	case env.Result.Task != nil:
+		out.state = env.Result.Task.Status.State
+	default:
+		out.state = env.Result.Status.State
+	}
+	return out
+}
+
+// testDialects sends tasks in both A2A dialects, unary and streaming, to the triage agent's
+// containers, and checks that they spread over the replicas.
+func (rn *realNode) testDialects(t *testing.T) {
+	ctx := t.Context()
+	served := map[string]int{}
+	for i := range 12 {
+		o := rn.send(ctx, "triage", i, i%2 == 1)
+		if !o.completed() {
+			t.Fatalf("task %d (v0.3: %v): state %q, %s", i, i%2 == 1, o.state, o.err)
+		}
+		served[o.replica]++
+	}
+	if len(served) < 2 {
+		t.Errorf("12 tasks all went to %v: want them spread over the 3 replicas", served)
+	}
+	t.Logf("12 unary tasks (SendMessage and message/send) completed, served by %v", served)
+
+	for _, tc := range []struct{ method, msg, final string }{
+		{"SendStreamingMessage", `{"messageId":"rn-s1","role":"ROLE_USER","parts":[{"text":"x"}]}`, "TASK_STATE_COMPLETED"},
+		{"message/stream", `{"kind":"message","messageId":"rn-s2","role":"user","parts":[{"kind":"text","text":"x"}]}`, `"state":"completed"`},
+	} {
+		body := fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":%q,"params":{"message":%s}}`, tc.method, tc.msg)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, rn.url+"/agents/triage", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		res, err := taskClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.method, err)
+		}
+		var events []string
+		sc := bufio.NewScanner(res.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			if d, ok := strings.CutPrefix(sc.Text(), "data:"); ok {
+				events = append(events, strings.TrimSpace(d))
+			}
+		}
+		res.Body.Close()
+		if !strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") || len(events) < 5 { // task, working, 3 chunks, final
+			t.Fatalf("%s: %s, %d events, want an event stream of at least 5:\n%s", tc.method, res.Header.Get("Content-Type"), len(events), strings.Join(events, "\n"))
+		}
+		if last := events[len(events)-1]; !strings.Contains(last, tc.final) {
+			t.Fatalf("%s: last event %s, want %s", tc.method, last, tc.final)
+		}
+		t.Logf("%s: %d events relayed from %s, last one %s", tc.method, len(events), res.Header.Get("X-Agentplane-Replica"), tc.final)
+	}
+}
+
+// load keeps workers sending tasks to one agent until stop.
+type load struct {
+	mu       sync.Mutex
+	outcomes []taskOutcome
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+func (rn *realNode) startLoad(agent string, workers int) *load {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &load{cancel: cancel}
+	var next int
+	for w := range workers {
+		l.wg.Go(func() {
+			for ctx.Err() == nil {
+				l.mu.Lock()
+				next++
+				i := next
+				l.mu.Unlock()
+				// Not ctx: a task already sent must finish, so stopping the load loses nothing.
+				o := rn.send(context.Background(), agent, 100000+i, (w+i)%2 == 1)
+				l.mu.Lock()
+				l.outcomes = append(l.outcomes, o)
+				l.mu.Unlock()
+			}
+		})
+	}
+	return l
+}
+
+// stop ends the load once the tasks in flight have finished, and returns every outcome.
+func (l *load) stop() []taskOutcome {
+	l.cancel()
+	l.wg.Wait()
+	return l.outcomes
+}
+
+// servedSince counts the completed tasks each replica answered after since, so far.
+func (l *load) servedSince(since time.Time) map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]int{}
+	for _, o := range l.outcomes {
+		if o.completed() && o.at.After(since) {
+			out[o.replica]++
+		}
+	}
+	return out
+}
+
+// failures lists the tasks that did not complete.
+func failures(outcomes []taskOutcome) []string {
+	var out []string
+	for _, o := range outcomes {
+		if !o.completed() {
+			out = append(out, fmt.Sprintf("state %q from %q: %s", o.state, o.replica, o.err))
+		}
+	}
+	return out
+}
+
+// gatewayLog reads the gateway's JSON log lines with message msg logged after since.
+func (rn *realNode) gatewayLog(t *testing.T, msg string, since time.Time) []map[string]any {
+	t.Helper()
+	f, err := os.Open(rn.gateway.Log())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []map[string]any
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var l map[string]any
+		if json.Unmarshal(sc.Bytes(), &l) != nil || l["msg"] != msg {
+			continue
+		}
+		if at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(l["time"])); err != nil || at.Before(since) {
+			continue
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+func (rn *realNode) pod(t *testing.T, name string) *corev1.Pod {
+	t.Helper()
+	var p corev1.Pod
+	if err := rn.c.Client.Get(t.Context(), types.NamespacedName{Namespace: clinicNS, Name: name}, &p); err != nil {
+		t.Fatal(err)
+	}
+	return &p
+}
+
+// testKillContainer kills one triage container with SIGKILL while eight clients keep sending
+// tasks, then checks that the kubelet restarts it, that the gateway ejects the replica and takes
+// it back once it answers again, and that every task completed.
+func (rn *realNode) testKillContainer(t *testing.T) {
+	ctx := t.Context()
+	l := rn.startLoad("triage", 8)
+	defer l.stop()
+	time.Sleep(3 * time.Second) // tasks in flight on every replica
+
+	// The victim: a replica with tasks in flight right now, so that the kill breaks them.
+	var victim string
+	waitFor(t, 10*time.Second, func() error {
+		reps, err := rn.replicas("triage")
+		if err != nil {
+			return err
+		}
+		for _, r := range reps {
+			if r.Ready && r.InFlight > 0 {
+				victim = r.Name
+				return nil
+			}
+		}
+		return fmt.Errorf("no triage replica has a task in flight: %+v", reps)
+	})
+	before := rn.pod(t, victim)
+	if len(before.Status.ContainerStatuses) != 1 {
+		t.Fatalf("pod %s: %d container statuses", victim, len(before.Status.ContainerStatuses))
+	}
+	cs := before.Status.ContainerStatuses[0]
+	killedAt := time.Now()
+	if err := rn.c.KillContainer(ctx, cs.ContainerID); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed container %s of pod %s (IP %s, restarts %d) with SIGKILL under load",
+		strings.TrimPrefix(cs.ContainerID, "containerd://")[:12], victim, before.Status.PodIP, cs.RestartCount)
+
+	var after *corev1.Pod
+	waitFor(t, 90*time.Second, func() error {
+		after = rn.pod(t, victim)
+		s := after.Status.ContainerStatuses[0]
+		if s.RestartCount <= cs.RestartCount || !s.Ready {
+			return fmt.Errorf("pod %s: restarts %d, ready %v", victim, s.RestartCount, s.Ready)
+		}
+		return nil
+	})
+	s := after.Status.ContainerStatuses[0]
+	var lastExit string
+	if term := s.LastTerminationState.Terminated; term != nil {
+		lastExit = fmt.Sprintf("exit code %d (%s)", term.ExitCode, term.Reason)
+		if term.ExitCode != 137 {
+			t.Errorf("last termination of %s: %s, want exit code 137 (SIGKILL)", victim, lastExit)
+		}
+	}
+	restartedAt := time.Now()
+	t.Logf("kubelet restarted %s: restarts %d → %d, last termination %s, new container %s, same pod IP %s, ready again %v after the kill",
+		victim, cs.RestartCount, s.RestartCount, lastExit, strings.TrimPrefix(s.ContainerID, "containerd://")[:12],
+		after.Status.PodIP, restartedAt.Sub(killedAt).Round(time.Millisecond))
+
+	// The restarted replica takes tasks again.
+	waitFor(t, 60*time.Second, func() error {
+		if n := l.servedSince(restartedAt)[victim]; n == 0 {
+			return fmt.Errorf("the restarted replica %s has not served a task since it came back", victim)
+		}
+		return rn.gatewaySees("triage", 3)
+	})
+	outcomes := l.stop()
+
+	ejected := rn.gatewayLog(t, "replica ejected", killedAt)
+	var ejectedVictim bool
+	for _, e := range ejected {
+		if e["replica"] == victim {
+			ejectedVictim = true
+			t.Logf("gateway: replica %s ejected (%v) %v after the kill", victim, e["err"], ejectAt(e).Sub(killedAt).Round(time.Millisecond))
+			break
+		}
+	}
+	readmitted := rn.gatewayLog(t, "ejected replica answers its probe again; back in rotation", killedAt)
+	for _, e := range readmitted {
+		if strings.Contains(fmt.Sprint(e["url"]), after.Status.PodIP+":") {
+			t.Logf("gateway: %v answers its probe again, back in rotation %v after the kill", e["url"], ejectAt(e).Sub(killedAt).Round(time.Millisecond))
+		}
+	}
+	served := l.servedSince(restartedAt)
+	t.Logf("gateway took %s back: tasks answered by each replica since the restart: %v", victim, served)
+
+	failed := failures(outcomes)
+	t.Logf("REPORT %d tasks sent during the kill and restart, %d completed, %d lost", len(outcomes), len(outcomes)-len(failed), len(failed))
+	if len(failed) > 0 {
+		t.Errorf("%d of %d tasks did not complete:\n%s", len(failed), len(outcomes), strings.Join(failed[:min(10, len(failed))], "\n"))
+	}
+	if !ejectedVictim {
+		t.Errorf("the gateway never ejected the killed replica %s; ejections after the kill: %v", victim, ejected)
+	}
+}
+
+func ejectAt(l map[string]any) time.Time {
+	at, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(l["time"]))
+	return at
+}
+
+// testScale scales triage from 3 to 5 replicas and back to 3 while eight clients send tasks:
+// new replicas take tasks as soon as they are ready, removed ones drain, and no task fails. (The
+// sample's minAvailable is 2, so 3 is as low as its disruption budget lets it go.)
+func (rn *realNode) testScale(t *testing.T) {
+	ctx := t.Context()
+	l := rn.startLoad("triage", 8)
+	defer l.stop()
+	time.Sleep(2 * time.Second)
+
+	scale := func(n int32) {
+		t.Helper()
+		if _, err := rn.c.Kubectl(ctx, nil, "patch", "agent", "triage", "-n", clinicNS, "--type=merge",
+			"-p", fmt.Sprintf(`{"spec":{"replicas":%d}}`, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runningPods := func() ([]string, error) {
+		var pods corev1.PodList
+		if err := rn.c.Client.List(ctx, &pods, client.InNamespace(clinicNS), client.MatchingLabels{v1alpha1.LabelAgent: "triage"}); err != nil {
+			return nil, err
+		}
+		var names []string
+		for _, p := range pods.Items {
+			names = append(names, p.Name)
+		}
+		slices.Sort(names)
+		return names, nil
+	}
+	old, err := runningPods()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	start := time.Now()
+	scale(5)
+	waitFor(t, 90*time.Second, func() error { return rn.gatewaySees("triage", 5) })
+	upAt := time.Now()
+	t.Logf("scaled 3 → 5: the gateway had 5 ready replicas %v later", upAt.Sub(start).Round(time.Millisecond))
+	waitFor(t, 30*time.Second, func() error {
+		served := l.servedSince(upAt)
+		for _, p := range mustPods(t, runningPods) {
+			if !slices.Contains(old, p) && served[p] == 0 {
+				return fmt.Errorf("new replica %s has served no task yet (%v)", p, served)
+			}
+		}
+		return nil
+	})
+	t.Logf("new replicas serve tasks: %v", l.servedSince(upAt))
+
+	start = time.Now()
+	scale(3)
+	waitFor(t, 90*time.Second, func() error {
+		names, err := runningPods()
+		if err != nil {
+			return err
+		}
+		if len(names) != 3 {
+			return fmt.Errorf("%d triage pods (%v), want 3", len(names), names)
+		}
+		return rn.gatewaySees("triage", 3)
+	})
+	downAt := time.Now()
+	t.Logf("scaled 5 → 3: two pods drained and gone, the gateway down to 3 replicas, %v later", downAt.Sub(start).Round(time.Millisecond))
+	time.Sleep(2 * time.Second)
+	outcomes := l.stop()
+	failed := failures(outcomes)
+	t.Logf("REPORT %d tasks sent while scaling 3 → 5 → 3, %d completed, %d failed", len(outcomes), len(outcomes)-len(failed), len(failed))
+	if len(failed) > 0 {
+		t.Errorf("%d of %d tasks did not complete:\n%s", len(failed), len(outcomes), strings.Join(failed[:min(10, len(failed))], "\n"))
+	}
+}
+
+func mustPods(t *testing.T, list func() ([]string, error)) []string {
+	t.Helper()
+	names, err := list()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// testDelete deletes the Agents and checks that everything the operator made is gone: workloads,
+// pods, Services, ServiceAccounts, budgets, autoscalers, NetworkPolicies, and the containers and
+// pod sandboxes in containerd; and that the gateway no longer lists the agents.
+func (rn *realNode) testDelete(t *testing.T) {
+	ctx := t.Context()
+	start := time.Now()
+	if _, err := rn.c.Kubectl(ctx, nil, "delete", "agents", "--all", "-n", clinicNS, "--wait=true", "--timeout=60s"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 120*time.Second, func() error {
+		out, err := rn.c.Kubectl(ctx, nil, "get", "-n", clinicNS, "-o", "name",
+			"deployments,statefulsets,replicasets,pods,services,serviceaccounts,poddisruptionbudgets,horizontalpodautoscalers,networkpolicies")
+		if err != nil {
+			return err
+		}
+		var left []string
+		for _, name := range strings.Fields(out) {
+			if name != "serviceaccount/default" {
+				left = append(left, name)
+			}
+		}
+		if len(left) > 0 {
+			return fmt.Errorf("still there: %v", left)
+		}
+		return nil
+	})
+	t.Logf("agents deleted: workloads, pods, services, accounts, budgets, autoscaler and policies gone from the API in %v",
+		time.Since(start).Round(time.Millisecond))
+	waitFor(t, 30*time.Second, func() error {
+		ids, err := rn.c.RunningTasks(ctx)
+		if err != nil {
+			return err
+		}
+		if len(ids) > 0 {
+			return fmt.Errorf("%d containers still running", len(ids))
+		}
+		return nil
+	})
+	t.Logf("no container runs any more %v after the delete", time.Since(start).Round(time.Millisecond))
+	// The kubelet's container garbage collector, which runs once a minute, then removes the
+	// stopped containers and the pod sandboxes.
+	waitFor(t, 120*time.Second, func() error {
+		ids, err := rn.c.Containers(ctx)
+		if err != nil {
+			return err
+		}
+		if len(ids) > 0 {
+			return fmt.Errorf("%d containers left in containerd", len(ids))
+		}
+		return nil
+	})
+	t.Logf("all containers and pod sandboxes removed from containerd %v after the delete", time.Since(start).Round(time.Millisecond))
+	waitFor(t, 30*time.Second, func() error {
+		res, err := http.Get(rn.url + "/agents")
+		if err != nil {
+			return err
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		for _, a := range []string{"triage", "scheduling", "radiology"} {
+			if strings.Contains(string(b), `"`+a+`"`) {
+				return fmt.Errorf("gateway still lists %s: %s", a, b)
+			}
+		}
+		return nil
+	})
+}
