@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -24,6 +26,8 @@ type gatewayFlags struct {
 	configFile     string
 	natsURL        string
 	journalSync    string
+	journalKeyFile string
+	journalKey     string // read from journalKeyFile by checkJournal
 	site           string
 	logLevel       string
 	drainTimeout   time.Duration
@@ -41,6 +45,7 @@ func (g *gatewayFlags) bind(f *pflag.FlagSet) {
 	f.StringVar(&g.advertiseURL, "advertise-url", "", "external base URL of the gateway for agent cards (default: from each request's Host)")
 	f.StringVar(&g.configFile, "config", "", "GatewayConfig file: listeners and TLS, authentication, policies, limits, rate limits, audit (see docs/security.md)")
 	f.StringVar(&g.natsURL, "nats-url", "", "external NATS JetStream server for the task journal (default: one embedded in this process, stored in DATA_DIR/jetstream)")
+	f.StringVar(&g.journalKeyFile, "journal-key-file", "", "file holding the key (at least 32 bytes) that encrypts the embedded task journal at rest with AES-GCM; tasks hold requests, which may hold patient data (default: not encrypted)")
 	f.StringVar(&g.journalSync, "journal-sync", "interval", `"always": fsync every journal write before answering (survives power loss; slower); "interval": let the OS flush (survives a crash of agentplane, not of the machine)`)
 	f.DurationVar(&g.drainTimeout, "drain-timeout", gateway.DefaultDrainTimeout, "on shutdown, how long in-flight tasks may take to finish")
 	f.DurationVar(&g.taskTimeout, "task-timeout", gateway.DefaultTaskTimeout, "longest one dispatch of a task may take, unless the agent sets spec.taskTimeout; a replica that takes longer is taken for hung and the task goes to another replica")
@@ -55,19 +60,33 @@ func (g *gatewayFlags) noteChanged(cmd *cobra.Command) {
 	g.maxBodySet = cmd.Flags().Changed("max-body-bytes")
 }
 
-// checkJournalSync refuses a --journal-sync other than always or interval.
-func (g *gatewayFlags) checkJournalSync() error {
+// checkJournal refuses a --journal-sync other than always or interval, and a --journal-key-file
+// that cannot be read or holds too short a key, before anything starts.
+func (g *gatewayFlags) checkJournal() error {
 	switch g.journalSync {
 	case store.SyncAlways, store.SyncInterval:
-		return nil
+	default:
+		return &exitError{code: 2, err: fmt.Errorf("--journal-sync %q: must be always or interval", g.journalSync)}
 	}
-	return &exitError{code: 2, err: fmt.Errorf("--journal-sync %q: must be always or interval", g.journalSync)}
+	if g.journalKeyFile != "" {
+		b, err := os.ReadFile(g.journalKeyFile)
+		if err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("--journal-key-file: %w", err)}
+		}
+		g.journalKey = strings.TrimRight(string(b), "\r\n")
+		if len(g.journalKey) < store.MinKeyLength {
+			return &exitError{code: 2, err: fmt.Errorf("--journal-key-file %s: the key has %d bytes; it needs at least %d (head -c 32 /dev/urandom | base64)",
+				g.journalKeyFile, len(g.journalKey), store.MinKeyLength)}
+		}
+	}
+	return nil
 }
 
 // openJournal opens the task journal (embedded in DATA_DIR, or --nats-url) and returns the
 // function that closes it.
 func (g *gatewayFlags) openJournal(ctx context.Context, logger *slog.Logger) (*store.JetStream, func(), error) {
-	j, err := store.Open(ctx, store.Options{URL: g.natsURL, DataDir: g.dataDir, Sync: g.journalSync, Logger: logger})
+	opts := store.Options{URL: g.natsURL, DataDir: g.dataDir, Sync: g.journalSync, EncryptionKey: g.journalKey, Logger: logger}
+	j, err := store.Open(ctx, opts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("task journal: %w", err)
 	}

@@ -59,7 +59,7 @@ func runKubeGateway(ctx context.Context, streams Streams, o kgatewayOptions) err
 	if err := checkListen(o.listen, o.insecureRemote || sec.authenticated()); err != nil {
 		return &exitError{code: 2, err: err}
 	}
-	if err := o.checkJournalSync(); err != nil {
+	if err := o.checkJournal(); err != nil {
 		return err
 	}
 	logger, err := newSlogLogger(streams, o.logLevel)

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +12,10 @@ import (
 // The Kubernetes commands refuse bad settings before they contact any cluster.
 func TestKubeCommandsRefuseBadSettings(t *testing.T) {
 	missing := filepath.Join(t.TempDir(), "no-such-kubeconfig")
+	shortKey := filepath.Join(t.TempDir(), "short.key")
+	if err := os.WriteFile(shortKey, []byte("hunter2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name     string
 		args     []string
@@ -19,6 +24,8 @@ func TestKubeCommandsRefuseBadSettings(t *testing.T) {
 	}{
 		{"gateway on a remote address without authentication", []string{"gateway", "--listen", ":8080"}, 2, "not a loopback address"},
 		{"gateway journal sync", []string{"gateway", "--journal-sync", "sometimes"}, 2, "--journal-sync"},
+		{"gateway journal key file missing", []string{"gateway", "--journal-key-file", missing}, 2, "--journal-key-file"},
+		{"gateway journal key too short", []string{"gateway", "--journal-key-file", shortKey}, 2, "needs at least 32"},
 		{"gateway without a cluster", []string{"gateway", "--kubeconfig", missing, "--data-dir", t.TempDir()}, 1, "kubernetes client config"},
 		{"operator log level", []string{"operator", "--log-level", "loud"}, 2, "--log-level"},
 		{"operator without a cluster", []string{"operator", "--kubeconfig", missing}, 1, "kubernetes client config"},

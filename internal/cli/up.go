@@ -114,7 +114,7 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 	}
 	defer stopTracing()
 
-	if err := o.checkJournalSync(); err != nil {
+	if err := o.checkJournal(); err != nil {
 		return err
 	}
 	journal, closeJournal, err := o.openJournal(ctx, logger)

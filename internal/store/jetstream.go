@@ -62,6 +62,12 @@ type Options struct {
 	Token string
 	// CAFile is a PEM file of CAs to verify an external server's TLS certificate (optional).
 	CAFile string
+	// EncryptionKey turns on encryption at rest for the embedded server: every stored task and
+	// queue entry is encrypted with AES-GCM under keys derived from it. At least 32 bytes; keep
+	// it apart from the data (a Kubernetes Secret, a file on another volume). A journal written
+	// with one key is refused with another, or with none. An external server encrypts with its
+	// own configuration (jetstream { cipher: aes, key: ... }); this option is an error there.
+	EncryptionKey string
 	// Logger receives connection and server events; never task contents. Default slog.Default().
 	Logger *slog.Logger
 
@@ -135,6 +141,14 @@ func (o *Options) setDefaults() error {
 		}
 		if o.Replicas != 1 {
 			return fmt.Errorf("store: replicas %d: the embedded server keeps one copy; use an external cluster", o.Replicas)
+		}
+	}
+	if o.EncryptionKey != "" {
+		if o.URL != "" {
+			return errors.New("store: an encryption key applies to the embedded journal; an external server encrypts with its own configuration (jetstream { cipher: aes, key: ... })")
+		}
+		if len(o.EncryptionKey) < MinKeyLength {
+			return fmt.Errorf("store: the encryption key has %d bytes; it needs at least %d (for example: head -c 32 /dev/urandom | base64)", len(o.EncryptionKey), MinKeyLength)
 		}
 	}
 	if o.Retention == 0 {
