@@ -61,6 +61,7 @@ type Cluster struct {
 	kubeletClientCA string
 	containerd      *Proc
 	ctrSocket       string
+	nodeLock        *os.File // held while the real node runs
 	NodeName        string        // the real node's name
 	StartTime       time.Duration // how long Start took
 }
@@ -229,9 +230,10 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 	begin := time.Now()
 	c = &Cluster{Bin: bin, Dir: dir, kwok: map[string]*Proc{}, kwokArgs: map[string][]string{}}
+	started := c // c is nil once an error is returned
 	defer func() {
 		if err != nil {
-			c.Stop()
+			started.Stop()
 		}
 	}()
 	ports := make([]int, 6)
@@ -533,6 +535,10 @@ func (c *Cluster) Stop() {
 	}
 	if c.containerd != nil {
 		c.reapLeftovers()
+	}
+	if c.nodeLock != nil {
+		c.nodeLock.Close() // releases the lock
+		c.nodeLock = nil
 	}
 }
 

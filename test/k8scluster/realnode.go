@@ -40,6 +40,8 @@ const (
 	cniBridge = "apcni0"
 	// RealNodeName is the name the kubelet registers.
 	RealNodeName = "real-node"
+	// realNodeLock is held while a real node runs.
+	realNodeLock = "/tmp/agentplane-real-node.lock"
 )
 
 // RealNodeMissing says what the host lacks to run a real node, or "" when it has everything.
@@ -68,6 +70,21 @@ func (c *Cluster) startRealNode(ctx context.Context, opts Options) error {
 	if m := RealNodeMissing(c.Bin); m != "" {
 		return fmt.Errorf("a real node needs %s", m)
 	}
+	// One real node per machine: they would share the bridge and its subnet.
+	lock, err := os.OpenFile(realNodeLock, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		owner, _ := os.ReadFile(realNodeLock)
+		lock.Close()
+		return fmt.Errorf("another real node runs on this machine (%s): they would share the CNI bridge %s and its subnet %s",
+			strings.TrimSpace(string(owner)), cniBridge, PodSubnet)
+	}
+	_ = lock.Truncate(0)
+	_, _ = fmt.Fprintf(lock, "pid %d, %s\n", os.Getpid(), c.Dir)
+	c.nodeLock = lock
+
 	base := filepath.Join(c.Dir, "node")
 	ctrd := filepath.Join(base, "containerd")
 	sock := filepath.Join(ctrd, "containerd.sock")
