@@ -61,7 +61,7 @@ type Cluster struct {
 	kubeletClientCA string
 	containerd      *Proc
 	ctrSocket       string
-	nodeLock        *os.File // held while the real node runs
+	nodeLock        *os.File      // held while the real node runs
 	NodeName        string        // the real node's name
 	StartTime       time.Duration // how long Start took
 }
