@@ -35,6 +35,7 @@ type gatewayFlags struct {
 	maxBody        int64
 	maxQueue       int
 	insecureRemote bool
+	pprofListen    string
 	listenSet      bool // --listen was given, so it wins over the config file's listener
 	maxBodySet     bool // --max-body-bytes was given, so it wins over the config file's limit
 }
@@ -51,6 +52,7 @@ func (g *gatewayFlags) bind(f *pflag.FlagSet) {
 	f.DurationVar(&g.taskTimeout, "task-timeout", gateway.DefaultTaskTimeout, "longest one dispatch of a task may take, unless the agent sets spec.taskTimeout; a replica that takes longer is taken for hung and the task goes to another replica")
 	f.Int64Var(&g.maxBody, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest request body the gateway accepts")
 	f.IntVar(&g.maxQueue, "max-queue", 0, "tasks that may wait per agent for a free replica slot before more are refused with 429 (0: 1000)")
+	f.StringVar(&g.pprofListen, "pprof-listen", "", "serve Go's profiling endpoints (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060 (default: off)")
 	f.BoolVar(&g.insecureRemote, "insecure-listen-remote", false, "allow a non-loopback --listen address although the gateway has no authentication configured")
 }
 

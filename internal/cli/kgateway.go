@@ -71,6 +71,11 @@ func runKubeGateway(ctx context.Context, streams Streams, o kgatewayOptions) err
 		return err
 	}
 	defer stopTracing()
+	stopPprof, err := startPprof(o.pprofListen, logger)
+	if err != nil {
+		return err
+	}
+	defer stopPprof()
 	cfg, ns, err := kubeClientConfig(o.kubeconfig)
 	if err != nil {
 		return err

@@ -26,6 +26,7 @@ func TestKubeCommandsRefuseBadSettings(t *testing.T) {
 		{"gateway journal sync", []string{"gateway", "--journal-sync", "sometimes"}, 2, "--journal-sync"},
 		{"gateway journal key file missing", []string{"gateway", "--journal-key-file", missing}, 2, "--journal-key-file"},
 		{"gateway journal key too short", []string{"gateway", "--journal-key-file", shortKey}, 2, "needs at least 32"},
+		{"gateway profiling on a remote address", []string{"gateway", "--pprof-listen", ":6060", "--kubeconfig", missing, "--data-dir", t.TempDir()}, 2, "must be a loopback address"},
 		{"gateway without a cluster", []string{"gateway", "--kubeconfig", missing, "--data-dir", t.TempDir()}, 1, "kubernetes client config"},
 		{"operator log level", []string{"operator", "--log-level", "loud"}, 2, "--log-level"},
 		{"operator without a cluster", []string{"operator", "--kubeconfig", missing}, 1, "kubernetes client config"},

@@ -113,6 +113,11 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 		return err
 	}
 	defer stopTracing()
+	stopPprof, err := startPprof(o.pprofListen, logger)
+	if err != nil {
+		return err
+	}
+	defer stopPprof()
 
 	if err := o.checkJournal(); err != nil {
 		return err
