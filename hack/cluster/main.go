@@ -91,13 +91,18 @@ func run(args []string) error {
 	defer c.Stop()
 	fmt.Printf("cluster up in %v; logs in %s\n\n  export KUBECONFIG=%s\n", c.StartTime.Round(1e6), work, c.Kubeconfig)
 	if *realNode {
+		env := c.PodAPIEnv()
 		fmt.Printf(`
 The real node %q runs the image %s (imagePullPolicy: Never; no registry).
 Its containerd:   ctr --address %s -n k8s.io containers ls
-The operator and the gateway, from this checkout's static binary:
+
+Install agentplane as pods with a kustomize overlay over config/default that sets that image,
+imagePullPolicy: Never, and, since this cluster runs no kube-proxy, the API server's address in
+the operator's and gateway's env: KUBERNETES_SERVICE_HOST=%s KUBERNETES_SERVICE_PORT=%s
+(docs/kubernetes.md, "A real node"). Or run them on this host from the built binary:
   %s operator --kubeconfig $KUBECONFIG --leader-elect=false --metrics-bind-address 0 --health-probe-bind-address 127.0.0.1:0
   %s gateway --kubeconfig $KUBECONFIG -n default
-`, k8scluster.RealNodeName, k8scluster.AgentImage, c.CtrSocket(), imgs.Binary, imgs.Binary)
+`, k8scluster.RealNodeName, k8scluster.AgentImage, c.CtrSocket(), env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"], imgs.Binary, imgs.Binary)
 	}
 	fmt.Println("\nCtrl-C stops the cluster.")
 	<-ctx.Done()

@@ -12,14 +12,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -27,20 +25,18 @@ import (
 	"github.com/agentplane/agentplane/test/k8scluster"
 )
 
-// clinicNS is the namespace of the real-node test's agents and gateway.
-const clinicNS = "clinic"
-
-// realNode is the real-node test's world: a cluster with one kubelet on containerd, the operator
-// and the gateway running as the built agentplane binary on the host, and config/samples applied
-// with the locally built image.
+// realNode is the real-node test's world: a cluster with one kubelet on containerd, config/default
+// installed (the operator and the gateway as pods) and config/samples applied, all with the image
+// built from this checkout.
 type realNode struct {
-	c       *k8scluster.Cluster
-	gateway *k8scluster.Proc
-	url     string // the gateway's base URL
+	c          *k8scluster.Cluster
+	gatewayPod string
+	url        string // the gateway's base URL: its pod IP
 }
 
-// TestRealNode runs Agents as real containers on a real kubelet (containerd, runc, the CNI bridge)
-// and serves them through `agentplane gateway` with Kubernetes discovery: tasks in both A2A
+// TestRealNode installs agentplane on a real kubelet (containerd, runc, the CNI bridge) with
+// config/default, runs the sample Agents as real containers and serves them through the
+// installed gateway (`agentplane gateway`, Kubernetes discovery): tasks in both A2A
 // dialects and streaming, a container killed under load (Kubernetes restarts it, the gateway
 // ejects and re-admits it, no task is lost), scaling up and down under load, and deleting the
 // Agents. Needs root and Debian's containerd, runc and containernetworking-plugins; .ci/run
@@ -84,69 +80,62 @@ func TestRealNode(t *testing.T) {
 	t.Logf("control plane and a real node (kubelet, containerd, runc, CNI bridge) Ready in %v; logs in %s",
 		c.StartTime.Round(time.Millisecond), dir)
 
-	if err := c.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: clinicNS}}); err != nil {
-		t.Fatal(err)
-	}
-	healthPort, err := k8scluster.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	op, err := c.Run("operator", imgs.Binary, "operator", "--kubeconfig", c.Kubeconfig, "--leader-elect=false",
-		"--metrics-bind-address", "0", "--health-probe-bind-address", "127.0.0.1:"+strconv.Itoa(healthPort),
-		"--namespace", clinicNS, "--gateway-namespace", clinicNS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitOK(t, op, "http://127.0.0.1:"+strconv.Itoa(healthPort)+"/readyz", 30*time.Second)
-	gwPort, err := k8scluster.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	gw, err := c.Run("gateway", imgs.Binary, "gateway", "--kubeconfig", c.Kubeconfig, "--namespace", clinicNS,
-		"--listen", "127.0.0.1:"+strconv.Itoa(gwPort), "--data-dir", filepath.Join(dir, "gateway"), "--task-timeout", "30s")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rn := &realNode{c: c, gateway: gw, url: "http://127.0.0.1:" + strconv.Itoa(gwPort)}
-	waitOK(t, gw, rn.url+"/healthz", 30*time.Second)
-
-	// config/samples, with the image built here: a kustomize overlay, as a user without a
-	// registry would write it.
+	// The install, for real: config/default (CRD, RBAC, the operator's two replicas and the
+	// gateway) in agentplane-system, as pods on the real node, through a kustomize overlay that
+	// only swaps in the image built here and points the pods at the API server (PodAPIEnv).
 	start := time.Now()
-	overlay := filepath.Join(dir, "samples")
-	samples, err := filepath.Abs(filepath.Join(repoRoot(), "config", "samples"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(overlay, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if samples, err = filepath.Rel(overlay, samples); err != nil { // kustomize takes no absolute paths
-		t.Fatal(err)
-	}
-	kustomization := fmt.Sprintf(`resources:
-- %s
+	apiEnv := c.PodAPIEnv()
+	writeOverlay(t, filepath.Join(dir, "install"), filepath.Join(repoRoot(), "config", "default"), fmt.Sprintf(`images:
+- name: ghcr.io/agentplane/agentplane
+  newName: %s
+  newTag: %s
 patches:
+- target: {kind: Deployment}
+  patch: |-
+    - {op: add, path: /spec/template/spec/containers/0/imagePullPolicy, value: Never}
+    - {op: add, path: /spec/template/spec/containers/0/env/-, value: {name: KUBERNETES_SERVICE_HOST, value: %q}}
+    - {op: add, path: /spec/template/spec/containers/0/env/-, value: {name: KUBERNETES_SERVICE_PORT, value: %q}}
+`, strings.Split(k8scluster.AgentImage, ":")[0], strings.Split(k8scluster.AgentImage, ":")[1],
+		apiEnv["KUBERNETES_SERVICE_HOST"], apiEnv["KUBERNETES_SERVICE_PORT"]))
+	if _, err := c.Kubectl(ctx, nil, "apply", "--server-side", "-k", filepath.Join(dir, "install")); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := c.Kubectl(ctx, nil, "rollout", "status", "-n", systemNS, "--timeout=120s",
+		"deployment/agentplane-operator", "deployment/agentplane-gateway"); err != nil {
+		pods, _ := c.Kubectl(ctx, nil, "get", "pods", "-n", systemNS, "-o", "wide")
+		logs, _ := c.Kubectl(ctx, nil, "logs", "-n", systemNS, "--all-containers", "--prefix", "--tail", "20",
+			"-l", "app.kubernetes.io/part-of=agentplane", "--previous")
+		t.Fatalf("install not ready: %v\n%s\n%s\nlast logs:\n%s", err, out, pods, logs)
+	}
+	pods, _ := c.Kubectl(ctx, nil, "get", "pods", "-n", systemNS, "-o", "wide")
+	t.Logf("config/default installed: operator ×2 and gateway running as containers in %v:\n%s", time.Since(start).Round(time.Millisecond), pods)
+	gwPod := runningPod(t, c, systemNS, "agentplane-gateway")
+	rn := &realNode{c: c, gatewayPod: gwPod.Name, url: "http://" + gwPod.Status.PodIP + ":8080"}
+	waitFor(t, 30*time.Second, func() error {
+		res, err := http.Get(rn.url + "/healthz")
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		return nil
+	})
+
+	// config/samples in the gateway's namespace, with the image built here.
+	start = time.Now()
+	writeOverlay(t, filepath.Join(dir, "samples"), filepath.Join(repoRoot(), "config", "samples"), fmt.Sprintf(`patches:
 - target: {kind: Agent}
   patch: |-
-    - op: replace
-      path: /spec/image
-      value: %s
-    - op: add
-      path: /spec/imagePullPolicy
-      value: Never
-`, samples, k8scluster.AgentImage)
-	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
+    - {op: replace, path: /spec/image, value: %s}
+    - {op: add, path: /spec/imagePullPolicy, value: Never}
+`, k8scluster.AgentImage))
+	if _, err := c.Kubectl(ctx, nil, "apply", "-n", systemNS, "-k", filepath.Join(dir, "samples")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Kubectl(ctx, nil, "apply", "-n", clinicNS, "-k", overlay); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := c.Kubectl(ctx, nil, "wait", "-n", clinicNS, "--for=condition=Ready", "--timeout=180s", "agents", "--all"); err != nil {
-		pods, _ := c.Kubectl(ctx, nil, "get", "pods", "-n", clinicNS, "-o", "wide")
+	if out, err := c.Kubectl(ctx, nil, "wait", "-n", systemNS, "--for=condition=Ready", "--timeout=180s", "agents", "--all"); err != nil {
+		pods, _ := c.Kubectl(ctx, nil, "get", "pods", "-n", systemNS, "-o", "wide")
 		t.Fatalf("agents not Ready: %v\n%s\n%s", err, out, pods)
 	}
-	pods, _ := c.Kubectl(ctx, nil, "get", "pods", "-n", clinicNS, "-o", "wide")
+	pods, _ = c.Kubectl(ctx, nil, "get", "pods", "-n", systemNS, "-o", "wide", "-l", v1alpha1.LabelAgent)
 	t.Logf("config/samples (triage ×3, scheduling ×2, radiology ×2) Ready in %v as containers on %s:\n%s",
 		time.Since(start).Round(time.Millisecond), k8scluster.RealNodeName, pods)
 	waitFor(t, 30*time.Second, func() error { return rn.gatewaySees("triage", 3) })
@@ -159,26 +148,39 @@ patches:
 	t.Run("delete cleans up", rn.testDelete)
 }
 
-// waitOK polls url until it answers 200, failing the test if p exits first.
-func waitOK(t *testing.T, p *k8scluster.Proc, url string, timeout time.Duration) {
+// writeOverlay writes a kustomization in dir over base (kustomize takes only relative paths).
+func writeOverlay(t *testing.T, dir, base, rest string) {
 	t.Helper()
-	hc := &http.Client{Timeout: 2 * time.Second}
-	waitFor(t, timeout, func() error {
-		select {
-		case <-p.Done():
-			t.Fatalf("%s exited:\n%s", p.Log(), p.Tail())
-		default:
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	abs, err := filepath.Abs(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel, err := filepath.Rel(dir, abs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte("resources:\n- "+rel+"\n"+rest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runningPod is the running pod of a Deployment labelled app.kubernetes.io/name=name.
+func runningPod(t *testing.T, c *k8scluster.Cluster, ns, name string) *corev1.Pod {
+	t.Helper()
+	var pods corev1.PodList
+	if err := c.Client.List(t.Context(), &pods, client.InNamespace(ns), client.MatchingLabels{"app.kubernetes.io/name": name}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range pods.Items {
+		if p := &pods.Items[i]; p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" {
+			return p
 		}
-		res, err := hc.Get(url)
-		if err != nil {
-			return err
-		}
-		res.Body.Close()
-		if res.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET %s: %s", url, res.Status)
-		}
-		return nil
-	})
+	}
+	t.Fatalf("no running %s pod", name)
+	return nil
 }
 
 // gatewayReplica is an entry of the gateway's GET /api/v1/replicas.
@@ -399,16 +401,16 @@ func failures(outcomes []taskOutcome) []string {
 	return out
 }
 
-// gatewayLog reads the gateway's JSON log lines with message msg logged after since.
+// gatewayLog reads the gateway pod's JSON log lines (through the kubelet: kubectl logs) with
+// message msg logged after since.
 func (rn *realNode) gatewayLog(t *testing.T, msg string, since time.Time) []map[string]any {
 	t.Helper()
-	f, err := os.Open(rn.gateway.Log())
+	out, err := rn.c.Kubectl(t.Context(), nil, "logs", "-n", systemNS, rn.gatewayPod)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var out []map[string]any
-	sc := bufio.NewScanner(f)
+	var logs []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(out))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		var l map[string]any
@@ -418,15 +420,15 @@ func (rn *realNode) gatewayLog(t *testing.T, msg string, since time.Time) []map[
 		if at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(l["time"])); err != nil || at.Before(since) {
 			continue
 		}
-		out = append(out, l)
+		logs = append(logs, l)
 	}
-	return out
+	return logs
 }
 
 func (rn *realNode) pod(t *testing.T, name string) *corev1.Pod {
 	t.Helper()
 	var p corev1.Pod
-	if err := rn.c.Client.Get(t.Context(), types.NamespacedName{Namespace: clinicNS, Name: name}, &p); err != nil {
+	if err := rn.c.Client.Get(t.Context(), types.NamespacedName{Namespace: systemNS, Name: name}, &p); err != nil {
 		t.Fatal(err)
 	}
 	return &p
@@ -543,14 +545,14 @@ func (rn *realNode) testScale(t *testing.T) {
 
 	scale := func(n int32) {
 		t.Helper()
-		if _, err := rn.c.Kubectl(ctx, nil, "patch", "agent", "triage", "-n", clinicNS, "--type=merge",
+		if _, err := rn.c.Kubectl(ctx, nil, "patch", "agent", "triage", "-n", systemNS, "--type=merge",
 			"-p", fmt.Sprintf(`{"spec":{"replicas":%d}}`, n)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	runningPods := func() ([]string, error) {
 		var pods corev1.PodList
-		if err := rn.c.Client.List(ctx, &pods, client.InNamespace(clinicNS), client.MatchingLabels{v1alpha1.LabelAgent: "triage"}); err != nil {
+		if err := rn.c.Client.List(ctx, &pods, client.InNamespace(systemNS), client.MatchingLabels{v1alpha1.LabelAgent: "triage"}); err != nil {
 			return nil, err
 		}
 		var names []string
@@ -619,35 +621,43 @@ func mustPods(t *testing.T, list func() ([]string, error)) []string {
 func (rn *realNode) testDelete(t *testing.T) {
 	ctx := t.Context()
 	start := time.Now()
-	if _, err := rn.c.Kubectl(ctx, nil, "delete", "agents", "--all", "-n", clinicNS, "--wait=true", "--timeout=60s"); err != nil {
+	if _, err := rn.c.Kubectl(ctx, nil, "delete", "agents", "--all", "-n", systemNS, "--wait=true", "--timeout=60s"); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, 120*time.Second, func() error {
-		out, err := rn.c.Kubectl(ctx, nil, "get", "-n", clinicNS, "-o", "name",
+		out, err := rn.c.Kubectl(ctx, nil, "get", "-n", systemNS, "-o", "name", "-l", v1alpha1.LabelAgent,
 			"deployments,statefulsets,replicasets,pods,services,serviceaccounts,poddisruptionbudgets,horizontalpodautoscalers,networkpolicies")
 		if err != nil {
 			return err
 		}
-		var left []string
-		for _, name := range strings.Fields(out) {
-			if name != "serviceaccount/default" {
-				left = append(left, name)
-			}
-		}
-		if len(left) > 0 {
+		if left := strings.Fields(out); len(left) > 0 {
 			return fmt.Errorf("still there: %v", left)
 		}
 		return nil
 	})
 	t.Logf("agents deleted: workloads, pods, services, accounts, budgets, autoscaler and policies gone from the API in %v",
 		time.Since(start).Round(time.Millisecond))
+	// The agents' containers and sandboxes: the install's own (operator, gateway) stay.
+	agentContainers := func() ([]string, error) {
+		return rn.c.Containers(ctx, `labels."io.kubernetes.pod.name"~="^(triage|scheduling|radiology)-"`)
+	}
 	waitFor(t, 30*time.Second, func() error {
-		ids, err := rn.c.RunningTasks(ctx)
+		ids, err := agentContainers()
 		if err != nil {
 			return err
 		}
-		if len(ids) > 0 {
-			return fmt.Errorf("%d containers still running", len(ids))
+		running, err := rn.c.RunningTasks(ctx)
+		if err != nil {
+			return err
+		}
+		var still []string
+		for _, id := range ids {
+			if slices.Contains(running, id) {
+				still = append(still, id)
+			}
+		}
+		if len(still) > 0 {
+			return fmt.Errorf("%d agent containers still running", len(still))
 		}
 		return nil
 	})
@@ -655,12 +665,12 @@ func (rn *realNode) testDelete(t *testing.T) {
 	// The kubelet's container garbage collector, which runs once a minute, then removes the
 	// stopped containers and the pod sandboxes.
 	waitFor(t, 120*time.Second, func() error {
-		ids, err := rn.c.Containers(ctx)
+		ids, err := agentContainers()
 		if err != nil {
 			return err
 		}
 		if len(ids) > 0 {
-			return fmt.Errorf("%d containers left in containerd", len(ids))
+			return fmt.Errorf("%d agent containers left in containerd", len(ids))
 		}
 		return nil
 	})

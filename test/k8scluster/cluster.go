@@ -61,7 +61,9 @@ type Cluster struct {
 	kubeletClientCA string
 	containerd      *Proc
 	ctrSocket       string
-	nodeLock        *os.File      // held while the real node runs
+	nodeLock        *os.File // held while the real node runs
+	nodeIP          string   // the real node's InternalIP, where pods reach the API server
+	apiPort         int
 	NodeName        string        // the real node's name
 	StartTime       time.Duration // how long Start took
 }
@@ -73,26 +75,6 @@ type Proc struct {
 	log  string
 	done chan struct{} // closed when the process has exited
 	err  error         // its exit status, once done is closed
-}
-
-// Done is closed when the process has exited.
-func (p *Proc) Done() <-chan struct{} { return p.done }
-
-// Log is the file the process's output goes to.
-func (p *Proc) Log() string { return p.log }
-
-// Pid is the process's id.
-func (p *Proc) Pid() int { return p.cmd.Process.Pid }
-
-// Run starts another process beside the cluster (an operator, a gateway), logging to
-// Dir/name.log; Stop stops it before the processes started earlier.
-func (c *Cluster) Run(name, path string, args ...string) (*Proc, error) {
-	p, err := c.startCmd(name, path, args...)
-	if err != nil {
-		return nil, err
-	}
-	c.procs = append(c.procs, p)
-	return p, nil
 }
 
 // Stop ends the process group: SIGTERM, then SIGKILL after 10s. Stopping twice is fine.
@@ -282,8 +264,15 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 
 	// kube-apiserver
-	apiArgs := []string{}
+	apiArgs, bind := []string{}, "127.0.0.1"
 	if opts.RealNode {
+		// Pods reach the API server at the node's IP: there is no kube-proxy, so the kubernetes
+		// Service's cluster IP leads nowhere (see PodAPIEnv). Its token is still required.
+		if c.nodeIP, err = hostIP(); err != nil {
+			return nil, err
+		}
+		bind = "0.0.0.0"
+		c.apiPort = apiPort
 		// The API server reaches the kubelet (logs, exec) by the node's InternalIP, with a client
 		// certificate the kubelet trusts; as a member of system:masters it is then authorized.
 		ca, cert, key, err := writeKubeletClientCerts(filepath.Join(dir, "pki"))
@@ -296,7 +285,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 	api, err := c.start("kube-apiserver", append(apiArgs,
 		"--etcd-servers", etcdURL,
-		"--bind-address", "127.0.0.1",
+		"--bind-address", bind,
 		"--secure-port", strconv.Itoa(apiPort),
 		"--cert-dir", filepath.Join(dir, "apiserver-certs"),
 		"--token-auth-file", filepath.Join(dir, "tokens.csv"),
@@ -354,6 +343,9 @@ current-context: e2e
 		"--leader-elect=false",
 		"--use-service-account-credentials=false",
 		"--service-account-private-key-file", saKey,
+		// Published to every namespace as kube-root-ca.crt, which pods trust for the API server:
+		// the API server's self-signed bundle (its certificate and the CA that signed it).
+		"--root-ca-file", filepath.Join(dir, "apiserver-certs", "apiserver.crt"),
 		"--node-monitor-period", "1s",
 		"--node-monitor-grace-period", NodeGrace.String(),
 		"--node-eviction-rate", "10",

@@ -130,14 +130,15 @@ state = %q
 	if err := os.WriteFile(configFile, []byte(config), 0o600); err != nil {
 		return err
 	}
-	// The bridge without masquerading: pods talk to the host (and the host to them), which is all
-	// the agents and the gateway need; the host's iptables stay untouched.
+	// The bridge without masquerading: pods talk to the host (the API server at the node IP, by
+	// their default route through the bridge) and the host to them, which is all the install
+	// needs; the host's iptables stay untouched.
 	conflist := fmt.Sprintf(`{
   "cniVersion": "1.0.0",
   "name": "agentplane-e2e",
   "plugins": [
     {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false, "hairpinMode": true,
-     "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "dataDir": %q}},
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}], "dataDir": %q}},
     {"type": "loopback"}
   ]
 }
@@ -161,10 +162,7 @@ state = %q
 		}
 	}
 
-	nodeIP, err := hostIP()
-	if err != nil {
-		return err
-	}
+	nodeIP := c.nodeIP
 	ports := make([]int, 2)
 	for i := range ports {
 		if ports[i], err = FreePort(); err != nil {
@@ -287,18 +285,19 @@ func (c *Cluster) KillContainer(ctx context.Context, containerID string) error {
 }
 
 // Containers lists the ids of the containers (pod sandboxes included) in the real node's
-// containerd.
-func (c *Cluster) Containers(ctx context.Context) ([]string, error) {
-	out, err := c.Ctr(ctx, "containers", "list", "--quiet")
+// containerd that match every ctr filter given, for example
+// `labels."io.kubernetes.pod.namespace"==default`.
+func (c *Cluster) Containers(ctx context.Context, filters ...string) ([]string, error) {
+	out, err := c.Ctr(ctx, append([]string{"containers", "list", "--quiet"}, filters...)...)
 	if err != nil {
 		return nil, fmt.Errorf("ctr containers list: %w\n%s", err, out)
 	}
 	return strings.Fields(out), nil
 }
 
-// stopRealNode runs first in Stop: it has the kubelet remove every pod it runs, so that their
-// containers, sandboxes and network namespaces go the normal way, then stops the kubelet.
-// Whatever is left afterwards is removed by cleanupContainerd.
+// stopRealNode runs first in Stop: it cordons the node and has the kubelet stop every pod it
+// runs, so that their containers, sandboxes and network namespaces go the normal way. Whatever
+// is left afterwards is removed by cleanupContainerd.
 func (c *Cluster) stopRealNode() {
 	if c.NodeName == "" || c.Client == nil {
 		return
@@ -318,8 +317,10 @@ func (c *Cluster) stopRealNode() {
 			_ = c.Client.Delete(ctx, &pods.Items[i], client.GracePeriodSeconds(0))
 		}
 	}
+	// Stopped is enough: a stopped sandbox has had its network torn down, and cleanupContainerd
+	// removes what the kubelet's once-a-minute garbage collection has not.
 	for ctx.Err() == nil {
-		ids, err := c.Containers(ctx)
+		ids, err := c.RunningTasks(ctx)
 		if err != nil || len(ids) == 0 {
 			break
 		}
@@ -466,4 +467,12 @@ func (c *Cluster) RunningTasks(ctx context.Context) ([]string, error) {
 		}
 	}
 	return ids, nil
+}
+
+// PodAPIEnv is the environment that points a pod's in-cluster client at the API server: this
+// cluster runs no kube-proxy, so the kubernetes Service's cluster IP (what the kubelet puts in
+// KUBERNETES_SERVICE_HOST) leads nowhere; the API server's node IP and port do. The certificate
+// the API server presents names the node IP, and pods trust it through kube-root-ca.crt.
+func (c *Cluster) PodAPIEnv() map[string]string {
+	return map[string]string{"KUBERNETES_SERVICE_HOST": c.nodeIP, "KUBERNETES_SERVICE_PORT": strconv.Itoa(c.apiPort)}
 }
