@@ -4,12 +4,17 @@ package e2ek8s
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,7 +23,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/agentplane/agentplane/api/v1alpha1"
@@ -42,7 +49,7 @@ type realNode struct {
 // Agents. Needs root and Debian's containerd, runc and containernetworking-plugins; .ci/run
 // installs them.
 func TestRealNode(t *testing.T) {
-	bin := binDir(t, "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet")
+	bin := binDir(t, "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kubelet", "helm")
 	if m := k8scluster.RealNodeMissing(bin); m != "" {
 		if os.Getenv("CI") != "" {
 			t.Fatalf("a real node needs %s", m)
@@ -146,6 +153,7 @@ patches:
 	t.Run("a killed container is restarted and no task is lost", rn.testKillContainer)
 	t.Run("scale up and down under load", rn.testScale)
 	t.Run("delete cleans up", rn.testDelete)
+	t.Run("the Helm chart's gateway with its journal encrypted at rest", func(t *testing.T) { rn.testHelmGateway(t, dir) })
 }
 
 // writeOverlay writes a kustomization in dir over base (kustomize takes only relative paths).
@@ -689,4 +697,123 @@ func (rn *realNode) testDelete(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// testHelmGateway installs a second gateway from the Helm chart, in its own namespace, with
+// gateway.journalKeySecret: its pod reads the key from the Secret (as the image's non-root user),
+// serves a task of an Agent there, and the journal in the pod's emptyDir — read on the node —
+// records AES-GCM encryption and holds the task's request in no readable form.
+func (rn *realNode) testHelmGateway(t *testing.T, dir string) {
+	ctx := t.Context()
+	const ns, secret = "clinic-b", "agentplane-journal-key"
+	if _, err := rn.c.Kubectl(ctx, nil, "create", "namespace", ns); err != nil {
+		t.Fatal(err)
+	}
+	key := make([]byte, 32)
+	_, _ = rand.Read(key)
+	if _, err := rn.c.Kubectl(ctx, nil, "create", "secret", "generic", secret, "-n", ns,
+		"--from-literal=key="+base64.StdEncoding.EncodeToString(key)); err != nil {
+		t.Fatal(err)
+	}
+	repo, tag, _ := strings.Cut(k8scluster.AgentImage, ":")
+	rendered, err := exec.CommandContext(ctx, filepath.Join(rn.c.Bin, "helm"), "template", "agentplane",
+		filepath.Join(repoRoot(), "charts", "agentplane"), "--namespace", ns,
+		"--set", "operator.enabled=false", "--set", "gateway.journalKeySecret="+secret,
+		"--set", "image.repository="+repo, "--set", "image.tag="+tag, "--set", "image.pullPolicy=Never").Output()
+	if err != nil {
+		t.Fatalf("helm template: %v", err)
+	}
+	// The chart as rendered, with the API server's address (no kube-proxy here) and a name suffix,
+	// so that its cluster-wide role binding does not replace the first install's.
+	overlay := filepath.Join(dir, "helm-gateway")
+	if err := os.MkdirAll(overlay, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(overlay, "chart.yaml"), rendered, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := rn.c.PodAPIEnv()
+	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(fmt.Sprintf(`resources:
+- chart.yaml
+nameSuffix: -b
+patches:
+- target: {kind: Deployment}
+  patch: |-
+    - {op: add, path: /spec/template/spec/containers/0/env, value: [{name: KUBERNETES_SERVICE_HOST, value: %q}, {name: KUBERNETES_SERVICE_PORT, value: %q}]}
+`, env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"])), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rn.c.Kubectl(ctx, nil, "apply", "-k", overlay); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := rn.c.Kubectl(ctx, nil, "rollout", "status", "-n", ns, "--timeout=90s", "deployment/agentplane-gateway-b"); err != nil {
+		logs, _ := rn.c.Kubectl(ctx, nil, "logs", "-n", ns, "deployment/agentplane-gateway-b", "--tail", "20")
+		t.Fatalf("chart's gateway not ready: %v\n%s\n%s", err, out, logs)
+	}
+	gw := runningPod(t, rn.c, ns, "agentplane-gateway")
+	url := "http://" + gw.Status.PodIP + ":8080"
+
+	agent := &v1alpha1.Agent{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "intake"},
+		Spec: v1alpha1.AgentSpec{Image: k8scluster.AgentImage, ImagePullPolicy: corev1.PullNever,
+			Replicas: ptr.To[int32](1), Args: []string{"simagent", "--latency", "50ms"}},
+	}
+	if err := rn.c.Client.Create(ctx, agent); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := rn.c.Kubectl(ctx, nil, "wait", "-n", ns, "--for=condition=Ready", "--timeout=90s", "agent/intake"); err != nil {
+		t.Fatalf("agent intake not Ready: %v\n%s", err, out)
+	}
+	const marker = "MRN 5120-88 John Doe, shortness of breath since Tuesday"
+	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"messageId":"helm-1","role":"ROLE_USER","parts":[{"text":%q}]}}}`, marker)
+	waitFor(t, 30*time.Second, func() error {
+		res, err := http.Post(url+"/agents/intake", "application/json", strings.NewReader(body))
+		if err != nil {
+			return err
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		if !strings.Contains(string(b), "TASK_STATE_COMPLETED") {
+			return fmt.Errorf("HTTP %d: %.300s", res.StatusCode, b)
+		}
+		return nil
+	})
+
+	// The gateway's data directory is the pod's emptyDir, on this node's disk.
+	data := filepath.Join(rn.c.KubeletDir(), "pods", string(gw.UID), "volumes", "kubernetes.io~empty-dir", "data")
+	record, err := os.ReadFile(filepath.Join(data, "journal-encryption"))
+	if err != nil || !strings.HasPrefix(string(record), "aes-gcm ") {
+		t.Fatalf("journal encryption record in the pod's emptyDir: %q, %v", record, err)
+	}
+	var clear []string
+	_ = filepath.WalkDir(filepath.Join(data, "jetstream"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, _ := os.ReadFile(path)
+		for _, form := range readableForms(marker) {
+			if bytes.Contains(b, []byte(form)) {
+				clear = append(clear, path)
+			}
+		}
+		return nil
+	})
+	if len(clear) > 0 {
+		t.Fatalf("the task's request is readable in the journal: %v", clear)
+	}
+	t.Logf("the chart's gateway (journal key from Secret %s) served a task; its journal on the node is AES-GCM encrypted and holds the request in no readable form", secret)
+	if _, err := rn.c.Kubectl(ctx, nil, "delete", "namespace", ns, "--wait=false"); err != nil {
+		t.Error(err)
+	}
+}
+
+// readableForms are the ways s can be read in the journal's files: as is, or base64 (a request is
+// stored as a JSON []byte) at any of the three byte alignments.
+func readableForms(s string) []string {
+	forms := []string{s}
+	for k := range 3 {
+		enc := base64.StdEncoding.EncodeToString(append(make([]byte, k), s...))
+		forms = append(forms, enc[(k*4+2)/3+1:len(enc)-4])
+	}
+	return forms
 }

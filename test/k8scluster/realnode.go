@@ -476,3 +476,6 @@ func (c *Cluster) RunningTasks(ctx context.Context) ([]string, error) {
 func (c *Cluster) PodAPIEnv() map[string]string {
 	return map[string]string{"KUBERNETES_SERVICE_HOST": c.nodeIP, "KUBERNETES_SERVICE_PORT": strconv.Itoa(c.apiPort)}
 }
+
+// KubeletDir is the kubelet's root directory (pods' volumes are under pods/<uid>/volumes).
+func (c *Cluster) KubeletDir() string { return filepath.Join(c.Dir, "node", "kubelet") }
