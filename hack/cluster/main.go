@@ -21,6 +21,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/agentplane/agentplane/internal/testutil"
 	"github.com/agentplane/agentplane/test/k8scluster"
 )
 
@@ -58,7 +59,7 @@ func run(args []string) error {
 	} else if err := os.MkdirAll(work, 0o755); err != nil {
 		return err
 	}
-	root, err := repoRoot()
+	root, err := testutil.RepoRoot()
 	if err != nil {
 		return err
 	}
@@ -108,22 +109,4 @@ the operator's and gateway's env: KUBERNETES_SERVICE_HOST=%s KUBERNETES_SERVICE_
 	<-ctx.Done()
 	fmt.Println("stopping ...")
 	return nil
-}
-
-// repoRoot is the checkout this command runs from: the nearest directory up with a go.mod.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("not inside the agentplane checkout")
-		}
-		dir = parent
-	}
 }

@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/agentplane/agentplane/api/v1alpha1"
+	"github.com/agentplane/agentplane/internal/testutil"
 	"github.com/agentplane/agentplane/test/k8scluster"
 )
 
@@ -791,7 +792,7 @@ patches:
 			return err
 		}
 		b, _ := os.ReadFile(path)
-		for _, form := range readableForms(marker) {
+		for _, form := range testutil.ReadableForms(marker) {
 			if bytes.Contains(b, []byte(form)) {
 				clear = append(clear, path)
 			}
@@ -805,15 +806,4 @@ patches:
 	if _, err := rn.c.Kubectl(ctx, nil, "delete", "namespace", ns, "--wait=false"); err != nil {
 		t.Error(err)
 	}
-}
-
-// readableForms are the ways s can be read in the journal's files: as is, or base64 (a request is
-// stored as a JSON []byte) at any of the three byte alignments.
-func readableForms(s string) []string {
-	forms := []string{s}
-	for k := range 3 {
-		enc := base64.StdEncoding.EncodeToString(append(make([]byte, k), s...))
-		forms = append(forms, enc[(k*4+2)/3+1:len(enc)-4])
-	}
-	return forms
 }

@@ -12,21 +12,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentplane/agentplane/internal/testutil"
 )
 
 // marker stands for patient data in a task's request.
 const marker = "MRN 9931-77 Jane Roe reports chest pain radiating to the left arm"
-
-// storedForms are the ways marker can appear in the journal's files: as is, or inside base64 (a
-// request is stored as a JSON []byte) at any of the three byte alignments.
-func storedForms(s string) []string {
-	forms := []string{s}
-	for k := range 3 {
-		enc := base64.StdEncoding.EncodeToString(append(make([]byte, k), s...))
-		forms = append(forms, enc[(k*4+2)/3+1:len(enc)-4])
-	}
-	return forms
-}
 
 // journalFilesWith lists the journal files that hold marker in any stored form.
 func journalFilesWith(t *testing.T, dataDir string) []string {
@@ -40,7 +31,7 @@ func journalFilesWith(t *testing.T, dataDir string) []string {
 		if err != nil {
 			return err
 		}
-		for _, f := range storedForms(marker) {
+		for _, f := range testutil.ReadableForms(marker) {
 			if bytes.Contains(b, []byte(f)) {
 				out = append(out, path)
 				break

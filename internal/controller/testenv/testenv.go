@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/agentplane/agentplane/internal/controller"
+	"github.com/agentplane/agentplane/internal/testutil"
 )
 
 // KubeVersion is the Kubernetes release whose binaries the tests run against.
@@ -87,7 +88,7 @@ func Main(m *testing.M, e *Env) {
 		fmt.Fprintln(os.Stderr, "envtest suite skipped:", err)
 		os.Exit(m.Run())
 	}
-	root, err := repoRoot()
+	root, err := testutil.RepoRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "FAIL:", err)
 		os.Exit(1)
@@ -162,23 +163,5 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
 			t.Fatalf("test ended while waiting: %v", err)
 		case <-time.After(50 * time.Millisecond):
 		}
-	}
-}
-
-// repoRoot is the directory of the module's go.mod, found upwards from the working directory.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.mod not found above the working directory")
-		}
-		dir = parent
 	}
 }
