@@ -34,7 +34,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/agentplane/agentplane/api/v1alpha1"
 	"github.com/agentplane/agentplane/internal/discovery"
@@ -88,6 +90,7 @@ func New(cfg *rest.Config, opts Options) (*Source, error) {
 	ours := cache.ByObject{Label: labels.NewSelector().Add(*ofAgents)}
 	c, err := cache.New(cfg, cache.Options{
 		Scheme:            scheme,
+		Mapper:            restMapper(),
 		DefaultNamespaces: map[string]cache.Config{opts.Namespace: {}},
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}:                ours,
@@ -110,6 +113,28 @@ func New(cfg *rest.Config, opts Options) (*Source, error) {
 	empty := []discovery.Agent{}
 	s.snap.Store(&empty)
 	return s, nil
+}
+
+// restMapper knows the four kinds discovery watches, so that neither New nor Start needs the API
+// server to tell whether they are namespaced. The informers then start whether or not the API
+// server answers yet (it may start after the gateway, or restart with it), and keep trying until
+// it does; the caller bounds the wait for the first sync (--sync-timeout).
+func restMapper() meta.RESTMapper {
+	m := meta.NewDefaultRESTMapper(nil)
+	for _, k := range []struct {
+		gvk   schema.GroupVersionKind
+		scope meta.RESTScope
+	}{
+		{v1alpha1.GroupVersion.WithKind("Agent"), meta.RESTScopeNamespace},
+		{corev1.SchemeGroupVersion.WithKind("Pod"), meta.RESTScopeNamespace},
+		{discoveryv1.SchemeGroupVersion.WithKind("EndpointSlice"), meta.RESTScopeNamespace},
+		{corev1.SchemeGroupVersion.WithKind("Node"), meta.RESTScopeRoot},
+	} {
+		m.Add(k.gvk, k.scope)
+		// As client-go's discovery mapper does: the list kind, for the cache's scope checks.
+		m.Add(k.gvk.GroupVersion().WithKind(k.gvk.Kind+"List"), k.scope)
+	}
+	return m
 }
 
 // nodeMeta is how nodes are watched: metadata only, since only their labels matter.

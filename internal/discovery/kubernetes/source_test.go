@@ -4,13 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/url"
+	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -216,5 +221,73 @@ func waitFor(t *testing.T, src *kubernetes.Source, check func([]discovery.Agent)
 		case <-deadline:
 			t.Fatalf("snapshot not as expected within 10s: %v", last)
 		}
+	}
+}
+
+// The gateway may start before the API server answers (both restart at once, the network is not
+// up yet): discovery keeps trying instead of exiting, and syncs once the API server is there.
+func TestSourceWaitsForTheAPIServer(t *testing.T) {
+	ns := env.Namespace(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there for now
+	apiServer, err := url.Parse(env.Config.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Host = "https://" + addr
+	src, err := kubernetes.New(cfg, kubernetes.Options{Namespace: ns, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- src.Start(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	select {
+	case err := <-done:
+		t.Fatalf("Start gave up while the API server was unreachable: %v", err)
+	case <-src.Synced():
+		t.Fatal("synced without an API server")
+	case <-time.After(1500 * time.Millisecond): // several attempts
+	}
+
+	// Now the API server answers at that address: a TCP relay to it (TLS passes through).
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("the port was taken meanwhile: %v", err)
+	}
+	var relays sync.WaitGroup
+	defer func() { ln.Close(); cancel(); relays.Wait() }()
+	relays.Go(func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			relays.Go(func() {
+				defer in.Close()
+				out, err := net.DialTimeout("tcp", apiServer.Host, 5*time.Second)
+				if err != nil {
+					return
+				}
+				defer out.Close()
+				go func() { <-ctx.Done(); in.Close(); out.Close() }()
+				go func() { _, _ = io.Copy(out, in); out.Close() }()
+				_, _ = io.Copy(in, out)
+			})
+		}
+	})
+	select {
+	case <-src.Synced():
+	case err := <-done:
+		t.Fatalf("Start: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("not synced 30s after the API server became reachable")
 	}
 }
