@@ -52,11 +52,17 @@ type Endpoint struct {
 	LogPath string `json:"logPath,omitempty"`
 }
 
+// Agent.State values, as in the Agent's spec.state.
+const (
+	AgentStateless = "stateless"
+	AgentStateful  = "stateful"
+)
+
 // Agent is an agent with its replicas.
 type Agent struct {
 	Name           string `json:"name"`
 	Description    string `json:"description,omitempty"`
-	State          string `json:"state"` // stateless or stateful
+	State          string `json:"state"` // AgentStateless or AgentStateful
 	MaxConcurrency int    `json:"maxConcurrency"`
 	// Desired is the number of replicas asked for.
 	Desired int `json:"desired"`

@@ -60,7 +60,7 @@ func (g *Gateway) save(ctx context.Context, t *store.Task, change func(*store.Ta
 // run, since a client may re-subscribe to them.
 func (g *Gateway) dispatched(ctx context.Context, t *store.Task, ep discovery.Endpoint) error {
 	change := func(t *store.Task) {
-		t.Replica, t.ReplicaURL, t.UpstreamID = ep.Name, ep.URL, ""
+		t.Replica, t.ReplicaURL, t.ReplicaRestarts, t.UpstreamID = ep.Name, ep.URL, ep.Restarts, ""
 		t.Attempts++
 		t.State = store.StateDispatched
 	}

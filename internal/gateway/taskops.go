@@ -38,7 +38,15 @@ func (g *Gateway) owner(c *call, t *store.Task) (discovery.Endpoint, bool) {
 		return discovery.Endpoint{}, false
 	}
 	ep, ok := endpoint(c.agent, t.ReplicaURL)
-	return ep, ok && ep.Ready
+	if !ok || !ep.Ready {
+		return ep, false
+	}
+	// A restarted stateless replica is a new process at the same address: the task's state went
+	// with the old one. A stateful agent may have kept it in its memory volume; it answers itself.
+	if c.agent.State != discovery.AgentStateful && ep.Restarts > t.ReplicaRestarts {
+		return ep, false
+	}
+	return ep, true
 }
 
 // serveTaskOp answers GetTask, CancelTask and SubscribeToTask for a gateway task id: from the
@@ -183,7 +191,7 @@ func (g *Gateway) serveContinue(c *call, mi a2a.MessageInfo) string {
 	ep, alive := g.owner(c, t)
 	if !alive {
 		g.rpcError(c.w, http.StatusOK, c.req.ID, a2a.Errorf(a2a.CodeTaskNotFound,
-			"task %q cannot be continued: the replica that held its state (%s) is gone; start a new task in the same context", t.ID, t.Replica))
+			"task %q cannot be continued: the replica that held its state (%s) is gone or has restarted; start a new task in the same context", t.ID, t.Replica))
 		return "task-lost"
 	}
 	params, err := a2a.EditSend(c.req.Params, c.req.Info.Dialect, "", t.UpstreamID, nil)

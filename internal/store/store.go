@@ -45,6 +45,9 @@ type Task struct {
 	Request    []byte    `json:"request"`              // the original JSON-RPC request, for re-dispatch
 	Replica    string    `json:"replica,omitempty"`    // endpoint name now holding the task
 	ReplicaURL string    `json:"replicaUrl,omitempty"` // its URL at dispatch time
+	// ReplicaRestarts is the replica's restart count at dispatch time: a stateless replica that
+	// restarted since (same name and address, a new process) no longer knows the task.
+	ReplicaRestarts int `json:"replicaRestarts,omitempty"`
 	UpstreamID string    `json:"upstreamId,omitempty"` // the task id on that replica
 	Attempts   int       `json:"attempts"`             // dispatches so far
 	State      TaskState `json:"state"`
