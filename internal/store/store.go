@@ -32,27 +32,27 @@ func (s TaskState) Terminal() bool {
 
 // Task is one journaled task.
 type Task struct {
-	ID         string    `json:"id"` // the gateway task id clients see
-	Agent      string    `json:"agent"`
-	Subject    string    `json:"subject,omitempty"` // who asked
-	Tenant     string    `json:"tenant,omitempty"`
-	ContextID  string    `json:"contextId,omitempty"`
-	MessageID  string    `json:"messageId,omitempty"`
-	Method     string    `json:"method"`  // the JSON-RPC method of the original request
-	Dialect    string    `json:"dialect"` // "1.0" or "0.3"
-	Async      bool      `json:"async,omitempty"`
-	Priority   string    `json:"priority,omitempty"`   // urgent, normal (default) or batch
-	Request    []byte    `json:"request"`              // the original JSON-RPC request, for re-dispatch
-	Replica    string    `json:"replica,omitempty"`    // endpoint name now holding the task
-	ReplicaURL string    `json:"replicaUrl,omitempty"` // its URL at dispatch time
+	ID         string `json:"id"` // the gateway task id clients see
+	Agent      string `json:"agent"`
+	Subject    string `json:"subject,omitempty"` // who asked
+	Tenant     string `json:"tenant,omitempty"`
+	ContextID  string `json:"contextId,omitempty"`
+	MessageID  string `json:"messageId,omitempty"`
+	Method     string `json:"method"`  // the JSON-RPC method of the original request
+	Dialect    string `json:"dialect"` // "1.0" or "0.3"
+	Async      bool   `json:"async,omitempty"`
+	Priority   string `json:"priority,omitempty"`   // urgent, normal (default) or batch
+	Request    []byte `json:"request"`              // the original JSON-RPC request, for re-dispatch
+	Replica    string `json:"replica,omitempty"`    // endpoint name now holding the task
+	ReplicaURL string `json:"replicaUrl,omitempty"` // its URL at dispatch time
 	// ReplicaRestarts is the replica's restart count at dispatch time: a stateless replica that
 	// restarted since (same name and address, a new process) no longer knows the task.
-	ReplicaRestarts int `json:"replicaRestarts,omitempty"`
-	UpstreamID string    `json:"upstreamId,omitempty"` // the task id on that replica
-	Attempts   int       `json:"attempts"`             // dispatches so far
-	State      TaskState `json:"state"`
-	Reason     string    `json:"reason,omitempty"` // why it failed, was rejected or re-dispatched
-	Result     []byte    `json:"result,omitempty"` // last known A2A task object (JSON), in the task's dialect
+	ReplicaRestarts int       `json:"replicaRestarts,omitempty"`
+	UpstreamID      string    `json:"upstreamId,omitempty"` // the task id on that replica
+	Attempts        int       `json:"attempts"`             // dispatches so far
+	State           TaskState `json:"state"`
+	Reason          string    `json:"reason,omitempty"` // why it failed, was rejected or re-dispatched
+	Result          []byte    `json:"result,omitempty"` // last known A2A task object (JSON), in the task's dialect
 	// Trace carries the W3C trace context of the request that created the task, so that a
 	// queued task's dispatch joins the client's trace.
 	Trace     map[string]string `json:"trace,omitempty"`
