@@ -7,7 +7,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -154,7 +156,7 @@ patches:
 	t.Run("a killed container is restarted and no task is lost", rn.testKillContainer)
 	t.Run("scale up and down under load", rn.testScale)
 	t.Run("delete cleans up", rn.testDelete)
-	t.Run("the Helm chart's gateway with its journal encrypted at rest", func(t *testing.T) { rn.testHelmGateway(t, dir) })
+	t.Run("the Helm chart's gateway with API keys and its journal encrypted at rest", func(t *testing.T) { rn.testHelmGateway(t, dir) })
 }
 
 // writeOverlay writes a kustomization in dir over base (kustomize takes only relative paths).
@@ -701,9 +703,11 @@ func (rn *realNode) testDelete(t *testing.T) {
 }
 
 // testHelmGateway installs a second gateway from the Helm chart, in its own namespace, with
+// gateway.config (API key authentication and a policy, so without --insecure-listen-remote) and
 // gateway.journalKeySecret: its pod reads the key from the Secret (as the image's non-root user),
-// serves a task of an Agent there, and the journal in the pod's emptyDir — read on the node —
-// records AES-GCM encryption and holds the task's request in no readable form.
+// refuses calls without the API key, serves a task of an Agent there with it, and the journal in
+// the pod's emptyDir — read on the node — records AES-GCM encryption and holds the task's request
+// in no readable form.
 func (rn *realNode) testHelmGateway(t *testing.T, dir string) {
 	ctx := t.Context()
 	const ns, secret = "clinic-b", "agentplane-journal-key"
@@ -716,10 +720,18 @@ func (rn *realNode) testHelmGateway(t *testing.T, dir string) {
 		"--from-literal=key="+base64.StdEncoding.EncodeToString(key)); err != nil {
 		t.Fatal(err)
 	}
+	// Callers authenticate with an API key (configured by its hash) and may use the agent intake.
+	apiKey := make([]byte, 32)
+	_, _ = rand.Read(apiKey)
+	token := base64.RawURLEncoding.EncodeToString(apiKey)
+	sum := sha256.Sum256([]byte(token))
+	gatewayConfig := fmt.Sprintf(`{"auth":{"apiKeys":[{"subject":"intake-desk","tenant":"clinic-b","groups":["nurses"],"sha256":%q}]},
+		"policies":[{"name":"nurses","groups":["nurses"],"agents":["intake"]}]}`, hex.EncodeToString(sum[:]))
 	repo, tag, _ := strings.Cut(k8scluster.AgentImage, ":")
 	rendered, err := exec.CommandContext(ctx, filepath.Join(rn.c.Bin, "helm"), "template", "agentplane",
 		filepath.Join(repoRoot(), "charts", "agentplane"), "--namespace", ns,
 		"--set", "operator.enabled=false", "--set", "gateway.journalKeySecret="+secret,
+		"--set-json", "gateway.config="+gatewayConfig, "--set", "gateway.insecureListenRemote=false",
 		"--set", "image.repository="+repo, "--set", "image.tag="+tag, "--set", "image.pullPolicy=Never").Output()
 	if err != nil {
 		t.Fatalf("helm template: %v", err)
@@ -767,18 +779,35 @@ patches:
 	}
 	const marker = "MRN 5120-88 John Doe, shortness of breath since Tuesday"
 	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"messageId":"helm-1","role":"ROLE_USER","parts":[{"text":%q}]}}}`, marker)
-	waitFor(t, 30*time.Second, func() error {
-		res, err := http.Post(url+"/agents/intake", "application/json", strings.NewReader(body))
+	send := func(token string) (int, string, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url+"/agents/intake", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		res, err := http.DefaultClient.Do(req)
 		if err != nil {
-			return err
+			return 0, "", err
 		}
 		defer res.Body.Close()
 		b, _ := io.ReadAll(res.Body)
-		if !strings.Contains(string(b), "TASK_STATE_COMPLETED") {
-			return fmt.Errorf("HTTP %d: %.300s", res.StatusCode, b)
+		return res.StatusCode, string(b), nil
+	}
+	waitFor(t, 30*time.Second, func() error {
+		code, b, err := send(token)
+		if err != nil {
+			return err
+		}
+		if code != http.StatusOK || !strings.Contains(b, "TASK_STATE_COMPLETED") {
+			return fmt.Errorf("HTTP %d: %.300s", code, b)
 		}
 		return nil
 	})
+	for _, bad := range []string{"", "not-the-key-0123456789abcdefghijklmnop"} {
+		if code, b, err := send(bad); err != nil || code != http.StatusUnauthorized {
+			t.Errorf("a call with key %q: HTTP %d %v %.200s, want 401", bad, code, err, b)
+		}
+	}
 
 	// The gateway's data directory is the pod's emptyDir, on this node's disk.
 	data := filepath.Join(rn.c.KubeletDir(), "pods", string(gw.UID), "volumes", "kubernetes.io~empty-dir", "data")
@@ -802,7 +831,7 @@ patches:
 	if len(clear) > 0 {
 		t.Fatalf("the task's request is readable in the journal: %v", clear)
 	}
-	t.Logf("the chart's gateway (journal key from Secret %s) served a task; its journal on the node is AES-GCM encrypted and holds the request in no readable form", secret)
+	t.Logf("the chart's gateway (gateway.config: API keys and a policy; journal key from Secret %s) refused calls without the key (401), served one with it; its journal on the node is AES-GCM encrypted and holds the request in no readable form", secret)
 	if _, err := rn.c.Kubectl(ctx, nil, "delete", "namespace", ns, "--wait=false"); err != nil {
 		t.Error(err)
 	}
