@@ -12,3 +12,8 @@ const (
 	// agent's NetworkPolicy admits.
 	GatewayAppName = "agentplane-gateway"
 )
+
+// EnvMemoryDir tells a replica of a stateful agent where its memory is: the mount of its volume
+// claim on Kubernetes, a directory per replica under the data directory in embedded mode. What is
+// written there outlives the replica's process.
+const EnvMemoryDir = "AGENTPLANE_MEMORY_DIR"

@@ -44,7 +44,7 @@ const (
 	hostKey       = corev1.LabelHostname
 
 	// EnvMemoryDir tells a stateful replica where its memory volume is mounted.
-	EnvMemoryDir = "AGENTPLANE_MEMORY_DIR"
+	EnvMemoryDir = v1alpha1.EnvMemoryDir
 )
 
 // Options are cluster-wide settings of the objects the operator writes.

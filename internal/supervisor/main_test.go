@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"testing"
@@ -66,6 +67,15 @@ func helperAgent(mode string) int {
 			return 1
 		}
 		fmt.Printf("child pid %d\n", child.Process.Pid)
+	}
+	if dir := os.Getenv("AGENTPLANE_MEMORY_DIR"); dir != "" { // a stateful agent remembers its starts
+		f, err := os.OpenFile(filepath.Join(dir, "starts"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		fmt.Fprintf(f, "pid %d\n", os.Getpid())
+		f.Close()
 	}
 	if mode == "slowstart" {
 		time.Sleep(time.Second)

@@ -102,6 +102,14 @@ func (s *Supervisor) runOnce(ctx context.Context, log *slog.Logger, rep *replica
 		defer done() // the replica's credentials end with its process
 		extra = e
 	}
+	if a.stateful {
+		dir := filepath.Join(s.opts.DataDir, "memory", a.name, name)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			log.Error("replica start failed", "err", err)
+			return outcome{exit: "cannot create the memory directory: " + err.Error()}
+		}
+		extra = append(extra, v1alpha1.EnvMemoryDir+"="+dir)
+	}
 	env := slices.Concat(s.inherits, a.env, extra, []string{
 		"PORT=" + strconv.Itoa(port),
 		"AGENTPLANE_AGENT=" + a.name,

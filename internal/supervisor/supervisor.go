@@ -19,7 +19,10 @@ import (
 
 // Options configure a Supervisor. Only DataDir is required.
 type Options struct {
-	// DataDir holds logs/<agent>/<agent>-<i>.log (appended to) and run/<agent>-<i>.<pid>.pid.
+	// DataDir holds logs/<agent>/<agent>-<i>.log (appended to), run/<agent>-<i>.<pid>.pid and,
+	// for stateful agents, memory/<agent>/<agent>-<i>/: each replica's memory, kept across its
+	// restarts and updates as a StatefulSet's volume claim is (and, like one, when the agent is
+	// scaled down or removed).
 	DataDir string
 	// Executable replaces spec.command[0] when that is "agentplane"; default os.Executable().
 	Executable string
@@ -115,6 +118,7 @@ type agentSpec struct {
 	env            []string // spec.env as "KEY=value"
 	replicas       int
 	maxConcurrency int
+	stateful       bool // each replica keeps a memory directory across restarts
 	site           string
 	startup        v1alpha1.Probe
 	ready          v1alpha1.Probe
@@ -124,7 +128,7 @@ type agentSpec struct {
 // sameProcess reports whether replicas of a and b run the same way, so that a change from one to
 // the other needs no restart.
 func (a *agentSpec) sameProcess(b *agentSpec) bool {
-	return slices.Equal(a.argv, b.argv) && slices.Equal(a.env, b.env) && a.maxConcurrency == b.maxConcurrency &&
+	return slices.Equal(a.argv, b.argv) && slices.Equal(a.env, b.env) && a.maxConcurrency == b.maxConcurrency && a.stateful == b.stateful &&
 		a.startup == b.startup && a.ready == b.ready && a.live == b.live
 }
 
@@ -231,7 +235,8 @@ func (s *Supervisor) resolve(agents []v1alpha1.Agent) ([]*v1alpha1.Agent, []*age
 			}
 			argv[0] = s.opts.Executable
 		}
-		spec := &agentSpec{name: a.Name, argv: argv, replicas: a.DesiredReplicas(), maxConcurrency: int(a.Spec.MaxConcurrency)}
+		spec := &agentSpec{name: a.Name, argv: argv, replicas: a.DesiredReplicas(), maxConcurrency: int(a.Spec.MaxConcurrency),
+			stateful: a.Spec.State == v1alpha1.Stateful}
 		for _, e := range a.Spec.Env {
 			spec.env = append(spec.env, e.Name+"="+e.Value)
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -251,6 +252,52 @@ func TestKilledReplicaIsRestarted(t *testing.T) {
 	log, _ := os.ReadFile(e.LogPath)
 	if !strings.Contains(string(log), "--- agentplane: start triage-0 attempt 2 at ") {
 		t.Errorf("log lacks the second start:\n%s", log)
+	}
+}
+
+// A stateful agent's replica keeps a memory directory of its own across restarts, as a
+// StatefulSet's pod keeps its volume claim; a stateless agent gets none.
+func TestStatefulReplicaKeepsItsMemory(t *testing.T) {
+	t.Parallel()
+	notes := testAgent(t, "notes", 2, "ok")
+	notes.Spec.State = v1alpha1.Stateful
+	notes.Spec.Memory = &v1alpha1.MemorySpec{Size: "1Mi"}
+	triage := testAgent(t, "triage", 1, "ok")
+	dataDir := t.TempDir()
+	h := startSupervisor(t, []v1alpha1.Agent{notes, triage}, Options{DataDir: dataDir})
+	snap := h.waitFor("ready", 20*time.Second, allReady)
+	var first discovery.Endpoint
+	for _, a := range snap {
+		if a.Name == "notes" {
+			first = a.Endpoints[0]
+		}
+	}
+	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("notes-0 restarted", 20*time.Second, func(s []discovery.Agent) bool {
+		for _, a := range s {
+			if a.Name == "notes" {
+				return a.Endpoints[0].Ready && a.Endpoints[0].Restarts == 1
+			}
+		}
+		return false
+	})
+	memory := filepath.Join(dataDir, "memory", "notes")
+	for replica, want := range map[string]int{"notes-0": 2, "notes-1": 1} {
+		b, err := os.ReadFile(filepath.Join(memory, replica, "starts"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Count(string(b), "pid "); got != want {
+			t.Errorf("%s remembers %d starts, want %d:\n%s", replica, got, want, b)
+		}
+		if fi, err := os.Stat(filepath.Join(memory, replica)); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s memory directory: %v %v, want mode 0700", replica, fi.Mode(), err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "memory", "triage")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a stateless agent got a memory directory: %v", err)
 	}
 }
 
