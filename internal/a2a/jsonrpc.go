@@ -9,7 +9,8 @@ import (
 // Version is the JSON-RPC version every message must carry.
 const Version = "2.0"
 
-// MaxDepth bounds the nesting of a request body; deeper JSON is refused before it is decoded.
+// MaxDepth bounds the nesting of a request body by default; deeper JSON is refused before it is
+// decoded.
 const MaxDepth = 64
 
 // Request is a parsed JSON-RPC request. Params is kept raw so that it can be forwarded unchanged.
@@ -25,13 +26,19 @@ type Request struct {
 
 // ParseRequest parses and checks one JSON-RPC request of either A2A dialect. On failure the
 // returned Error carries the JSON-RPC code to answer with, and the id when it could be read.
-func ParseRequest(body []byte) (*Request, *Error) {
+func ParseRequest(body []byte) (*Request, *Error) { return ParseRequestLimit(body, MaxDepth) }
+
+// ParseRequestLimit is ParseRequest with another nesting limit (maxDepth <= 0: MaxDepth).
+func ParseRequestLimit(body []byte, maxDepth int) (*Request, *Error) {
+	if maxDepth <= 0 {
+		maxDepth = MaxDepth
+	}
 	body = bytes.TrimSpace(body)
 	if len(body) == 0 {
 		return nil, Errorf(CodeInvalidRequest, "empty body: expected a JSON-RPC 2.0 request object")
 	}
-	if d := depth(body); d > MaxDepth {
-		return nil, Errorf(CodeInvalidRequest, "JSON nested %d levels deep; the limit is %d", d, MaxDepth)
+	if d := depth(body); d > maxDepth {
+		return nil, Errorf(CodeInvalidRequest, "JSON nested %d levels deep; the limit is %d", d, maxDepth)
 	}
 	if body[0] == '[' {
 		return nil, Errorf(CodeInvalidRequest, "JSON-RPC batches are not supported by A2A: send one request per call")

@@ -87,6 +87,8 @@ func (s security) apply(o *gateway.Options, dataDir string, logger *slog.Logger,
 		o.MaxBodyBytes = l.MaxBodyBytes
 	}
 	o.MaxHeaderBytes = int(l.MaxHeaderBytes)
+	o.MaxJSONDepth = int(l.MaxJSONDepth)
+	o.MaxSSELineBytes = int(l.MaxSSELineBytes)
 	o.MaxConcurrentRequests = int(l.MaxConcurrentRequests)
 	o.MaxStreamsPerConnection = int(l.MaxConcurrentStreamsPerConnection)
 	if l.ReadHeaderTimeout != nil {

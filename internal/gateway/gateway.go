@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentplane/agentplane/internal/a2a"
 	"github.com/agentplane/agentplane/internal/audit"
 	"github.com/agentplane/agentplane/internal/auth"
 	"github.com/agentplane/agentplane/internal/discovery"
@@ -81,6 +82,11 @@ type Options struct {
 	AdvertiseURL string
 	// MaxBodyBytes bounds a request body.
 	MaxBodyBytes int64
+	// MaxJSONDepth bounds the nesting of a request body (default a2a.MaxDepth, 64).
+	MaxJSONDepth int
+	// MaxSSELineBytes bounds one line of an agent's event stream (default 4 MiB); a longer line
+	// ends the stream with an error.
+	MaxSSELineBytes int
 	// TaskTimeout bounds one dispatch of a task to a replica, streaming included. A replica that
 	// takes longer is taken for hung: it is ejected and the task goes to another replica.
 	TaskTimeout time.Duration
@@ -141,6 +147,8 @@ func New(opts Options) (*Gateway, error) {
 		opts.MaxConcurrentRequests = 10000
 	}
 	opts.MaxHeaderBytes = cmp.Or(opts.MaxHeaderBytes, 64<<10)
+	opts.MaxJSONDepth = cmp.Or(opts.MaxJSONDepth, a2a.MaxDepth)
+	opts.MaxSSELineBytes = cmp.Or(opts.MaxSSELineBytes, DefaultMaxSSELineBytes)
 	opts.ReadHeaderTimeout = cmp.Or(opts.ReadHeaderTimeout, 10*time.Second)
 	opts.ReadTimeout = cmp.Or(opts.ReadTimeout, 60*time.Second)
 	opts.IdleTimeout = cmp.Or(opts.IdleTimeout, 120*time.Second)

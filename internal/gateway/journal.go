@@ -150,7 +150,7 @@ func (g *Gateway) recover(ctx context.Context) error {
 	}
 	for _, t := range pending {
 		if !t.Async {
-			req, perr := a2a.ParseRequest(t.Request)
+			req, perr := a2a.ParseRequestLimit(t.Request, g.opts.MaxJSONDepth)
 			if perr != nil {
 				g.finish(ctx, t, store.StateFailed, "the journaled request could not be read again", nil)
 				continue

@@ -124,7 +124,7 @@ func (g *Gateway) serveRPC(w http.ResponseWriter, r *http.Request) {
 		g.rpcError(sw, http.StatusBadRequest, nil, a2a.Errorf(a2a.CodeInvalidRequest, "reading the request body failed: %v", err))
 		return
 	}
-	req, perr := a2a.ParseRequest(body)
+	req, perr := a2a.ParseRequestLimit(body, g.opts.MaxJSONDepth)
 	if perr != nil {
 		g.rpcError(sw, http.StatusOK, a2a.ErrorID(body), perr)
 		outcome = "bad-request"

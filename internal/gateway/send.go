@@ -502,7 +502,7 @@ func (g *Gateway) streamAttempt(ctx context.Context, c *call, sw *sseWriter, t *
 			return false, err
 		}
 	}
-	rd := newSSEReader(resp.Body)
+	rd := newSSEReader(resp.Body, g.opts.MaxSSELineBytes)
 	var final a2a.State
 	for {
 		ev, err := rd.next()

@@ -8,8 +8,9 @@ import (
 	"net/http"
 )
 
-// maxSSELine bounds one line of an agent's event stream.
-const maxSSELine = 4 << 20
+// DefaultMaxSSELineBytes bounds one line of an agent's event stream unless
+// Options.MaxSSELineBytes says otherwise.
+const DefaultMaxSSELineBytes = 4 << 20
 
 var errLineTooLong = errors.New("event stream line too long")
 
@@ -20,11 +21,14 @@ type sseEvent struct {
 }
 
 type sseReader struct {
-	br   *bufio.Reader
-	line []byte
+	br      *bufio.Reader
+	line    []byte
+	maxLine int
 }
 
-func newSSEReader(r io.Reader) *sseReader { return &sseReader{br: bufio.NewReaderSize(r, 64<<10)} }
+func newSSEReader(r io.Reader, maxLine int) *sseReader {
+	return &sseReader{br: bufio.NewReaderSize(r, 64<<10), maxLine: maxLine}
+}
 
 // next returns the next event. Event ids and names are dropped: the gateway re-numbers nothing
 // and resumption goes through SubscribeToTask, not Last-Event-ID.
@@ -65,7 +69,7 @@ func (s *sseReader) readLine() ([]byte, error) {
 	for {
 		frag, err := s.br.ReadSlice('\n')
 		s.line = append(s.line, frag...)
-		if len(s.line) > maxSSELine {
+		if len(s.line) > s.maxLine {
 			return nil, errLineTooLong
 		}
 		if err != bufio.ErrBufferFull {

@@ -165,7 +165,7 @@ func (g *Gateway) relaySubscription(c *call, t *store.Task, ep discovery.Endpoin
 	if err := sw.start(ep.Name); err != nil {
 		return nil
 	}
-	rd := newSSEReader(resp.Body)
+	rd := newSSEReader(resp.Body, g.opts.MaxSSELineBytes)
 	for {
 		ev, err := rd.next()
 		if err != nil {
@@ -223,7 +223,7 @@ func (g *Gateway) serveContinue(c *call, mi a2a.MessageInfo) string {
 		if sw.start(ep.Name) != nil {
 			return "client-gone"
 		}
-		rd := newSSEReader(resp.Body)
+		rd := newSSEReader(resp.Body, g.opts.MaxSSELineBytes)
 		for {
 			ev, err := rd.next()
 			if err != nil {
