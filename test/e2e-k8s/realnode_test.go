@@ -25,6 +25,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -726,12 +727,36 @@ func (rn *realNode) testHelmGateway(t *testing.T, dir string) {
 	token := base64.RawURLEncoding.EncodeToString(apiKey)
 	sum := sha256.Sum256([]byte(token))
 	gatewayConfig := fmt.Sprintf(`{"auth":{"apiKeys":[{"subject":"intake-desk","tenant":"clinic-b","groups":["nurses"],"sha256":%q}]},
-		"policies":[{"name":"nurses","groups":["nurses"],"agents":["intake"]}]}`, hex.EncodeToString(sum[:]))
+		"policies":[{"name":"nurses","groups":["nurses"],"agents":["intake","records"]}]}`, hex.EncodeToString(sum[:]))
+	// The journal's volume: a local PersistentVolume on the node (there is no provisioner here),
+	// which the chart's claim binds to; the kubelet gives it to the gateway's group (fsGroup).
+	pvDir := filepath.Join(dir, "pv-gateway-journal")
+	if err := os.MkdirAll(pvDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pv := &corev1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{Name: "e2e-gateway-journal"},
+		Spec: corev1.PersistentVolumeSpec{
+			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
+			AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain,
+			StorageClassName:              "e2e-manual",
+			PersistentVolumeSource:        corev1.PersistentVolumeSource{Local: &corev1.LocalVolumeSource{Path: pvDir}},
+			NodeAffinity: &corev1.VolumeNodeAffinity{Required: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
+				MatchExpressions: []corev1.NodeSelectorRequirement{{Key: corev1.LabelHostname, Operator: corev1.NodeSelectorOpIn, Values: []string{k8scluster.RealNodeName}}},
+			}}}},
+		},
+	}
+	if err := rn.c.Client.Create(ctx, pv); err != nil {
+		t.Fatal(err)
+	}
 	repo, tag, _ := strings.Cut(k8scluster.AgentImage, ":")
 	rendered, err := exec.CommandContext(ctx, filepath.Join(rn.c.Bin, "helm"), "template", "agentplane",
 		filepath.Join(repoRoot(), "charts", "agentplane"), "--namespace", ns,
 		"--set", "operator.enabled=false", "--set", "gateway.journalKeySecret="+secret,
 		"--set-json", "gateway.config="+gatewayConfig, "--set", "gateway.insecureListenRemote=false",
+		"--set", "gateway.persistence.enabled=true", "--set", "gateway.persistence.storageClassName=e2e-manual",
+		"--set", "gateway.persistence.size=64Mi",
 		"--set", "image.repository="+repo, "--set", "image.tag="+tag, "--set", "image.pullPolicy=Never").Output()
 	if err != nil {
 		t.Fatalf("helm template: %v", err)
@@ -809,11 +834,11 @@ patches:
 		}
 	}
 
-	// The gateway's data directory is the pod's emptyDir, on this node's disk.
-	data := filepath.Join(rn.c.KubeletDir(), "pods", string(gw.UID), "volumes", "kubernetes.io~empty-dir", "data")
+	// The gateway's data directory is the persistent volume, on this node's disk.
+	data := pvDir
 	record, err := os.ReadFile(filepath.Join(data, "journal-encryption"))
 	if err != nil || !strings.HasPrefix(string(record), "aes-gcm ") {
-		t.Fatalf("journal encryption record in the pod's emptyDir: %q, %v", record, err)
+		t.Fatalf("journal encryption record in the gateway's volume: %q, %v", record, err)
 	}
 	var clear []string
 	_ = filepath.WalkDir(filepath.Join(data, "jetstream"), func(path string, d fs.DirEntry, err error) error {
@@ -832,6 +857,94 @@ patches:
 		t.Fatalf("the task's request is readable in the journal: %v", clear)
 	}
 	t.Logf("the chart's gateway (gateway.config: API keys and a policy; journal key from Secret %s) refused calls without the key (401), served one with it; its journal on the node is AES-GCM encrypted and holds the request in no readable form", secret)
+
+	// The gateway's pod is lost with tasks accepted and not yet done: its replacement, on the same
+	// journal, finishes them.
+	records := &v1alpha1.Agent{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "records"},
+		Spec: v1alpha1.AgentSpec{Image: k8scluster.AgentImage, ImagePullPolicy: corev1.PullNever, MaxConcurrency: 2,
+			Replicas: ptr.To[int32](1), Args: []string{"simagent", "--latency", "3s"}},
+	}
+	if err := rn.c.Client.Create(ctx, records); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := rn.c.Kubectl(ctx, nil, "wait", "-n", ns, "--for=condition=Ready", "--timeout=90s", "agent/records"); err != nil {
+		t.Fatalf("agent records not Ready: %v\n%s", err, out)
+	}
+	rpc := func(base, body string) (map[string]any, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/agents/records", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+token)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		defer res.Body.Close()
+		var v map[string]any
+		if err := json.NewDecoder(res.Body).Decode(&v); err != nil {
+			return nil, fmt.Errorf("HTTP %d: %w", res.StatusCode, err)
+		}
+		return v, nil
+	}
+	taskOf := func(v map[string]any) (id, state string) {
+		r, _ := v["result"].(map[string]any)
+		if task, ok := r["task"].(map[string]any); ok {
+			r = task
+		}
+		st, _ := r["status"].(map[string]any)
+		return fmt.Sprint(r["id"]), fmt.Sprint(st["state"])
+	}
+	var ids []string
+	for i := range 4 {
+		waitFor(t, 30*time.Second, func() error { // the gateway learns of the new agent
+			v, err := rpc(url, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"SendMessage","params":{"message":{"messageId":"rec-%d","role":"ROLE_USER","parts":[{"text":"file the visit note"}]},"configuration":{"returnImmediately":true}}}`, i, i))
+			if err != nil {
+				return err
+			}
+			id, state := taskOf(v)
+			if state != "TASK_STATE_SUBMITTED" {
+				return fmt.Errorf("async task %d: %v", i, v)
+			}
+			ids = append(ids, id)
+			return nil
+		})
+	}
+	killedAt := time.Now()
+	if _, err := rn.c.Kubectl(ctx, nil, "delete", "pod", "-n", ns, gw.Name, "--grace-period=0", "--force"); err != nil {
+		t.Fatal(err)
+	}
+	var next *corev1.Pod
+	waitFor(t, 90*time.Second, func() error {
+		var pods corev1.PodList
+		if err := rn.c.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{"app.kubernetes.io/name": "agentplane-gateway"}); err != nil {
+			return err
+		}
+		for i := range pods.Items {
+			p := &pods.Items[i]
+			if p.UID != gw.UID && p.DeletionTimestamp == nil && podReady(p) {
+				next = p
+				return nil
+			}
+		}
+		return fmt.Errorf("no replacement gateway pod ready yet")
+	})
+	url = "http://" + next.Status.PodIP + ":8080"
+	states := map[string]string{}
+	waitFor(t, 90*time.Second, func() error {
+		for _, id := range ids {
+			v, err := rpc(url, fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"GetTask","params":{"id":%q}}`, id))
+			if err != nil {
+				return err
+			}
+			_, states[id] = taskOf(v)
+			if states[id] != "TASK_STATE_COMPLETED" {
+				return fmt.Errorf("task states after the gateway pod was lost: %v", states)
+			}
+		}
+		return nil
+	})
+	t.Logf("gateway pod force-deleted with %d async tasks accepted and unfinished; its replacement (same journal volume) completed all %d, %v after the loss",
+		len(ids), len(ids), time.Since(killedAt).Round(time.Millisecond))
 	if _, err := rn.c.Kubectl(ctx, nil, "delete", "namespace", ns, "--wait=false"); err != nil {
 		t.Error(err)
 	}
