@@ -310,7 +310,10 @@ func TestBadRequestsGetClearErrors(t *testing.T) {
 	}
 }
 
-func TestMidStreamFailureEndsWithAnErrorEvent(t *testing.T) {
+// streamingAgent is an agent (v1.0 card) that answers every message with the event stream that
+// stream writes.
+func streamingAgent(t *testing.T, stream func(w http.ResponseWriter)) string {
+	t.Helper()
 	var srv *httptest.Server
 	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet {
@@ -318,15 +321,22 @@ func TestMidStreamFailureEndsWithAnErrorEvent(t *testing.T) {
 			return
 		}
 		w.Header().Set("Content-Type", "text/event-stream")
+		stream(w)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func TestMidStreamFailureEndsWithAnErrorEvent(t *testing.T) {
+	agent := streamingAgent(t, func(w http.ResponseWriter) {
 		fmt.Fprint(w, "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"task\":{\"id\":\"t1\",\"status\":{\"state\":\"TASK_STATE_WORKING\"}}}}\n\n")
 		w.(http.Flusher).Flush()
 		conn, _, err := http.NewResponseController(w).Hijack()
 		if err == nil {
 			conn.Close() // the replica dies mid-stream
 		}
-	}))
-	defer srv.Close()
-	_, gw := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, srv.URL)))
+	})
+	_, gw := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, agent)))
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, gw.URL+"/agents/triage",
 		strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"SendStreamingMessage","params":{"message":{}}}`))
 	req.Header.Set("Content-Type", "application/json")

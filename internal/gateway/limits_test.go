@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -37,20 +36,13 @@ func TestConfiguredJSONDepth(t *testing.T) {
 // error event. Under the default limit the same stream is relayed whole.
 func TestConfiguredSSELineLimit(t *testing.T) {
 	long := strings.Repeat("x", 2048)
-	var agent *httptest.Server
-	agent = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet {
-			fmt.Fprintf(w, `{"supportedInterfaces":[{"url":%q,"protocolBinding":"JSONRPC","protocolVersion":"1.0"}]}`, agent.URL)
-			return
-		}
-		w.Header().Set("Content-Type", "text/event-stream")
+	agent := streamingAgent(t, func(w http.ResponseWriter) {
 		fmt.Fprint(w, "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"task\":{\"id\":\"t1\",\"status\":{\"state\":\"TASK_STATE_WORKING\"}}}}\n\n")
 		fmt.Fprintf(w, "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"statusUpdate\":{\"taskId\":\"t1\",\"status\":{\"state\":\"TASK_STATE_COMPLETED\",\"message\":{\"messageId\":\"a\",\"role\":\"ROLE_AGENT\",\"parts\":[{\"text\":%q}]}}}}}\n\n", long)
-	}))
-	defer agent.Close()
+	})
 	stream := func(limit int) string {
 		t.Helper()
-		_, gw := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, agent.URL)), func(o *Options) { o.MaxSSELineBytes = limit })
+		_, gw := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, agent)), func(o *Options) { o.MaxSSELineBytes = limit })
 		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, gw.URL+"/agents/triage",
 			strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"SendStreamingMessage","params":{"message":{"messageId":"m","role":"ROLE_USER","parts":[{"text":"x"}]}}}`))
 		req.Header.Set("Content-Type", "application/json")
