@@ -99,6 +99,20 @@ func post(t *testing.T, url, body string) rpcReply {
 	return r
 }
 
+// postStream POSTs a JSON-RPC body and returns the whole answer, an event stream or not.
+func postStream(t *testing.T, url, body string) string {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	return string(raw)
+}
+
 func sendV1(id int, text string) string {
 	return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"SendMessage","params":{"message":{"messageId":"m-%d","role":"ROLE_USER","parts":[{"text":%q}]}}}`, id, id, text)
 }
@@ -337,16 +351,8 @@ func TestMidStreamFailureEndsWithAnErrorEvent(t *testing.T) {
 		}
 	})
 	_, gw := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, agent)))
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, gw.URL+"/agents/triage",
-		strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"SendStreamingMessage","params":{"message":{}}}`))
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
-	events := strings.Split(strings.TrimSpace(string(raw)), "\n\n")
+	raw := postStream(t, gw.URL+"/agents/triage", `{"jsonrpc":"2.0","id":1,"method":"SendStreamingMessage","params":{"message":{}}}`)
+	events := strings.Split(strings.TrimSpace(raw), "\n\n")
 	if len(events) != 2 || !strings.Contains(events[0], "TASK_STATE_WORKING") || strings.Contains(events[0], `"t1"`) || !strings.Contains(events[1], fmt.Sprint(a2a.CodeAgentUnavailable)) {
 		t.Fatalf("stream = %q, want the agent's event then an error event", raw)
 	}
@@ -524,22 +530,14 @@ func TestRetryBudgetBoundsExtraRequestsWhenEveryReplicaFails(t *testing.T) {
 // dyingStreamer is a replica that starts a stream and dies after the first event.
 func dyingStreamer(t *testing.T, hits *atomic.Int32) string {
 	t.Helper()
-	var srv *httptest.Server
-	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet {
-			fmt.Fprintf(w, `{"supportedInterfaces":[{"url":%q,"protocolBinding":"JSONRPC","protocolVersion":"1.0"}]}`, srv.URL)
-			return
-		}
+	return streamingAgent(t, func(w http.ResponseWriter) {
 		hits.Add(1)
-		w.Header().Set("Content-Type", "text/event-stream")
 		fmt.Fprint(w, "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"task\":{\"id\":\"dying-replica-task\",\"contextId\":\"c\",\"status\":{\"state\":\"TASK_STATE_SUBMITTED\"}}}}\n\n")
 		w.(http.Flusher).Flush()
 		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
 			conn.Close()
 		}
-	}))
-	t.Cleanup(srv.Close)
-	return srv.URL
+	})
 }
 
 func TestStreamContinuesOnAnotherReplicaWhenItsReplicaDies(t *testing.T) {
@@ -550,19 +548,12 @@ func TestStreamContinuesOnAnotherReplicaWhenItsReplicaDies(t *testing.T) {
 	body := `{"jsonrpc":"2.0","id":1,"method":"SendStreamingMessage","params":{"message":{"messageId":"s-1","role":"ROLE_USER","parts":[{"text":"x"}]}}}`
 	for try := range 30 {
 		before := hits.Load()
-		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, srv.URL+"/agents/triage", strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, _ := io.ReadAll(res.Body)
-		res.Body.Close()
+		raw := postStream(t, srv.URL+"/agents/triage", body)
 		if hits.Load() == before {
 			continue // the live replica was picked first; try again
 		}
 		var events []a2a.Response
-		for _, block := range strings.Split(strings.TrimSpace(string(raw)), "\n\n") {
+		for _, block := range strings.Split(strings.TrimSpace(raw), "\n\n") {
 			var r a2a.Response
 			if err := json.Unmarshal([]byte(strings.TrimPrefix(block, "data: ")), &r); err != nil {
 				t.Fatalf("event %q: %v", block, err)

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -43,16 +42,8 @@ func TestConfiguredSSELineLimit(t *testing.T) {
 	stream := func(limit int) string {
 		t.Helper()
 		_, gw := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, agent)), func(o *Options) { o.MaxSSELineBytes = limit })
-		req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, gw.URL+"/agents/triage",
-			strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"SendStreamingMessage","params":{"message":{"messageId":"m","role":"ROLE_USER","parts":[{"text":"x"}]}}}`))
-		req.Header.Set("Content-Type", "application/json")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer res.Body.Close()
-		raw, _ := io.ReadAll(res.Body)
-		return string(raw)
+		return postStream(t, gw.URL+"/agents/triage",
+			`{"jsonrpc":"2.0","id":1,"method":"SendStreamingMessage","params":{"message":{"messageId":"m","role":"ROLE_USER","parts":[{"text":"x"}]}}}`)
 	}
 	if got := stream(0); !strings.Contains(got, long) || !strings.Contains(got, "TASK_STATE_COMPLETED") {
 		t.Fatalf("default limit: the long event was not relayed:\n%.300s", got)
