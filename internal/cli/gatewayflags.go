@@ -109,6 +109,21 @@ func (g *gatewayFlags) options(src discovery.Source, journal store.Journal, logg
 	}
 }
 
+// startDiagnostics turns on tracing (when the OTEL_* environment asks for it) and the profiling
+// endpoints (--pprof-listen), and returns the function that stops both.
+func (g *gatewayFlags) startDiagnostics(ctx context.Context, logger *slog.Logger) (func(), error) {
+	stopTracing, err := setupTracing(ctx, logger)
+	if err != nil {
+		return nil, err
+	}
+	stopPprof, err := startPprof(g.pprofListen, logger)
+	if err != nil {
+		stopTracing()
+		return nil, err
+	}
+	return func() { stopPprof(); stopTracing() }, nil
+}
+
 // setupTracing turns on OpenTelemetry tracing when the OTEL_* environment asks for it, and
 // returns the function that flushes and stops it.
 func setupTracing(ctx context.Context, logger *slog.Logger) (func(), error) {

@@ -66,16 +66,11 @@ func runKubeGateway(ctx context.Context, streams Streams, o kgatewayOptions) err
 	if err != nil {
 		return err
 	}
-	stopTracing, err := setupTracing(ctx, logger)
+	stopDiagnostics, err := o.startDiagnostics(ctx, logger)
 	if err != nil {
 		return err
 	}
-	defer stopTracing()
-	stopPprof, err := startPprof(o.pprofListen, logger)
-	if err != nil {
-		return err
-	}
-	defer stopPprof()
+	defer stopDiagnostics()
 	cfg, ns, err := kubeClientConfig(o.kubeconfig)
 	if err != nil {
 		return err

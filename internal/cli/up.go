@@ -108,16 +108,11 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 		slog.NewJSONHandler(logFile, &slog.HandlerOptions{Level: level}),
 		slog.NewTextHandler(streams.Err, &slog.HandlerOptions{Level: slog.LevelWarn}),
 	)))
-	stopTracing, err := setupTracing(ctx, logger)
+	stopDiagnostics, err := o.startDiagnostics(ctx, logger)
 	if err != nil {
 		return err
 	}
-	defer stopTracing()
-	stopPprof, err := startPprof(o.pprofListen, logger)
-	if err != nil {
-		return err
-	}
-	defer stopPprof()
+	defer stopDiagnostics()
 
 	if err := o.checkJournal(); err != nil {
 		return err
