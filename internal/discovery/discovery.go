@@ -52,7 +52,7 @@ type Endpoint struct {
 	LogPath string `json:"logPath,omitempty"`
 }
 
-// Agent.State values, as in the Agent's spec.state.
+// Agent.State values: the Agent's spec.state (api/v1alpha1 Stateless, Stateful).
 const (
 	AgentStateless = "stateless"
 	AgentStateful  = "stateful"

@@ -310,7 +310,7 @@ func (g *Gateway) pickAmong(agent discovery.Agent, tried map[string]bool, contex
 		return discovery.Endpoint{}, nil, fmt.Errorf("no balancing policy for %s agents", agent.State)
 	}
 	req := balancer.Request{AllowedSites: agent.AllowedSites}
-	if agent.State == "stateful" {
+	if agent.State == discovery.AgentStateful {
 		req.AffinityKey = contextID
 	}
 	for range 3 {

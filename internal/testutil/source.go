@@ -49,7 +49,7 @@ func (s *Source) Set(agents ...discovery.Agent) {
 
 // Agent builds a ready agent with one endpoint per URL.
 func Agent(name string, maxConcurrency int, urls ...string) discovery.Agent {
-	a := discovery.Agent{Name: name, State: "stateless", MaxConcurrency: maxConcurrency, Desired: len(urls)}
+	a := discovery.Agent{Name: name, State: discovery.AgentStateless, MaxConcurrency: maxConcurrency, Desired: len(urls)}
 	for i, u := range urls {
 		a.Endpoints = append(a.Endpoints, discovery.Endpoint{
 			Agent: name, Name: name + "-" + string(rune('0'+i)), Index: i, URL: u, Ready: true, State: discovery.StateRunning,

@@ -3,6 +3,7 @@ package policies
 import (
 	"errors"
 
+	"github.com/agentplane/agentplane/internal/discovery"
 	"github.com/agentplane/agentplane/internal/gateway/balancer"
 	"github.com/agentplane/agentplane/internal/gateway/balancer/chash"
 	"github.com/agentplane/agentplane/internal/gateway/balancer/filter"
@@ -50,9 +51,9 @@ func Default(o Options) *balancer.Registry {
 	return r
 }
 
-// NameFor returns the policy for an agent of the given state ("stateful" or "stateless").
+// NameFor returns the policy for an agent of the given discovery.Agent state.
 func NameFor(state string) string {
-	if state == "stateful" {
+	if state == discovery.AgentStateful {
 		return CHash
 	}
 	return P2C
