@@ -76,9 +76,8 @@ func (g *gatewayFlags) checkJournal() error {
 			return &exitError{code: 2, err: fmt.Errorf("--journal-key-file: %w", err)}
 		}
 		g.journalKey = strings.TrimRight(string(b), "\r\n")
-		if len(g.journalKey) < store.MinKeyLength {
-			return &exitError{code: 2, err: fmt.Errorf("--journal-key-file %s: the key has %d bytes; it needs at least %d (head -c 32 /dev/urandom | base64)",
-				g.journalKeyFile, len(g.journalKey), store.MinKeyLength)}
+		if err := store.CheckKey(g.journalKey); err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("--journal-key-file %s: %w", g.journalKeyFile, err)}
 		}
 	}
 	return nil

@@ -61,6 +61,14 @@ func startEmbedded(ctx context.Context, opts Options, log *slog.Logger) (*server
 // MinKeyLength is the shortest encryption key the journal takes, in bytes.
 const MinKeyLength = 32
 
+// CheckKey refuses an encryption key shorter than MinKeyLength.
+func CheckKey(key string) error {
+	if len(key) < MinKeyLength {
+		return fmt.Errorf("the encryption key has %d bytes; it needs at least %d (for example: head -c 32 /dev/urandom | base64)", len(key), MinKeyLength)
+	}
+	return nil
+}
+
 // keyCheckFile records, beside the embedded server's files, whether the journal is encrypted and
 // an HMAC that tells whether a key is the one it was written with. Without it a wrong key would
 // look to the server like a journal with nothing in it, and the tasks would be silently lost.

@@ -147,8 +147,8 @@ func (o *Options) setDefaults() error {
 		if o.URL != "" {
 			return errors.New("store: an encryption key applies to the embedded journal; an external server encrypts with its own configuration (jetstream { cipher: aes, key: ... })")
 		}
-		if len(o.EncryptionKey) < MinKeyLength {
-			return fmt.Errorf("store: the encryption key has %d bytes; it needs at least %d (for example: head -c 32 /dev/urandom | base64)", len(o.EncryptionKey), MinKeyLength)
+		if err := CheckKey(o.EncryptionKey); err != nil {
+			return fmt.Errorf("store: %w", err)
 		}
 	}
 	if o.Retention == 0 {
