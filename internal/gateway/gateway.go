@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/agentplane/agentplane/internal/a2a"
+	configv1 "github.com/agentplane/agentplane/api/config/v1alpha1"
 	"github.com/agentplane/agentplane/internal/audit"
 	"github.com/agentplane/agentplane/internal/auth"
 	"github.com/agentplane/agentplane/internal/discovery"
@@ -82,10 +82,10 @@ type Options struct {
 	AdvertiseURL string
 	// MaxBodyBytes bounds a request body.
 	MaxBodyBytes int64
-	// MaxJSONDepth bounds the nesting of a request body (default a2a.MaxDepth, 64).
+	// MaxJSONDepth bounds the nesting of a request body (default 64, as in GatewayConfig).
 	MaxJSONDepth int
-	// MaxSSELineBytes bounds one line of an agent's event stream (default 4 MiB); a longer line
-	// ends the stream with an error.
+	// MaxSSELineBytes bounds one line of an agent's event stream (default 4 MiB, as in
+	// GatewayConfig); a longer line ends the stream with an error.
 	MaxSSELineBytes int
 	// TaskTimeout bounds one dispatch of a task to a replica, streaming included. A replica that
 	// takes longer is taken for hung: it is ejected and the task goes to another replica.
@@ -147,8 +147,8 @@ func New(opts Options) (*Gateway, error) {
 		opts.MaxConcurrentRequests = 10000
 	}
 	opts.MaxHeaderBytes = cmp.Or(opts.MaxHeaderBytes, 64<<10)
-	opts.MaxJSONDepth = cmp.Or(opts.MaxJSONDepth, a2a.MaxDepth)
-	opts.MaxSSELineBytes = cmp.Or(opts.MaxSSELineBytes, DefaultMaxSSELineBytes)
+	opts.MaxJSONDepth = cmp.Or(opts.MaxJSONDepth, configv1.DefaultMaxJSONDepth)
+	opts.MaxSSELineBytes = cmp.Or(opts.MaxSSELineBytes, configv1.DefaultMaxSSELineBytes)
 	opts.ReadHeaderTimeout = cmp.Or(opts.ReadHeaderTimeout, 10*time.Second)
 	opts.ReadTimeout = cmp.Or(opts.ReadTimeout, 60*time.Second)
 	opts.IdleTimeout = cmp.Or(opts.IdleTimeout, 120*time.Second)

@@ -8,10 +8,6 @@ import (
 	"net/http"
 )
 
-// DefaultMaxSSELineBytes bounds one line of an agent's event stream unless
-// Options.MaxSSELineBytes says otherwise.
-const DefaultMaxSSELineBytes = 4 << 20
-
 var errLineTooLong = errors.New("event stream line too long")
 
 // sseEvent is one server-sent event: its data lines joined by "\n", or a comment (keep-alive).
