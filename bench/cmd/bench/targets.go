@@ -149,6 +149,27 @@ backend replicas
 %[5]s`
 
 func startHAProxy(ctx context.Context, e env, sc scenario, dir string) (*deployment, error) {
+	return startProxy(ctx, e, sc, dir, "haproxy", func(addrs []string, port int) (string, string, []string) {
+		var servers strings.Builder
+		for i, a := range addrs {
+			fmt.Fprintf(&servers, "    server r%d %s\n", i, a)
+		}
+		maxconn := ""
+		if e.cfg.haproxyMaxconn {
+			// A server takes at most maxConcurrency requests; the rest wait in HAProxy's queue.
+			maxconn = " maxconn " + strconv.Itoa(e.cfg.maxConc)
+		}
+		cfgPath := filepath.Join(dir, "haproxy.cfg")
+		return cfgPath, fmt.Sprintf(haproxyConfig, e.cfg.proxyThreads, dir, port, maxconn, servers.String()),
+			[]string{"haproxy", "-db", "-f", cfgPath}
+	}, func(pid int) []int { return []int{pid} })
+}
+
+// startProxy starts the replicas and a proxy in front of them: config renders, for the
+// replicas' addresses and the proxy's port, the proxy's configuration file (its path and
+// contents) and command line; pids lists the proxy's processes to measure.
+func startProxy(ctx context.Context, e env, sc scenario, dir, name string,
+	config func(addrs []string, port int) (path, contents string, argv []string), pids func(pid int) []int) (*deployment, error) {
 	reps, addrs, err := startReplicas(ctx, e, sc, dir)
 	if err != nil {
 		stopAllOf(reps)
@@ -159,22 +180,12 @@ func startHAProxy(ctx context.Context, e env, sc scenario, dir string) (*deploym
 		stopAllOf(reps)
 		return nil, err
 	}
-	var servers strings.Builder
-	for i, a := range addrs {
-		fmt.Fprintf(&servers, "    server r%d %s\n", i, a)
-	}
-	maxconn := ""
-	if e.cfg.haproxyMaxconn {
-		// A server takes at most maxConcurrency requests; the rest wait in HAProxy's queue.
-		maxconn = " maxconn " + strconv.Itoa(e.cfg.maxConc)
-	}
-	cfgPath := filepath.Join(dir, "haproxy.cfg")
-	cfg := fmt.Sprintf(haproxyConfig, e.cfg.proxyThreads, dir, port, maxconn, servers.String())
+	cfgPath, cfg, argv := config(addrs, port)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		stopAllOf(reps)
 		return nil, err
 	}
-	p, err := e.ps.start("haproxy", dir, nil, "haproxy", "-db", "-f", cfgPath)
+	p, err := e.ps.start(name, dir, nil, argv...)
 	if err != nil {
 		stopAllOf(reps)
 		return nil, err
@@ -186,8 +197,8 @@ func startHAProxy(ctx context.Context, e env, sc scenario, dir string) (*deploym
 		return nil, err
 	}
 	return &deployment{
-		target: "haproxy", url: func() string { return base },
-		proxyPIDs:   func() []int { return []int{p.pid()} },
+		target: name, url: func() string { return base },
+		proxyPIDs:   func() []int { return pids(p.pid()) },
 		killReplica: killFirst(reps), restarts: noRestarts, stop: stop,
 	}, nil
 }
@@ -227,43 +238,16 @@ http {
 `
 
 func startNginx(ctx context.Context, e env, sc scenario, dir string) (*deployment, error) {
-	reps, addrs, err := startReplicas(ctx, e, sc, dir)
-	if err != nil {
-		stopAllOf(reps)
-		return nil, err
-	}
-	port, err := freePort()
-	if err != nil {
-		stopAllOf(reps)
-		return nil, err
-	}
-	var servers strings.Builder
-	for _, a := range addrs {
-		// Passive health: a replica that fails once is skipped for 5s.
-		fmt.Fprintf(&servers, "        server %s max_fails=1 fail_timeout=5s;\n", a)
-	}
-	cfgPath := filepath.Join(dir, "nginx.conf")
-	cfg := fmt.Sprintf(nginxConfig, e.cfg.proxyThreads, dir, servers.String(), port)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		stopAllOf(reps)
-		return nil, err
-	}
-	p, err := e.ps.start("nginx", dir, nil, "nginx", "-p", dir, "-c", cfgPath)
-	if err != nil {
-		stopAllOf(reps)
-		return nil, err
-	}
-	base := fmt.Sprintf("http://127.0.0.1:%d/", port)
-	stop := func() { p.stop(3 * time.Second); stopAllOf(reps) }
-	if err := waitHTTP(ctx, p, base+"healthz", 10*time.Second, status200); err != nil {
-		stop()
-		return nil, err
-	}
-	return &deployment{
-		target: "nginx", url: func() string { return base },
-		proxyPIDs:   func() []int { return append([]int{p.pid()}, children(p.pid())...) },
-		killReplica: killFirst(reps), restarts: noRestarts, stop: stop,
-	}, nil
+	return startProxy(ctx, e, sc, dir, "nginx", func(addrs []string, port int) (string, string, []string) {
+		var servers strings.Builder
+		for _, a := range addrs {
+			// Passive health: a replica that fails once is skipped for 5s.
+			fmt.Fprintf(&servers, "        server %s max_fails=1 fail_timeout=5s;\n", a)
+		}
+		cfgPath := filepath.Join(dir, "nginx.conf")
+		return cfgPath, fmt.Sprintf(nginxConfig, e.cfg.proxyThreads, dir, servers.String(), port),
+			[]string{"nginx", "-p", dir, "-c", cfgPath}
+	}, func(pid int) []int { return append([]int{pid}, children(pid)...) })
 }
 
 // replicaStatus is the part of GET /api/v1/replicas the benchmark reads.
