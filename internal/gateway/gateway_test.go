@@ -123,25 +123,11 @@ func sendV03(id int, text string) string {
 
 func taskState(t *testing.T, result json.RawMessage) (id, state string) {
 	t.Helper()
-	var v struct {
-		Task *struct {
-			ID     string `json:"id"`
-			Status struct {
-				State string `json:"state"`
-			} `json:"status"`
-		} `json:"task"`
-		ID     string `json:"id"`
-		Status struct {
-			State string `json:"state"`
-		} `json:"status"`
-	}
-	if err := json.Unmarshal(result, &v); err != nil {
+	id, state, err := testutil.TaskIDAndState(result)
+	if err != nil {
 		t.Fatalf("result %s: %v", result, err)
 	}
-	if v.Task != nil {
-		return v.Task.ID, v.Task.Status.State
-	}
-	return v.ID, v.Status.State
+	return id, state
 }
 
 func TestBothDialectsAndTaskRouting(t *testing.T) {

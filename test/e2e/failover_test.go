@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agentplane/agentplane/internal/testutil"
 )
 
 type taskResult struct {
@@ -24,25 +26,8 @@ type taskResult struct {
 }
 
 func parseTask(r reply) (id, state string) {
-	var v struct {
-		Task *struct {
-			ID     string `json:"id"`
-			Status struct {
-				State string `json:"state"`
-			} `json:"status"`
-		} `json:"task"`
-		ID     string `json:"id"`
-		Status struct {
-			State string `json:"state"`
-		} `json:"status"`
-	}
-	if json.Unmarshal(r.Result, &v) != nil {
-		return "", ""
-	}
-	if v.Task != nil {
-		return v.Task.ID, v.Task.Status.State
-	}
-	return v.ID, v.Status.State
+	id, state, _ = testutil.TaskIDAndState(r.Result)
+	return id, state
 }
 
 // ejections reads the gateway's log for replica ejections after since.
