@@ -84,7 +84,7 @@ K8S_DIR     ?= $(CACHE)/k8s-v$(K8S_VERSION)
 K8S_BIN     := $(K8S_DIR)/bin
 K8S_PKGS    := ./internal/controller/... ./internal/discovery/kubernetes/...
 
-.PHONY: manifests verify-manifests envtest-assets k8s-binaries test-k8s e2e-k8s real-node-deps cluster
+.PHONY: manifests verify-manifests envtest-assets k8s-binaries test-k8s e2e-k8s real-node-deps cluster tools verify-ci-deps
 
 manifests: $(TOOLS)/controller-gen-$(CONTROLLER_GEN_VERSION) ## regenerate the CRD (config/crd/bases, chart) and the operator's RBAC role from markers
 	$< crd paths=./api/... output:crd:artifacts:config=config/crd/bases
@@ -100,8 +100,8 @@ verify-manifests: manifests ## fail if the CRD or RBAC manifests are out of date
 envtest-assets: ## build kube-apiserver and etcd for envtest into $(K8S_BIN) (cached; ~8 min cold)
 	hack/k8s-binaries.sh envtest
 
-k8s-binaries: ## build the control plane, kubectl, etcd and kwok into $(K8S_BIN) (cached; ~13 min cold)
-	hack/k8s-binaries.sh cluster
+k8s-binaries: ## build every Kubernetes binary the suites use (control plane, kubelet, etcd, kwok, helm) into $(K8S_BIN) (cached; ~15 min cold)
+	hack/k8s-binaries.sh all
 
 test-k8s: k8s-binaries ## envtest suites, then the Kubernetes e2e (kwok multi-zone cluster and real node)
 	KUBEBUILDER_ASSETS=$(K8S_BIN) $(GO) test -race -count=1 $(K8S_PKGS)
@@ -114,7 +114,7 @@ e2e-k8s: k8s-binaries ## the Kubernetes e2e: kwok multi-zone cluster, and agents
 	K8S_DIR=$(K8S_DIR) $(GO) test -race -tags e2ek8s -count=1 -timeout 20m -v -run '$(E2E_RUN)' ./test/e2e-k8s/...
 
 # What a real node needs from Debian: the container runtime and the CNI plugins (bridge).
-REAL_NODE_PKGS := containerd runc containernetworking-plugins
+REAL_NODE_PKGS := containerd runc containernetworking-plugins iproute2
 real-node-deps: ## install the real node's Debian packages (root)
 	@missing=""; for p in $(REAL_NODE_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -122,6 +122,12 @@ real-node-deps: ## install the real node's Debian packages (root)
 		export DEBIAN_FRONTEND=noninteractive; \
 		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+tools: $(TOOLS)/staticcheck-$(STATICCHECK_VERSION) $(TOOLS)/controller-gen-$(CONTROLLER_GEN_VERSION) ## install staticcheck and controller-gen into the cache
+
+verify-ci-deps: ## fail naming each external binary or package the tests need that is missing
+	STATICCHECK_VERSION=$(STATICCHECK_VERSION) CONTROLLER_GEN_VERSION=$(CONTROLLER_GEN_VERSION) \
+	K8S_DIR=$(K8S_DIR) TOOLS=$(TOOLS) hack/verify-ci-deps.sh
 
 CLUSTER_ARGS ?= --real-node
 cluster: k8s-binaries ## run a local cluster until Ctrl-C (CLUSTER_ARGS: --real-node, --zones a,b,c)

@@ -4,15 +4,21 @@
 # cluster and no container engine. Idempotent: a binary that is already there is not rebuilt, so a
 # warm run costs nothing.
 #
-#   hack/k8s-binaries.sh [envtest|cluster|all]    (default: cluster)
-#     envtest  etcd, kube-apiserver                       (what KUBEBUILDER_ASSETS needs)
-#     cluster  + kube-controller-manager, kube-scheduler, kubectl, kwok, helm   (test/e2e-k8s)
-#     all      + kubelet                                  (a real node; not used by the tests yet)
+#   hack/k8s-binaries.sh [envtest|all]    (default: all)
+#     envtest  etcd, kube-apiserver              (what KUBEBUILDER_ASSETS needs)
+#     all      + kube-controller-manager, kube-scheduler, kubectl, kwok, helm, kubelet
+#              (everything the suites use: test/e2e-k8s runs the kwok cluster and a real kubelet)
+#     cluster  the same as all (the name an earlier version used)
+#
+# Every binary the suites use is in `all`: a set that leaves one out is only caught on a machine
+# whose cache is cold, which is how a missing kubelet once passed CI. hack/verify-ci-deps.sh
+# checks the result.
 #
 # Output: $K8S_DIR (default $HOME/.cache/agentplane/k8s-v$KUBE_VERSION)/bin/<name>, the kwok stage
 # configs in $K8S_DIR/kwok-stages/, and $K8S_DIR/VERSIONS. Prints the path of bin/ last, so
 #   export KUBEBUILDER_ASSETS=$(hack/k8s-binaries.sh envtest | tail -1)
-# works. Cold on 2 cores: about 8 min for envtest, 13 min for all (the API server alone is 7).
+# works. Cold on 2 cores: about 8 min for envtest, 15 min for all (the API server alone is 7).
+# Each binary gets a progress line: "[3/8] building kube-scheduler", then its time.
 set -euo pipefail
 
 KUBE_VERSION="${KUBE_VERSION:-1.37.1}"   # k8s.io/kubernetes v1.37.1 ⇔ staging modules v0.37.1
@@ -23,12 +29,11 @@ K8S_DIR="${K8S_DIR:-$HOME/.cache/agentplane/k8s-v$KUBE_VERSION}"
 BIN="$K8S_DIR/bin"
 WORK="$K8S_DIR/.build"
 
-set_="${1:-cluster}"
+set_="${1:-all}"
 case "$set_" in
-  envtest) want=(etcd kube-apiserver) ;;
-  cluster) want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm) ;;
-  all)     want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm kubelet) ;;
-  *) echo "usage: $0 [envtest|cluster|all]" >&2; exit 2 ;;
+  envtest)     want=(etcd kube-apiserver) ;;
+  all|cluster) want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kwok helm) ;;
+  *) echo "usage: $0 [envtest|all]" >&2; exit 2 ;;
 esac
 
 # The scratch modules are ours, not the caller's: a caller's -mod=readonly (CI) would stop
@@ -37,14 +42,29 @@ export GOFLAGS="-buildvcs=false" GOTOOLCHAIN="${GOTOOLCHAIN:-local}" CGO_ENABLED
 mkdir -p "$BIN" "$WORK"
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+step=0
 timed() { # timed NAME CMD...: run CMD, report its wall time
   local name=$1 start=$SECONDS; shift
-  log "building $name"
+  step=$((step + 1))
+  log "[$step/$todo] building $name"
   "$@"
-  log "built $name in $((SECONDS - start))s"
+  log "[$step/$todo] built $name in $((SECONDS - start))s"
 }
 need() { local b; for b in "${want[@]}"; do [ "$b" = "$1" ] && return 0; done; return 1; }
 missing() { need "$1" && [ ! -x "$BIN/$1" ]; }
+
+# todo counts the steps of this run (the scratch module is one when it is still to be made), so
+# each progress line says how far along the build is.
+todo=0
+for b in "${want[@]}"; do missing "$b" && todo=$((todo + 1)); done
+kube_missing=0
+for c in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
+  missing "$c" && kube_missing=1
+done
+[ "$kube_missing" = 1 ] && [ ! -f "$WORK/kubernetes/.ready" ] && todo=$((todo + 1))
+if [ "$todo" = 0 ]; then
+  log "all of ${want[*]} already built in $BIN"
+fi
 
 total_start=$SECONDS
 

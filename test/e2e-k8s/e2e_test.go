@@ -54,7 +54,7 @@ func binDir(t *testing.T, names ...string) string {
 	bin := k8scluster.DefaultBin()
 	for _, b := range names {
 		if _, err := os.Stat(filepath.Join(bin, b)); err != nil {
-			msg := fmt.Sprintf("%s missing in %s: run hack/k8s-binaries.sh cluster (make k8s-binaries)", b, bin)
+			msg := fmt.Sprintf("%s missing in %s: run make k8s-binaries (hack/k8s-binaries.sh all)", b, bin)
 			if os.Getenv("CI") != "" {
 				t.Fatal(msg)
 			}
@@ -148,7 +148,10 @@ func testInstall(t *testing.T, c *k8scluster.Cluster) {
 
 	helm := filepath.Join(c.Bin, "helm")
 	if _, err := os.Stat(helm); err != nil {
-		t.Logf("helm not built (hack/k8s-binaries.sh cluster builds it); chart not checked")
+		if os.Getenv("CI") != "" {
+			t.Fatalf("helm missing in %s: run make k8s-binaries", c.Bin)
+		}
+		t.Logf("helm not built (make k8s-binaries builds it); chart not checked")
 		return
 	}
 	chart := filepath.Join(repoRoot(), "charts", "agentplane")

@@ -436,7 +436,7 @@ func kwokStages(bin, dir string) (string, error) {
 	stageDir := filepath.Join(filepath.Dir(bin), "kwok-stages")
 	entries, err := os.ReadDir(stageDir)
 	if err != nil {
-		return "", fmt.Errorf("kwok stages (hack/k8s-binaries.sh cluster copies them): %w", err)
+		return "", fmt.Errorf("kwok stages (make k8s-binaries copies them): %w", err)
 	}
 	var docs []string
 	for _, e := range entries {

@@ -59,7 +59,7 @@ func RealNodeMissing(bin string) string {
 		missing = append(missing, CNIBinDir+"/bridge (Debian package containernetworking-plugins)")
 	}
 	if _, err := os.Stat(filepath.Join(bin, "kubelet")); err != nil {
-		missing = append(missing, filepath.Join(bin, "kubelet")+" (hack/k8s-binaries.sh cluster)")
+		missing = append(missing, filepath.Join(bin, "kubelet")+" (make k8s-binaries)")
 	}
 	return strings.Join(missing, "; ")
 }
