@@ -111,19 +111,21 @@ func runKubeGateway(ctx context.Context, streams Streams, o kgatewayOptions) err
 		return err
 	}
 	defer closeSecurity()
-	gw, err := gateway.New(gopts)
-	if err != nil {
-		return err
-	}
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("gateway cannot listen on %s: %w", o.listen, err)
+	}
+	gopts.Listener = ln
+	gw, err := gateway.New(gopts)
+	if err != nil {
+		ln.Close()
+		return err
 	}
 	logger.Info("gateway listening", "addr", ln.Addr().String(), "namespace", o.namespace, "agents", len(src.Snapshot()))
 	fmt.Fprintf(streams.Err, "agentplane gateway listening on %s for the agents of namespace %s\n", ln.Addr(), o.namespace)
 
 	// Discovery outlives the gateway's drain, so in-flight tasks can still be failed over.
-	gwErr := gw.Start(ctx, ln)
+	gwErr := gw.Start(ctx)
 	stopSrc()
 	if err := <-srcDone; err != nil && !errors.Is(err, context.Canceled) && gwErr == nil {
 		gwErr = fmt.Errorf("kubernetes discovery: %w", err)

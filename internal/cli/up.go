@@ -148,13 +148,15 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 	}
 	sec.keys = gopts.Auth
 	defer closeSecurity()
-	gw, err := gateway.New(gopts)
-	if err != nil {
-		return err
-	}
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("gateway cannot listen on %s: %w (is another agentplane running? choose another address with --listen)", o.listen, err)
+	}
+	gopts.Listener = ln
+	gw, err := gateway.New(gopts)
+	if err != nil {
+		ln.Close()
+		return err
 	}
 	scheme := "http"
 	if gopts.TLS != nil {
@@ -176,7 +178,7 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 	// `agentplane logs -f` streams end when the gateway starts to drain, not at its deadline.
 	defer context.AfterFunc(gwCtx, admin.stopFollowing)()
 	gwDone := make(chan error, 1)
-	go func() { gwDone <- gw.Start(gwCtx, ln) }()
+	go func() { gwDone <- gw.Start(gwCtx) }()
 	statusDone := make(chan struct{})
 	go func() { defer close(statusDone); reportStatus(gwCtx, streams.Err, sup, url) }()
 

@@ -129,11 +129,11 @@ func TestSlowReplicaIsEjectedAsALatencyOutlier(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if !g.ejector.Ejected(slow, time.Now()) {
+	if !g.tasks.pool.ejector.Ejected(slow, time.Now()) {
 		t.Fatal("the replica 100 times slower than its peers was not ejected")
 	}
 	for _, u := range fast {
-		if g.ejector.Ejected(u, time.Now()) {
+		if g.tasks.pool.ejector.Ejected(u, time.Now()) {
 			t.Fatalf("fast replica %s was ejected", u)
 		}
 	}
@@ -148,7 +148,7 @@ func TestPerAgentTaskTimeoutCatchesAHungReplica(t *testing.T) {
 	a.TaskTimeout = 300 * time.Millisecond
 	g, srv := newGateway(t, testutil.NewSource(a))
 	for range 3 {
-		defer g.tracker.Acquire(live)() // the first dispatch goes to the hung replica
+		defer g.tasks.pool.tracker.Acquire(live)() // the first dispatch goes to the hung replica
 	}
 	start := time.Now()
 	r := post(t, srv.URL+"/agents/triage", sendV1(1, "x"))

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/agentplane/agentplane/internal/gateway/balancer/policies"
 	"github.com/agentplane/agentplane/internal/gateway/health"
 	"github.com/agentplane/agentplane/internal/gateway/retry"
+	"github.com/agentplane/agentplane/internal/gateway/upstream"
 	"github.com/agentplane/agentplane/internal/store"
 	"github.com/agentplane/agentplane/internal/telemetry"
 )
@@ -30,12 +32,9 @@ const (
 	DefaultMaxBodyBytes     = 8 << 20
 	DefaultTaskTimeout      = 10 * time.Minute
 	DefaultDrainTimeout     = 30 * time.Second
-	DefaultDialTimeout      = 2 * time.Second
 	DefaultMaxAttempts      = 3
 	DefaultAsyncConcurrency = 64
 	DefaultQueueTimeout     = 10 * time.Minute
-	maxResponseBytes        = 64 << 20
-	cardTimeout             = 2 * time.Second
 )
 
 // Options configure a Gateway. Zero values take the defaults.
@@ -98,6 +97,8 @@ type Options struct {
 	DrainTimeout time.Duration
 	// MaxAttempts bounds how many replicas one request is tried on.
 	MaxAttempts int
+	// Listener is where Start serves. Required for Start (not for Handler).
+	Listener net.Listener
 	// Transport carries requests to replicas; tests inject faults here.
 	Transport http.RoundTripper
 	// Logger; default slog.Default().
@@ -106,26 +107,18 @@ type Options struct {
 	Now func() time.Time
 }
 
-// Gateway routes A2A requests to agent replicas.
+// Gateway is the HTTP front door: it reads, authenticates, authorizes and audits each call and
+// hands tasks to its dispatcher, which owns them to their end.
 type Gateway struct {
-	opts     Options
-	log      *slog.Logger
-	client   *http.Client
-	policies *balancer.Registry
-	latency  *balancer.EWMA
-	queue    *admission.Queue
-	tracker  *balancer.Tracker
-	ejector  *health.Ejector
-	budget   *retry.Budget
-	journal  store.Journal
-	cards    *cardCache
-	recent   *recentTasks
-	handler  http.Handler
+	opts    Options
+	log     *slog.Logger
+	tasks   *dispatcher
+	handler http.Handler
+	// draining is set when Start stops accepting; /readyz reports it.
 	draining atomic.Bool
 	// auditBroken is set when an audit record could not be written.
 	auditBroken atomic.Bool
-	// hardStop ends every task still running when the drain deadline passes.
-	hardStop     context.Context
+	// stopAllTasks ends every task still running when the drain deadline passes.
 	stopAllTasks context.CancelFunc
 }
 
@@ -137,12 +130,43 @@ func New(opts Options) (*Gateway, error) {
 	if opts.Journal == nil {
 		return nil, errors.New("gateway: Options.Journal is required")
 	}
+	opts = withDefaults(opts)
+	g := &Gateway{opts: opts, log: opts.Logger}
+	client := upstream.NewClient(opts.Transport, opts.Now)
+	p := &pool{
+		source:       opts.Source,
+		policies:     policies.Default(policies.Options{Site: opts.Site, Seed: uint64(opts.Now().UnixNano())}),
+		latency:      balancer.NewEWMA(0),
+		queue:        admission.New(admission.Options{MaxQueue: opts.MaxQueue}),
+		tracker:      balancer.NewTracker(),
+		ejector:      health.NewEjector(0, 0),
+		client:       client,
+		metrics:      opts.Metrics,
+		log:          opts.Logger,
+		now:          opts.Now,
+		queueTimeout: opts.QueueTimeout,
+	}
+	j := &journal{store: opts.Journal, now: opts.Now, log: opts.Logger, metrics: opts.Metrics,
+		recent: newRecentTasks(), watch: &watchers{},
+		backoff: []time.Duration{50 * time.Millisecond, 250 * time.Millisecond, time.Second}}
+	hardStop, stop := context.WithCancel(context.Background())
+	g.stopAllTasks = stop
+	g.tasks = &dispatcher{pool: p, journal: j, client: client, budget: retry.NewBudget(0, 0, 0),
+		metrics: opts.Metrics, log: opts.Logger, now: opts.Now, redact: opts.Redact, charge: tokenCharger(opts.Auth, opts.Metrics, opts.Now),
+		maxAttempts: opts.MaxAttempts, taskTimeout: opts.TaskTimeout, queueTimeout: opts.QueueTimeout,
+		maxSSELine: opts.MaxSSELineBytes, maxJSONDepth: opts.MaxJSONDepth, asyncWorkers: opts.AsyncConcurrency,
+		hardStop: hardStop}
+	opts.Metrics.SetSnapshot(p.snapshot)
+	g.handler = g.routes()
+	return g, nil
+}
+
+// withDefaults fills the zero values of opts.
+func withDefaults(opts Options) Options {
 	if opts.Redact == nil {
 		opts.Redact = func(s string) string { return s }
 	}
-	if opts.AdminGroup == "" {
-		opts.AdminGroup = DefaultAdminGroup
-	}
+	opts.AdminGroup = cmp.Or(opts.AdminGroup, DefaultAdminGroup)
 	if opts.MaxConcurrentRequests <= 0 {
 		opts.MaxConcurrentRequests = 10000
 	}
@@ -177,59 +201,37 @@ func New(opts Options) (*Gateway, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	if opts.Transport == nil {
-		opts.Transport = newTransport()
-	}
-	g := &Gateway{
-		opts:     opts,
-		log:      opts.Logger,
-		client:   &http.Client{Transport: opts.Transport, CheckRedirect: noRedirects},
-		policies: policies.Default(policies.Options{Site: opts.Site, Seed: uint64(opts.Now().UnixNano())}),
-		latency:  balancer.NewEWMA(0),
-		queue:    admission.New(admission.Options{MaxQueue: opts.MaxQueue}),
-		tracker:  balancer.NewTracker(),
-		ejector:  health.NewEjector(0, 0),
-		budget:   retry.NewBudget(0, 0, 0),
-		journal:  opts.Journal,
-		recent:   newRecentTasks(),
-	}
-	opts.Metrics.SetSnapshot(g.snapshot)
-	g.hardStop, g.stopAllTasks = context.WithCancel(context.Background())
-	g.cards = &cardCache{client: g.client, entries: map[string]*cardEntry{}}
-	g.handler = g.routesMux()
-	return g, nil
-}
-
-func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-
-func newTransport() *http.Transport {
-	return &http.Transport{
-		Proxy:                 nil, // replicas are reached directly, never through an environment proxy
-		DialContext:           (&net.Dialer{Timeout: DefaultDialTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		DisableCompression:    true, // pass bytes through; SSE must not be buffered by gzip
-	}
+	return opts
 }
 
 // Handler returns the gateway's HTTP handler.
 func (g *Gateway) Handler() http.Handler { return g.handler }
 
-// Start re-queues the tasks a previous run left in flight, dispatches queued tasks and serves on
-// ln until ctx ends. Then it stops accepting, marks itself not ready, waits up to DrainTimeout
-// for in-flight requests (streams included) and queued tasks being run, and ends what is left;
-// unfinished tasks stay in the journal and are re-dispatched by the next run.
-func (g *Gateway) Start(ctx context.Context, ln net.Listener) error {
+// Start re-queues the tasks a previous run left in flight, runs queued tasks and keeps its view
+// of the replicas current, and serves on Options.Listener until ctx ends. Then it stops
+// accepting, marks itself not ready, waits up to DrainTimeout for in-flight requests (streams
+// included) and queued tasks being run, and ends what is left; unfinished tasks stay in the
+// journal and are re-dispatched by the next run.
+func (g *Gateway) Start(ctx context.Context) error {
+	ln := g.opts.Listener
+	if ln == nil {
+		return errors.New("gateway: Options.Listener is required to Start")
+	}
 	defer g.stopAllTasks()
-	if err := g.recover(ctx); err != nil {
+	if err := g.tasks.recover(ctx); err != nil {
 		return fmt.Errorf("recovering tasks from the journal: %w", err)
 	}
 	consumeCtx, stopConsuming := context.WithCancel(ctx)
 	defer stopConsuming()
-	consumed := make(chan error, 1)
-	go func() { consumed <- g.consumeAsync(consumeCtx) }()
+	poolCtx, stopPool := context.WithCancel(ctx)
+	var bg sync.WaitGroup
+	defer func() { stopPool(); bg.Wait() }()
+	bg.Go(func() {
+		if err := g.tasks.Start(consumeCtx); err != nil {
+			g.log.Warn("async dispatch stopped with an error", "err", err)
+		}
+	})
+	bg.Go(func() { _ = g.tasks.pool.Start(poolCtx) })
 
 	srv := &http.Server{
 		Handler:           g.handler,
@@ -247,16 +249,16 @@ func (g *Gateway) Start(ctx context.Context, ln net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	wctx, stopWatch := context.WithCancel(ctx)
-	watched := make(chan struct{}, 2)
-	go func() { defer func() { watched <- struct{}{} }(); g.watch(wctx) }()
-	go func() { defer func() { watched <- struct{}{} }(); g.probeEjected(wctx) }()
-	defer func() { stopWatch(); <-watched; <-watched }()
 	select {
 	case err := <-errc:
 		return err
 	case <-ctx.Done():
 	}
+	return g.drain(srv, errc, stopConsuming)
+}
+
+// drain stops accepting, then waits up to DrainTimeout for in-flight work before ending it.
+func (g *Gateway) drain(srv *http.Server, served <-chan error, stopConsuming func()) error {
 	g.draining.Store(true)
 	g.log.Info("gateway draining", "timeout", g.opts.DrainTimeout)
 	stopConsuming()
@@ -269,10 +271,7 @@ func (g *Gateway) Start(ctx context.Context, ln net.Listener) error {
 		g.log.Warn("gateway drain timed out; closing remaining connections", "err", err)
 		err = srv.Close()
 	}
-	<-errc
-	if cerr := <-consumed; cerr != nil && !errors.Is(cerr, context.Canceled) {
-		g.log.Warn("async dispatch stopped with an error", "err", cerr)
-	}
+	<-served
 	g.log.Info("gateway stopped")
 	return err
 }

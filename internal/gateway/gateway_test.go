@@ -19,6 +19,7 @@ import (
 	"github.com/agentplane/agentplane/internal/discovery"
 	"github.com/agentplane/agentplane/internal/gateway/health"
 	"github.com/agentplane/agentplane/internal/gateway/retry"
+	"github.com/agentplane/agentplane/internal/gateway/upstream"
 	"github.com/agentplane/agentplane/internal/simagent"
 	"github.com/agentplane/agentplane/internal/store"
 	"github.com/agentplane/agentplane/internal/testutil"
@@ -200,7 +201,7 @@ func TestRefusedReplicaIsEjectedAndTheTaskRetried(t *testing.T) {
 	g, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, dead, live)))
 	// Load the live replica so that the first task is sent to the dead one.
 	for range 3 {
-		defer g.tracker.Acquire(live)()
+		defer g.tasks.pool.tracker.Acquire(live)()
 	}
 	for i := range 20 {
 		r := post(t, srv.URL+"/agents/triage", sendV1(i, "x"))
@@ -208,7 +209,7 @@ func TestRefusedReplicaIsEjectedAndTheTaskRetried(t *testing.T) {
 			t.Fatalf("task %d: replica %q: %s", i, r.replica, r.raw)
 		}
 	}
-	if !g.ejector.Ejected(dead, time.Now()) {
+	if !g.tasks.pool.ejector.Ejected(dead, time.Now()) {
 		t.Fatal("the dead replica is not ejected")
 	}
 	var admin struct {
@@ -415,7 +416,8 @@ func TestReadyzAndDrain(t *testing.T) {
 	base := "http://" + ln.Addr().String()
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- g.Start(ctx, ln) }()
+	g.opts.Listener = ln
+	go func() { done <- g.Start(ctx) }()
 
 	if code := getStatus(t, base+"/readyz"); code != http.StatusServiceUnavailable {
 		t.Fatalf("readyz with an agent that has no ready replica = %d, want 503", code)
@@ -428,7 +430,7 @@ func TestReadyzAndDrain(t *testing.T) {
 	// A task in flight when the gateway is told to stop still completes.
 	result := make(chan rpcReply, 1)
 	go func() { result <- post(t, base+"/agents/radiology", sendV1(1, "x")) }()
-	waitFor(t, func() bool { return g.tracker.InFlight(a0) == 1 })
+	waitFor(t, func() bool { return g.tasks.pool.tracker.InFlight(a0) == 1 })
 	cancel()
 	r := <-result
 	if _, state := taskState(t, r.resp.Result); state != "TASK_STATE_COMPLETED" {
@@ -580,23 +582,24 @@ func TestActiveProbeReadmitsAnEjectedReplica(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g.ejector = health.NewEjector(time.Hour, time.Hour) // only a probe can bring it back in time
+	g.tasks.pool.ejector = health.NewEjector(time.Hour, time.Hour) // only a probe can bring it back in time
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- g.Start(ctx, ln) }()
+	g.opts.Listener = ln
+	go func() { done <- g.Start(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	g.failed(src.Snapshot()[0].Endpoints[0], &upstreamStatusError{code: 503})
-	g.failed(src.Snapshot()[0].Endpoints[0], &upstreamStatusError{code: 503})
-	if !g.ejector.Ejected(url, time.Now()) {
+	g.tasks.pool.failed(src.Snapshot()[0].Endpoints[0], &upstream.StatusError{Code: 503})
+	g.tasks.pool.failed(src.Snapshot()[0].Endpoints[0], &upstream.StatusError{Code: 503})
+	if !g.tasks.pool.ejector.Ejected(url, time.Now()) {
 		t.Fatal("two 503s in a row did not eject the replica")
 	}
 	// Its card answers, so the prober puts it back long before the hour is up.
-	waitFor(t, func() bool { return !g.ejector.Ejected(url, time.Now()) })
+	waitFor(t, func() bool { return !g.tasks.pool.ejector.Ejected(url, time.Now()) })
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -4,19 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/agentplane/agentplane/internal/audit"
-	"github.com/agentplane/agentplane/internal/discovery"
 	"github.com/agentplane/agentplane/internal/telemetry"
 	"github.com/agentplane/agentplane/internal/ui"
 )
 
-func (g *Gateway) routesMux() http.Handler {
+func (g *Gateway) routes() http.Handler {
 	mux := http.NewServeMux()
 	admin := g.requireAdmin
+	api := &adminAPI{source: g.opts.Source, pool: g.tasks.pool, recent: g.tasks.journal.recent, log: g.log}
 	mux.HandleFunc("POST /agents/{name}", g.serveRPC)
 	mux.HandleFunc("POST /agents/{name}/{$}", g.serveRPC)
 	mux.HandleFunc("GET /agents/{name}/.well-known/agent-card.json", g.serveCard)
@@ -24,23 +22,23 @@ func (g *Gateway) routesMux() http.Handler {
 	mux.HandleFunc("GET /agents", g.serveAgentList)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeText(w, http.StatusOK, "ok\n") })
 	mux.HandleFunc("GET /readyz", g.serveReady)
-	mux.HandleFunc("GET /api/v1/agents", admin(g.serveAdminAgents))
-	mux.HandleFunc("GET /api/v1/replicas", admin(g.serveAdminReplicas))
-	mux.HandleFunc("GET /api/v1/tasks", admin(g.serveAdminTasks))
+	mux.HandleFunc("GET /api/v1/agents", admin(api.agents))
+	mux.HandleFunc("GET /api/v1/replicas", admin(api.replicas))
+	mux.HandleFunc("GET /api/v1/tasks", admin(api.tasks))
 	if h := g.opts.Admin; h != nil {
 		mux.HandleFunc("POST /api/v1/apply", admin(h.ServeHTTP))
 		mux.HandleFunc("GET /api/v1/logs/{replica}", admin(h.ServeHTTP))
 		mux.HandleFunc("GET /api/v1/agents/{name}", admin(h.ServeHTTP))
 	}
 	if rd, ok := g.opts.Audit.(auditReader); ok {
-		mux.HandleFunc("GET /api/v1/audit", admin(func(w http.ResponseWriter, r *http.Request) { g.serveAudit(w, r, rd) }))
+		mux.HandleFunc("GET /api/v1/audit", admin(func(w http.ResponseWriter, r *http.Request) { api.audit(w, r, rd) }))
 	}
 	if g.opts.Metrics != nil {
 		mux.Handle("GET /metrics", admin(g.opts.Metrics.Handler().ServeHTTP))
 	}
 	mux.Handle("GET /ui/", ui.Handler())
 	mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
-	return telemetry.HTTPMiddleware(g.limitConcurrency(mux))
+	return telemetry.HTTPMiddleware(limitConcurrency(g.opts.MaxConcurrentRequests, mux))
 }
 
 func writeText(w http.ResponseWriter, code int, s string) {
@@ -68,6 +66,10 @@ func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
 	}
 	if g.auditBroken.Load() {
 		writeText(w, http.StatusServiceUnavailable, "the audit log cannot be written\n")
+		return
+	}
+	if g.tasks.journal.broken.Load() {
+		writeText(w, http.StatusServiceUnavailable, "the task journal cannot be written\n")
 		return
 	}
 	var notReady []string
@@ -113,61 +115,6 @@ func (g *Gateway) serveAgentList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"agents": out})
 }
 
-// AgentStatus is one entry of GET /api/v1/agents.
-type AgentStatus struct {
-	Name           string   `json:"name"`
-	Description    string   `json:"description,omitempty"`
-	State          string   `json:"state"`
-	Desired        int      `json:"desired"`
-	Ready          int      `json:"ready"`
-	MaxConcurrency int      `json:"maxConcurrency"`
-	InFlight       int      `json:"inFlight"`
-	Queued         int      `json:"queued"`
-	Restarts       int      `json:"restarts"`
-	Sites          []string `json:"sites,omitempty"`
-}
-
-// ReplicaStatus is one entry of GET /api/v1/replicas.
-type ReplicaStatus struct {
-	discovery.Endpoint
-	InFlight int  `json:"inFlight"`
-	Ejected  bool `json:"ejected"`
-}
-
-func (g *Gateway) serveAdminAgents(w http.ResponseWriter, _ *http.Request) {
-	out := []AgentStatus{}
-	for _, a := range g.opts.Source.Snapshot() {
-		s := AgentStatus{Name: a.Name, Description: a.Description, State: a.State, Desired: a.Desired,
-			Ready: a.ReadyCount(), MaxConcurrency: a.MaxConcurrency}
-		s.Queued = g.queue.Depth(a.Name)
-		for _, e := range a.Endpoints {
-			s.InFlight += g.tracker.InFlight(e.URL)
-			s.Restarts += e.Restarts
-			if e.Site != "" && !slices.Contains(s.Sites, e.Site) {
-				s.Sites = append(s.Sites, e.Site)
-			}
-		}
-		out = append(out, s)
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"agents": out})
-}
-
-func (g *Gateway) serveAdminReplicas(w http.ResponseWriter, r *http.Request) {
-	agent := r.URL.Query().Get("agent")
-	now := g.opts.Now()
-	out := []ReplicaStatus{}
-	for _, a := range g.opts.Source.Snapshot() {
-		if agent != "" && a.Name != agent {
-			continue
-		}
-		for _, e := range a.Endpoints {
-			out = append(out, ReplicaStatus{Endpoint: e, InFlight: g.tracker.InFlight(e.URL),
-				Ejected: e.URL != "" && g.ejector.Ejected(e.URL, now)})
-		}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"replicas": out})
-}
-
 // baseURL is the gateway's external base URL for links in answers.
 func (g *Gateway) baseURL(r *http.Request) string {
 	if g.opts.AdvertiseURL != "" {
@@ -180,10 +127,15 @@ func (g *Gateway) baseURL(r *http.Request) string {
 	return scheme + "://" + r.Host
 }
 
+// auditReader is an audit sink that can list its latest records (audit.Writer can).
+type auditReader interface {
+	Recent(ctx context.Context, n int) ([]audit.Record, error)
+}
+
 // limitConcurrency answers 503 beyond MaxConcurrentRequests requests at once, so that a flood
 // cannot exhaust memory or file descriptors; health checks are always served.
-func (g *Gateway) limitConcurrency(next http.Handler) http.Handler {
-	sem := make(chan struct{}, g.opts.MaxConcurrentRequests)
+func limitConcurrency(n int, next http.Handler) http.Handler {
+	sem := make(chan struct{}, n)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
 			next.ServeHTTP(w, r)
@@ -198,32 +150,4 @@ func (g *Gateway) limitConcurrency(next http.Handler) http.Handler {
 			writeText(w, http.StatusServiceUnavailable, "too many requests in flight\n")
 		}
 	})
-}
-
-// auditReader is an audit sink that can list its latest records (audit.Writer can).
-type auditReader interface {
-	Recent(ctx context.Context, n int) ([]audit.Record, error)
-}
-
-// serveAudit lists the latest audit records, newest first, for admins.
-func (g *Gateway) serveAudit(w http.ResponseWriter, r *http.Request, rd auditReader) {
-	limit := 50
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "limit must be a number from 1 to 1000"})
-			return
-		}
-		limit = n
-	}
-	recs, err := rd.Recent(r.Context(), limit)
-	if err != nil {
-		g.log.Error("reading the audit log", "err", err)
-		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "the audit log cannot be read"})
-		return
-	}
-	if recs == nil {
-		recs = []audit.Record{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"records": recs})
 }

@@ -2,191 +2,154 @@ package gateway
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
 
-	"github.com/agentplane/agentplane/internal/a2a"
-	"github.com/agentplane/agentplane/internal/discovery"
 	"github.com/agentplane/agentplane/internal/store"
+	"github.com/agentplane/agentplane/internal/tasks"
 	"github.com/agentplane/agentplane/internal/telemetry"
-	"go.opentelemetry.io/otel/trace"
 )
 
-// errTaskEnded means a task reached a terminal state elsewhere (canceled by its client, say)
-// while the gateway was about to change it.
-var errTaskEnded = errors.New("task already ended")
-
-// save applies change to t and writes it to the journal with compare-and-set. On a conflict it
-// re-reads the task and applies change again, unless the task has ended meanwhile, in which case
-// t becomes the stored task and errTaskEnded is returned. Journal outages are logged and do not
-// stop the task: the task still runs, but a gateway crash before the next write would lose this
-// change.
-func (g *Gateway) save(ctx context.Context, t *store.Task, change func(*store.Task)) error {
-	ctx = context.WithoutCancel(ctx)
-	for range 5 {
-		wasFinal := t.State.Terminal() || t.State == store.StateInputReq
-		change(t)
-		t.UpdatedAt = g.opts.Now()
-		err := g.journal.Update(ctx, t)
-		if err == nil {
-			g.recent.note(t)
-			if !wasFinal && (t.State.Terminal() || t.State == store.StateInputReq) {
-				g.taskEnded(ctx, t)
-			}
-			return nil
-		}
-		if !errors.Is(err, store.ErrConflict) {
-			g.log.Error("task journal update failed", "task", t.ID, "err", err)
-			return nil
-		}
-		fresh, gerr := g.journal.Get(ctx, t.ID)
-		if gerr != nil {
-			g.log.Error("task journal read failed", "task", t.ID, "err", gerr)
-			return nil
-		}
-		*t = *fresh
-		if t.State.Terminal() {
-			return errTaskEnded
-		}
-	}
-	g.log.Error("task journal update kept conflicting", "task", t.ID)
-	return nil
+// journal applies the task state machine's changes and writes them to the store. Its errors are
+// errors: a write that fails after its retries is returned to the caller (which refuses the task
+// or leaves it for recovery) and marks the gateway unhealthy until a later write succeeds.
+type journal struct {
+	store   store.Journal
+	now     func() time.Time
+	log     *slog.Logger
+	metrics *telemetry.Metrics
+	recent  *recentTasks
+	watch   *watchers
+	// broken is set while journal writes fail; /readyz reports it.
+	broken atomic.Bool
+	// backoff is the wait before each retry of a failed write (not of a conflict).
+	backoff []time.Duration
 }
 
-// dispatched records that t is being sent to ep. A blocking send is recorded in the journal only
-// when it ends: until then its client is connected and waiting, and after a gateway crash an
-// accepted task and a dispatched one are recovered the same way, so the write would buy
-// nothing. Queued tasks are claimed with it (compare-and-set), and streams record where they
-// run, since a client may re-subscribe to them.
-func (g *Gateway) dispatched(ctx context.Context, t *store.Task, ep discovery.Endpoint) error {
-	change := func(t *store.Task) {
-		t.Replica, t.ReplicaURL, t.ReplicaRestarts, t.UpstreamID = ep.Name, ep.URL, ep.Restarts, ""
-		t.Attempts++
-		t.State = store.StateDispatched
-	}
-	if m, _ := a2a.LookupMethod(t.Method); m.Kind == a2a.KindSend && !t.Async {
-		change(t)
-		t.UpdatedAt = g.opts.Now()
-		g.recent.note(t)
-		return nil
-	}
-	return g.save(ctx, t, change)
-}
+// errJournal wraps a journal write that failed for good.
+var errJournal = errors.New("the task journal cannot be written")
 
-// finish records a terminal (or final-for-now) state with a reason and, when known, the task.
-func (g *Gateway) finish(ctx context.Context, t *store.Task, st store.TaskState, reason string, result json.RawMessage) {
-	_ = g.save(ctx, t, func(t *store.Task) {
-		t.State = st
-		if reason != "" {
-			t.Reason = reason
-		}
-		if result != nil {
-			t.Result = result
-		}
-	})
-}
-
-// taskView is the task as the journal knows it, in the task's dialect: its last known object
-// from the agent when there is one, or a minimal one with the state and reason.
-func taskView(t *store.Task) json.RawMessage {
-	if len(t.Result) > 0 && t.State.Terminal() {
-		return t.Result
-	}
-	return a2a.TaskObject(a2a.Dialect(t.Dialect), t.ID, t.ContextID, wireState(t.State), t.Reason,
-		map[string]any{MetaReplica: t.Replica, MetaAttempt: t.Attempts})
-}
-
-// consumeAsync dispatches queued tasks until ctx ends.
-func (g *Gateway) consumeAsync(ctx context.Context) error {
-	return g.journal.Consume(ctx, g.opts.AsyncConcurrency, func(qctx context.Context, id string) error {
-		// A task taken from the queue runs to its end even while the gateway drains; only the
-		// drain deadline stops it, and then it stays queued for the next run.
-		ctx, cancel := g.taskContext(qctx)
-		defer cancel()
-		t, err := g.journal.Get(ctx, id)
-		if err == nil {
-			// The task's trace continues from the request that queued it.
-			var span trace.Span
-			ctx, span = telemetry.StartTask(telemetry.ContextFromCarrier(ctx, t.Trace), t.Agent, t.Method, t.ID)
-			defer telemetry.End(span, nil)
-		}
-		if errors.Is(err, store.ErrNotFound) {
-			return nil // expired from the journal: nothing left to do
-		}
-		if err != nil {
-			return err
-		}
-		if t.State.Terminal() {
-			return nil
-		}
-		if !t.Async {
-			// A blocking task recovered after a restart: its client is gone, run it to its end.
-			if err := g.save(ctx, t, func(t *store.Task) { t.Async = true }); err != nil {
-				return nil
-			}
-		}
-		_, _, err = g.execute(ctx, t, nil)
-		if errors.Is(err, errNoReplica) {
-			if g.opts.Now().Sub(t.CreatedAt) > g.opts.QueueTimeout {
-				g.finish(ctx, t, store.StateFailed, "no replica became ready within the queue timeout", nil)
-				return nil
-			}
-			return err // delivered again later
-		}
-		if ctx.Err() != nil {
-			return ctx.Err() // the gateway is stopping: leave it queued
-		}
-		return nil
-	})
-}
-
-// recover re-queues every task that was in flight when the gateway last stopped. Blocking and
-// streaming tasks lost their client with the gateway; they are turned into queued tasks so that
-// they still end, and their result waits in the journal for GetTask.
-func (g *Gateway) recover(ctx context.Context) error {
-	pending, err := g.journal.Pending(ctx)
+// create writes a new task: the write that makes it exist.
+func (j *journal) create(ctx context.Context, t *store.Task) error {
+	err := j.retry(ctx, func() error { return j.store.Create(ctx, t) })
 	if err != nil {
 		return err
 	}
-	for _, t := range pending {
-		if !t.Async {
-			req, perr := a2a.ParseRequestLimit(t.Request, g.opts.MaxJSONDepth)
-			if perr != nil {
-				g.finish(ctx, t, store.StateFailed, "the journaled request could not be read again", nil)
-				continue
-			}
-			yes := true
-			var resend []byte
-			params, err := a2a.EditSend(req.Params, req.Info.Dialect, "", "", &yes)
-			if err == nil {
-				req.Method = blockingMethod(req.Info)
-				resend, err = req.WithParams(params)
-			}
-			if err != nil {
-				g.finish(ctx, t, store.StateFailed, "the journaled request could not be re-sent", nil)
-				continue
-			}
-			if g.save(ctx, t, func(t *store.Task) {
-				t.Async, t.Request = true, resend
-				t.Reason = "re-dispatched after a gateway restart"
-			}) != nil {
-				continue
-			}
-		}
-		if err := g.journal.Enqueue(ctx, t.ID); err != nil {
-			return err
-		}
-	}
-	if len(pending) > 0 {
-		g.log.Info("re-queued tasks left in flight by the last run", "tasks", len(pending))
-	}
+	j.recent.note(t)
+	j.metrics.TaskStarted(t.Agent, t.Method)
 	return nil
 }
 
-// blockingMethod is the non-streaming send of a dialect.
-func blockingMethod(m a2a.Method) string {
-	if m.Dialect == a2a.V03 {
-		return "message/send"
+// apply makes change c to t and journals it when the state machine says so, with
+// compare-and-set: on a conflict it re-reads the task and applies c again, unless the task has
+// ended meanwhile (canceled by its client, finished by another gateway), in which case t becomes
+// the stored task and tasks.ErrEnded is returned. A change the state machine forbids returns
+// its error and writes nothing.
+func (j *journal) apply(ctx context.Context, t *store.Task, c tasks.Change) error {
+	ctx = context.WithoutCancel(ctx) // the record of what happened outlives the request
+	for range 10 {
+		wasSettled := tasks.Settled(t.State)
+		next := *t
+		if err := tasks.Apply(&next, c, j.now()); err != nil {
+			return err
+		}
+		if !tasks.Journaled(&next, c) {
+			*t = next
+			j.noted(t, wasSettled)
+			return nil
+		}
+		err := j.retry(ctx, func() error { return j.store.Update(ctx, &next) })
+		if err == nil {
+			*t = next
+			j.noted(t, wasSettled)
+			return nil
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+		fresh, gerr := j.store.Get(ctx, t.ID)
+		if gerr != nil {
+			return fmt.Errorf("%w: re-reading task after a conflict: %w", errJournal, gerr)
+		}
+		*t = *fresh
 	}
-	return "SendMessage"
+	return fmt.Errorf("%w: task %s kept changing concurrently", errJournal, t.ID)
+}
+
+// retry runs a journal write, retrying failures other than conflicts, existence and size with
+// backoff. It reports the journal broken while writes fail.
+func (j *journal) retry(ctx context.Context, write func() error) error {
+	var err error
+	for i := 0; ; i++ {
+		err = write()
+		if err == nil || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrExists) || errors.Is(err, store.ErrNotFound) {
+			if err == nil && j.broken.CompareAndSwap(true, false) {
+				j.log.Info("task journal writes succeed again")
+			}
+			return err
+		}
+		if i >= len(j.backoff) || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(j.backoff[i]):
+		}
+	}
+	if !j.broken.Swap(true) {
+		j.log.Error("task journal write failed; the gateway reports itself not ready", "err", err)
+	}
+	return fmt.Errorf("%w: %w", errJournal, err)
+}
+
+// noted updates what the gateway shows of t and wakes its watchers.
+func (j *journal) noted(t *store.Task, wasSettled bool) {
+	j.recent.note(t)
+	j.watch.notify(t.ID)
+	if !wasSettled && tasks.Settled(t.State) {
+		j.metrics.TaskFinished(context.Background(), t.Agent, t.Method, string(t.State), t.UpdatedAt.Sub(t.CreatedAt))
+	}
+}
+
+// end ends t for a reason the gateway decides, ignoring that it has already ended. A write that
+// fails is logged: the task stays unfinished in the journal and recovery runs it again.
+func (j *journal) end(ctx context.Context, t *store.Task, e tasks.Ending, reason string) {
+	if err := j.apply(ctx, t, tasks.End(tasks.Dispatcher, e, reason, nil)); err != nil && !errors.Is(err, tasks.ErrEnded) {
+		j.log.Error("recording the end of a task failed", "task", t.ID, "ending", e.String(), "err", err)
+	}
+}
+
+// watchers wakes those who wait for a task to change (SubscribeToTask on a task the gateway
+// cannot relay from its replica).
+type watchers struct {
+	mu sync.Mutex
+	by map[string]chan struct{}
+}
+
+// wait returns a channel closed at the task's next change through this gateway.
+func (w *watchers) wait(id string) <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.by == nil {
+		w.by = map[string]chan struct{}{}
+	}
+	ch, ok := w.by[id]
+	if !ok {
+		ch = make(chan struct{})
+		w.by[id] = ch
+	}
+	return ch
+}
+
+func (w *watchers) notify(id string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if ch, ok := w.by[id]; ok {
+		close(ch)
+		delete(w.by, id)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/agentplane/agentplane/internal/store"
+	"github.com/agentplane/agentplane/internal/tasks"
 )
 
 // recentSize is how many tasks GET /api/v1/tasks can list.
@@ -37,7 +38,7 @@ type recentTasks struct {
 func newRecentTasks() *recentTasks { return &recentTasks{by: map[string]TaskSummary{}} }
 
 func (r *recentTasks) note(t *store.Task) {
-	s := TaskSummary{ID: t.ID, Agent: t.Agent, State: string(wireState(t.State)), Replica: t.Replica, Attempts: t.Attempts,
+	s := TaskSummary{ID: t.ID, Agent: t.Agent, State: string(tasks.WireState(t.State)), Replica: t.Replica, Attempts: t.Attempts,
 		Async: t.Async, Reason: t.Reason, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt,
 		LatencyMs: t.UpdatedAt.Sub(t.CreatedAt).Milliseconds()}
 	r.mu.Lock()
@@ -65,7 +66,7 @@ func (r *recentTasks) list(agent string, limit int) []TaskSummary {
 	return out
 }
 
-func (g *Gateway) serveAdminTasks(w http.ResponseWriter, r *http.Request) {
+func (a *adminAPI) tasks(w http.ResponseWriter, r *http.Request) {
 	limit := 50
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -75,5 +76,5 @@ func (g *Gateway) serveAdminTasks(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tasks": g.recent.list(r.URL.Query().Get("agent"), limit)})
+	writeJSON(w, http.StatusOK, map[string]any{"tasks": a.recent.list(r.URL.Query().Get("agent"), limit)})
 }

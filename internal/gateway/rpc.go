@@ -1,65 +1,45 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"mime"
-	"net"
 	"net/http"
-	"slices"
-	"syscall"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/agentplane/agentplane/internal/a2a"
 	"github.com/agentplane/agentplane/internal/audit"
 	"github.com/agentplane/agentplane/internal/auth"
 	"github.com/agentplane/agentplane/internal/discovery"
 	"github.com/agentplane/agentplane/internal/gateway/admission"
-	"github.com/agentplane/agentplane/internal/gateway/balancer"
-	"github.com/agentplane/agentplane/internal/gateway/balancer/policies"
+	"github.com/agentplane/agentplane/internal/gateway/upstream"
 	"github.com/agentplane/agentplane/internal/store"
+	"github.com/agentplane/agentplane/internal/tasks"
 	"github.com/agentplane/agentplane/internal/telemetry"
 )
 
 // HeaderReplica names the replica that answered, for operators and tests.
 const HeaderReplica = "X-Agentplane-Replica"
 
-// forwardedHeaders are the request headers passed on to agents. Credentials are not: the gateway
-// authenticates callers, agents trust the gateway.
-var forwardedHeaders = []string{"A2A-Version", "A2A-Extensions", "X-A2A-Extensions", "Traceparent", "Tracestate", "X-Request-Id"}
+// MetaPriority is the request metadata key that asks for a priority class: urgent, normal or
+// batch. The gateway lowers it to the highest class the caller's policy allows.
+const MetaPriority = "agentplane.io/priority"
 
-// upstreamStatusError is an HTTP status from a replica that another replica may not give.
-type upstreamStatusError struct{ code int }
+func newID() string { return uuid.Must(uuid.NewV7()).String() }
 
-func (e *upstreamStatusError) Error() string { return fmt.Sprintf("replica answered HTTP %d", e.code) }
-
-// errHung means a replica did not finish a task within the per-attempt deadline.
-var errHung = errors.New("replica did not finish the task within the task timeout")
-
-// rpcError writes a JSON-RPC error with an HTTP status.
-func (g *Gateway) rpcError(w http.ResponseWriter, status int, id json.RawMessage, e *a2a.Error) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
-		w.Header().Set("Retry-After", "1")
-	}
-	w.WriteHeader(status)
-	_, _ = w.Write(a2a.ErrorResponse(id, e))
-}
-
-// call carries the request of one JSON-RPC exchange to the gateway's handlers, and what they
-// learn about it for the audit record.
+// call is one JSON-RPC exchange, and what the gateway learns about it for the audit record.
 type call struct {
 	w       http.ResponseWriter
 	r       *http.Request
 	subject *auth.Subject
 	agent   discovery.Agent
 	req     *a2a.Request
+	body    []byte
 	taskID  string // the gateway task id the call created or named
 	replica string // the replica that last served it
 }
@@ -69,380 +49,295 @@ type call struct {
 // completes.
 func (g *Gateway) serveRPC(w http.ResponseWriter, r *http.Request) {
 	start := g.opts.Now()
-	name := r.PathValue("name")
-	sw := &statusRecorder{ResponseWriter: w}
-	ctx, span := telemetry.StartTask(r.Context(), name, "", "")
-	r = r.WithContext(ctx)
-	c := &call{w: sw, r: r, subject: anonymous}
-	outcome := "refused"
-	defer func() {
-		var failure error
-		if outcome != "ok" && outcome != "ok-journal" && outcome != "queued" {
-			failure = errors.New(outcome)
-		}
-		telemetry.End(span, failure)
-		if c.agent.Name != "" { // only agents that exist become label values
-			g.opts.Metrics.Request(ctx, c.agent.Name, c.req.Method, outcome, g.opts.Now().Sub(start))
-		}
-		rec := audit.Record{Subject: c.subject.Name, Tenant: c.subject.Tenant, Agent: name, TaskID: c.taskID,
-			Outcome: outcome, HTTPStatus: sw.status, LatencyMs: g.opts.Now().Sub(start).Milliseconds(), Replica: c.replica}
-		if c.req != nil {
-			rec.Method = c.req.Method
-		}
-		for _, ep := range c.agent.Endpoints {
-			if ep.Name == c.replica {
-				rec.Site = ep.Site
-			}
-		}
-		g.audit(r, rec)
-		g.log.LogAttrs(r.Context(), slog.LevelDebug, "request",
-			slog.String("agent", name), slog.String("method", rec.Method), slog.String("subject", rec.Subject),
-			slog.String("outcome", outcome), slog.Int("status", sw.status), slog.Duration("duration", g.opts.Now().Sub(start)))
-	}()
+	ctx, span := telemetry.StartTask(r.Context(), r.PathValue("name"), "", "")
+	c := &call{w: &statusRecorder{ResponseWriter: w}, r: r.WithContext(ctx), subject: anonymous}
+	o := g.readCall(c, span.SetName)
+	if o == "" {
+		o = g.route(c)
+	}
+	var failure error
+	if !o.succeeded() {
+		failure = errors.New(string(o))
+	}
+	telemetry.End(span, failure)
+	g.record(c, o, g.opts.Now().Sub(start))
+}
 
-	s, ok := g.authenticate(sw, r)
+// readCall authenticates, reads, parses and authorizes a call, answering itself (and returning
+// how the call ended) when it stops there.
+func (g *Gateway) readCall(c *call, name func(string)) outcome {
+	w, r := c.w, c.r
+	s, ok := g.authenticate(w, r)
 	if !ok {
-		outcome = "unauthenticated"
-		return
+		return outcomeUnauthenticated
 	}
 	c.subject = s
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			g.rpcError(sw, http.StatusUnsupportedMediaType, nil, a2a.Errorf(a2a.CodeInvalidRequest, "Content-Type must be application/json, not %q", ct))
-			outcome = "bad-request"
-			return
+			rpcError(w, http.StatusUnsupportedMediaType, nil, a2a.Errorf(a2a.CodeInvalidRequest, "Content-Type must be application/json, not %q", ct))
+			return outcomeBadRequest
 		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(sw, r.Body, g.opts.MaxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.opts.MaxBodyBytes))
 	if err != nil {
-		outcome = "bad-request"
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			g.rpcError(sw, http.StatusRequestEntityTooLarge, nil, a2a.Errorf(a2a.CodeRequestTooLarge, "request body is larger than the gateway's limit of %d bytes", g.opts.MaxBodyBytes))
-			return
+			rpcError(w, http.StatusRequestEntityTooLarge, nil, a2a.Errorf(a2a.CodeRequestTooLarge, "request body is larger than the gateway's limit of %d bytes", g.opts.MaxBodyBytes))
+			return outcomeTooLarge
 		}
-		g.rpcError(sw, http.StatusBadRequest, nil, a2a.Errorf(a2a.CodeInvalidRequest, "reading the request body failed: %v", err))
-		return
+		rpcError(w, http.StatusBadRequest, nil, a2a.Errorf(a2a.CodeInvalidRequest, "reading the request body failed: %v", err))
+		return outcomeBadRequest
 	}
 	req, perr := a2a.ParseRequestLimit(body, g.opts.MaxJSONDepth)
 	if perr != nil {
-		g.rpcError(sw, http.StatusOK, a2a.ErrorID(body), perr)
-		outcome = "bad-request"
-		return
+		rpcError(w, http.StatusOK, a2a.ErrorID(body), perr)
+		return outcomeBadRequest
 	}
-	c.req = req
-	span.SetName(req.Method + " " + name)
+	c.req, c.body = req, body
+	agent := r.PathValue("name")
+	name(req.Method + " " + agent)
 	// Authorization comes before the agent is looked up, so that a caller cannot probe which
 	// agents exist.
-	if refusal, ok := g.authorize(sw, req.ID, s, name); !ok {
-		outcome = refusal
-		return
+	if refusal, ok := g.authorize(w, req.ID, s, agent); !ok {
+		return refusal
 	}
-	agent, ok := discovery.Lookup(g.opts.Source.Snapshot(), name)
+	a, ok := discovery.Lookup(g.opts.Source.Snapshot(), agent)
 	if !ok {
-		g.rpcError(sw, http.StatusNotFound, req.ID, a2a.Errorf(a2a.CodeAgentNotFound, "no agent %q behind this gateway; GET /agents lists them", name))
-		outcome = "agent-not-found"
-		return
+		rpcError(w, http.StatusNotFound, req.ID, a2a.Errorf(a2a.CodeAgentNotFound, "no agent %q behind this gateway; GET /agents lists them", agent))
+		return outcomeAgentNotFound
 	}
-	c.agent = agent
+	c.agent = a
+	return ""
+}
+
+// route hands a parsed, authorized call to its method's handler.
+func (g *Gateway) route(c *call) outcome {
 	switch {
-	case req.Info.NewTask():
-		outcome = g.serveSend(c)
-	case req.Info.TaskScoped():
-		outcome = g.serveTaskOp(c)
-	default:
-		outcome = g.serveOther(c, body)
+	case c.req.Info.NewTask():
+		return g.serveSend(c)
+	case c.req.Info.TaskScoped():
+		return g.serveTaskOp(c)
 	}
+	return g.serveOther(c)
+}
+
+// record writes the audit record, the metrics and the debug log line of a call.
+func (g *Gateway) record(c *call, o outcome, took time.Duration) {
+	status := c.w.(*statusRecorder).status
+	method := ""
+	if c.req != nil {
+		method = c.req.Method
+	}
+	if c.agent.Name != "" { // only agents that exist become label values
+		g.opts.Metrics.Request(c.r.Context(), c.agent.Name, method, string(o), took)
+	}
+	rec := audit.Record{Subject: c.subject.Name, Tenant: c.subject.Tenant, Agent: c.r.PathValue("name"), TaskID: c.taskID,
+		Method: method, Outcome: string(o), HTTPStatus: status, LatencyMs: took.Milliseconds(), Replica: c.replica}
+	for _, ep := range c.agent.Endpoints {
+		if ep.Name == c.replica {
+			rec.Site = ep.Site
+		}
+	}
+	g.audit(c.r, rec)
+	g.log.LogAttrs(c.r.Context(), slog.LevelDebug, "request",
+		slog.String("agent", rec.Agent), slog.String("method", method), slog.String("subject", rec.Subject),
+		slog.String("outcome", string(o)), slog.Int("status", status), slog.Duration("duration", took))
+}
+
+// serveSend accepts a new message: it journals a task with a gateway task id, then runs it on a
+// replica (blocking or streaming), or queues it when the client asked not to wait.
+func (g *Gateway) serveSend(c *call) outcome {
+	mi, err := a2a.ParseMessageInfo(c.req.Params, c.req.Info.Dialect)
+	if err != nil {
+		rpcError(c.w, http.StatusOK, c.req.ID, a2a.Errorf(a2a.CodeInvalidParams, "%v", err))
+		return outcomeInvalid
+	}
+	if mi.TaskID != "" {
+		t, ok := g.lookupTask(c, mi.TaskID)
+		if !ok {
+			return outcomeTaskNotFound
+		}
+		return g.serveTask(c, t, func(ctx context.Context, sk sink) outcome { return g.tasks.continueTask(ctx, t, c.req, sk, c.r.Header) })
+	}
+	t, err := g.newTask(c, mi)
+	if err != nil {
+		rpcErrorFor(c.w, c.req.ID, err)
+		return outcomeInvalid
+	}
+	if err := g.tasks.journal.create(c.r.Context(), t); err != nil {
+		g.log.Error("task journal write failed; refusing the task", "agent", c.agent.Name, "err", err)
+		rpcErrorFor(c.w, c.req.ID, errJournalRefusal)
+		return outcomeJournalError
+	}
+	c.taskID = t.ID
+	telemetry.SetTaskID(c.r.Context(), t.ID)
+	g.tasks.budget.Request(c.agent.Name, t.CreatedAt)
+	if t.Async {
+		if err := g.tasks.journal.store.Enqueue(c.r.Context(), t.ID); err != nil {
+			g.log.Error("queueing an async task failed", "task", t.ID, "err", err)
+			g.tasks.journal.end(c.r.Context(), t, tasks.Exhausted, "the gateway could not queue the task")
+			rpcErrorFor(c.w, c.req.ID, errJournalRefusal)
+			return outcomeJournalError
+		}
+		task := a2a.TaskObject(a2a.Dialect(t.Dialect), t.ID, t.ContextID, a2a.StateSubmitted, "", nil)
+		writeAnswer(c.w, nil, http.StatusOK, discovery.Endpoint{}, a2a.Result(c.req.ID, a2a.SendResult(a2a.Dialect(t.Dialect), task)))
+		return outcomeQueued
+	}
+	return g.serveTask(c, t, func(ctx context.Context, sk sink) outcome { return g.tasks.run(ctx, t, sk, c.r.Header) })
+}
+
+// serveTask runs a task handler in the task's own context (it outlives the client) with the
+// sink the call's method asks for.
+func (g *Gateway) serveTask(c *call, t *store.Task, run func(context.Context, sink) outcome) outcome {
+	ctx, cancel := g.tasks.taskContext(c.r.Context())
+	defer cancel()
+	var sk sink = &blockingSink{w: c.w, id: c.req.ID, replica: &c.replica}
+	if c.req.Info.Kind == a2a.KindStream {
+		sk = newStreamSink(c.w, c.req.ID, &c.replica)
+	}
+	c.replica = t.Replica
+	return run(ctx, sk)
+}
+
+// newTask builds the journal record of a new message: the gateway fixes its contextId before
+// the first dispatch (so that a re-dispatched task keeps its conversation), and a queued task is
+// sent as a blocking request, since the gateway's own consumer waits for its result.
+func (g *Gateway) newTask(c *call, mi a2a.MessageInfo) (*store.Task, error) {
+	d := c.req.Info.Dialect
+	streaming := c.req.Info.Kind == a2a.KindStream
+	async := !mi.Blocking && !streaming
+	contextID := mi.ContextID
+	if contextID == "" {
+		contextID = newID()
+	}
+	var blocking *bool
+	if async {
+		yes := true
+		blocking = &yes
+	}
+	params, err := a2a.EditSend(c.req.Params, d, contextID, "", blocking)
+	if err != nil {
+		return nil, a2a.Errorf(a2a.CodeInvalidParams, "%v", err)
+	}
+	body, err := c.req.WithParams(params)
+	if err != nil {
+		return nil, a2a.Errorf(a2a.CodeInternalError, "%v", err)
+	}
+	prio, err := priorityOf(g.opts.Auth, c.subject, c.agent.Name, mi)
+	if err != nil {
+		return nil, a2a.Errorf(a2a.CodeInvalidParams, "%v", err)
+	}
+	now := g.opts.Now()
+	return &store.Task{Priority: prio.String(),
+		ID: newID(), Agent: c.agent.Name, Subject: c.subject.Name, Tenant: c.subject.Tenant,
+		ContextID: contextID, MessageID: mi.MessageID,
+		Method: c.req.Method, Dialect: string(d), Async: async, Request: body, Trace: telemetry.TraceCarrier(c.r.Context()),
+		State: store.StateAccepted, CreatedAt: now, UpdatedAt: now,
+	}, nil
+}
+
+// priority is the class a send asks for in params.metadata or params.message.metadata, capped
+// by what the subject may use.
+func priorityOf(a *auth.Stack, s *auth.Subject, agent string, mi a2a.MessageInfo) (admission.Priority, error) {
+	asked := mi.Metadata[MetaPriority]
+	p := admission.Normal
+	if asked != "" {
+		var err error
+		if p, err = admission.ParsePriority(asked); err != nil {
+			return p, fmt.Errorf("metadata %q: %w", MetaPriority, err)
+		}
+	}
+	if a != nil {
+		limit, ok := a.Authorizer.MaxPriority(s, agent)
+		if lp, err := admission.ParsePriority(string(limit)); ok && err == nil && p > lp {
+			p = lp
+		}
+	}
+	return p, nil
+}
+
+// maxTaskID bounds a task id the gateway looks up; its own ids are UUIDs.
+const maxTaskID = 128
+
+// lookupTask finds a task of this agent by its gateway id, answering TaskNotFound itself when
+// there is none (another subject's task answers exactly as one that does not exist).
+func (g *Gateway) lookupTask(c *call, id string) (*store.Task, bool) {
+	if len(id) > maxTaskID {
+		rpcError(c.w, http.StatusOK, c.req.ID, a2a.Errorf(a2a.CodeTaskNotFound, "task not found on agent %q: no task id is longer than %d characters", c.agent.Name, maxTaskID))
+		return nil, false
+	}
+	c.taskID = id
+	t, err := g.tasks.journal.store.Get(c.r.Context(), id)
+	if err == nil && t.Agent == c.agent.Name && canSee(g.opts.Auth, c.subject, t) {
+		c.replica = t.Replica
+		return t, true
+	}
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		g.log.Error("task journal read failed", "err", err)
+		rpcError(c.w, http.StatusServiceUnavailable, c.req.ID, a2a.Errorf(a2a.CodeInternalError, "the task journal is unavailable; try again"))
+		return nil, false
+	}
+	rpcError(c.w, http.StatusOK, c.req.ID, a2a.Errorf(a2a.CodeTaskNotFound, "task %q not found on agent %q", id, c.agent.Name))
+	return nil, false
+}
+
+// serveTaskOp answers GetTask, CancelTask and SubscribeToTask for a gateway task id: from the
+// replica that holds the task while it lives, from the journal otherwise.
+func (g *Gateway) serveTaskOp(c *call) outcome {
+	id, _ := c.req.TaskID() // checked by ParseRequest
+	t, ok := g.lookupTask(c, id)
+	if !ok {
+		return outcomeTaskNotFound
+	}
+	switch c.req.Info.Kind {
+	case a2a.KindGetTask:
+		if ep, ok := g.tasks.owner(t); ok && !t.State.Terminal() {
+			if out, err := g.tasks.forward(c.r.Context(), t, ep, c.req, c.r.Header); err == nil {
+				writeAnswer(c.w, nil, http.StatusOK, ep, out)
+				c.replica = ep.Name
+				return outcomeOK
+			}
+		}
+		writeAnswer(c.w, nil, http.StatusOK, discovery.Endpoint{}, a2a.Result(c.req.ID, taskView(t)))
+		return outcomeJournal
+	case a2a.KindCancel:
+		if t.State.Terminal() {
+			rpcError(c.w, http.StatusOK, c.req.ID, a2a.Errorf(a2a.CodeTaskNotCancelable, "task %q is already %s", id, tasks.WireState(t.State)))
+			return outcomeNotCancelable
+		}
+		out, ep := g.tasks.cancel(c.r.Context(), t, c.req, c.r.Header)
+		writeAnswer(c.w, nil, http.StatusOK, ep, out)
+		if ep.Name == "" {
+			return outcomeJournal
+		}
+		return outcomeOK
+	}
+	sk := newStreamSink(c.w, c.req.ID, &c.replica)
+	return g.tasks.subscribe(c.r.Context(), t, c.req, sk, c.r.Header)
 }
 
 // serveOther forwards methods the gateway does not track (ListTasks, push notification configs,
-// the extended card) to one ready replica, unchanged.
-func (g *Gateway) serveOther(c *call, body []byte) string {
-	sl, err := g.acquire(c.r.Context(), taskRef{agent: c.agent.Name, tenant: c.subject.Tenant, priority: admission.Normal}, nil)
-	ep, release := sl.ep, sl.release
+// the extended card) to one ready replica.
+func (g *Gateway) serveOther(c *call) outcome {
+	sl, err := g.tasks.pool.acquire(c.r.Context(), taskRef{agent: c.agent.Name, tenant: c.subject.Tenant, priority: admission.Normal}, nil)
 	if err != nil {
-		g.rpcError(c.w, http.StatusServiceUnavailable, c.req.ID, a2a.Errorf(a2a.CodeAgentUnavailable, "agent %q: %v", c.agent.Name, err))
-		return "unavailable"
+		rpcError(c.w, http.StatusServiceUnavailable, c.req.ID, a2a.Errorf(a2a.CodeAgentUnavailable, "agent %q: %v", c.agent.Name, err))
+		return outcomeUnavailable
 	}
-	defer release()
-	c.replica = ep.Name
-	ctx, cancel := context.WithTimeout(c.r.Context(), g.opts.TaskTimeout)
+	defer sl.release()
+	c.replica = sl.ep.Name
+	ctx, cancel := context.WithTimeout(c.r.Context(), g.tasks.timeout(sl.agent))
 	defer cancel()
-	resp, err := g.send(ctx, ep, c.req.Info.Dialect, body, false, c.r.Header)
+	resp, err := g.tasks.client.Send(ctx, sl.ep.URL, c.req.Info.Dialect, c.body, false, c.r.Header)
+	var out []byte
+	if err == nil {
+		out, err = upstream.ReadAnswer(resp)
+	}
 	if err != nil {
-		g.failed(ep, err)
-		g.rpcError(c.w, http.StatusBadGateway, c.req.ID, a2a.Errorf(a2a.CodeAgentUnavailable, "replica %s did not answer: %v", ep.Name, err))
-		return "unavailable"
+		g.tasks.pool.failed(sl.ep, err)
+		rpcError(c.w, http.StatusBadGateway, c.req.ID, a2a.Errorf(a2a.CodeAgentUnavailable, "replica %s did not answer: %v", sl.ep.Name, err))
+		return outcomeUnavailable
 	}
-	defer resp.Body.Close()
-	out, err := readBody(resp)
-	if err != nil {
-		g.rpcError(c.w, http.StatusBadGateway, c.req.ID, a2a.Errorf(a2a.CodeAgentUnavailable, "replica %s: %v", ep.Name, err))
-		return "unavailable"
-	}
-	writeResponse(c.w, resp, ep, out)
-	return "ok"
-}
-
-// send posts one JSON-RPC body to a replica, at the URL its card gives for the dialect. A 502,
-// 503 or 504 answer is returned as an upstreamStatusError, since another replica may do better.
-func (g *Gateway) send(ctx context.Context, ep discovery.Endpoint, d a2a.Dialect, body []byte, stream bool, in http.Header) (*http.Response, error) {
-	target, err := g.cards.rpcURL(ctx, ep.URL, d)
-	if err != nil {
-		return nil, err
-	}
-	up, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	up.Header.Set("Content-Type", "application/json")
-	if stream {
-		up.Header.Set("Accept", "text/event-stream")
-	} else {
-		up.Header.Set("Accept", "application/json")
-	}
-	for _, h := range forwardedHeaders {
-		if v := in.Values(h); len(v) > 0 {
-			up.Header[h] = v
-		}
-	}
-	telemetry.Inject(ctx, up.Header) // with tracing on, the agent's parent is this dispatch
-	resp, err := g.client.Do(up)
-	if err != nil {
-		return nil, err
-	}
-	switch resp.StatusCode {
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		resp.Body.Close()
-		return nil, &upstreamStatusError{code: resp.StatusCode}
-	}
-	return resp, nil
-}
-
-func readBody(resp *http.Response) ([]byte, error) {
-	out, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(out) > maxResponseBytes {
-		return nil, fmt.Errorf("answer is larger than %d bytes", maxResponseBytes)
-	}
-	return out, nil
-}
-
-// writeResponse relays a replica's non-streaming answer.
-func writeResponse(w http.ResponseWriter, resp *http.Response, ep discovery.Endpoint, body []byte) {
-	h := w.Header()
-	for _, k := range []string{"Content-Type", "A2A-Version", "A2A-Extensions", "X-A2A-Extensions"} {
-		if v := resp.Header.Values(k); len(v) > 0 {
-			h[k] = v
-		}
-	}
-	h.Set(HeaderReplica, ep.Name)
-	h.Set("Content-Length", fmt.Sprint(len(body)))
-	w.WriteHeader(resp.StatusCode)
-	_, _ = w.Write(body)
-}
-
-// failed records a replica failure. A replica that refused or dropped the connection is ejected
-// at once; one that hung past the task timeout or answered 502/503/504 is ejected after
-// ejectAfter such failures in a row, since one slow task does not make a replica sick.
-func (g *Gateway) failed(ep discovery.Endpoint, err error) {
-	var st *upstreamStatusError
-	var d time.Duration
-	switch {
-	case connectionFailure(err) || errors.Is(err, errCard):
-		d = g.ejector.Eject(ep.URL, g.opts.Now())
-	case errors.Is(err, errHung) || errors.As(err, &st):
-		d = g.ejector.Fail(ep.URL, g.opts.Now(), ejectAfter)
-	}
-	if d == 0 {
-		g.log.Info("replica failed a request", "agent", ep.Agent, "replica", ep.Name, "err", err)
-		return
-	}
-	g.opts.Metrics.Ejection(ep.Agent, ep.Name)
-	g.log.Warn("replica ejected", "agent", ep.Agent, "replica", ep.Name, "for", d, "err", err)
-}
-
-// ejectAfter is how many slow or 5xx answers in a row eject a replica.
-const ejectAfter = 2
-
-// connectionFailure reports whether err means the replica could not be reached or dropped the
-// connection, as opposed to answering badly.
-func connectionFailure(err error) bool {
-	var op *net.OpError
-	return errors.As(err, &op) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
-}
-
-// pick chooses a replica for a task with the agent's balancing policy (filters: residency,
-// ready, not ejected, capacity, own site first; then load and latency scores; then power of two
-// choices, or bounded-load consistent hashing on contextID for stateful agents) and counts the
-// task on it at once, so that concurrent picks never exceed a replica's capacity. Replicas in
-// tried are avoided while another one has room. release must be called when the task leaves.
-func (g *Gateway) pick(agent discovery.Agent, tried map[string]bool, contextID string) (discovery.Endpoint, func(), error) {
-	ep, rel, err := g.pickAmong(agent, tried, contextID)
-	if errors.Is(err, balancer.ErrSaturated) && len(tried) > 0 {
-		// Every untried replica is busy: a replica that failed this task once but is not ejected
-		// is better than waiting.
-		ep, rel, err = g.pickAmong(agent, nil, contextID)
-	}
-	return ep, rel, err
-}
-
-func (g *Gateway) pickAmong(agent discovery.Agent, tried map[string]bool, contextID string) (discovery.Endpoint, func(), error) {
-	now := g.opts.Now()
-	capacity := max(agent.MaxConcurrency, 1)
-	cands := make([]balancer.Candidate, 0, len(agent.Endpoints))
-	eps := make([]discovery.Endpoint, 0, len(agent.Endpoints))
-	for _, e := range agent.Endpoints {
-		if e.URL == "" || tried[e.URL] {
-			continue
-		}
-		lat, _ := g.latency.Value(e.URL, now)
-		cands = append(cands, balancer.Candidate{Key: e.URL, InFlight: g.tracker.InFlight(e.URL), Capacity: capacity,
-			Site: e.Site, Zone: e.Zone, Ready: e.Ready, Ejected: g.ejector.Ejected(e.URL, now), Latency: lat})
-		eps = append(eps, e)
-	}
-	pol, ok := g.policies.Get(policies.NameFor(agent.State))
-	if !ok {
-		return discovery.Endpoint{}, nil, fmt.Errorf("no balancing policy for %s agents", agent.State)
-	}
-	req := balancer.Request{AllowedSites: agent.AllowedSites}
-	if agent.State == discovery.AgentStateful {
-		req.AffinityKey = contextID
-	}
-	for range 3 {
-		i, err := pol.Pick(req, cands)
-		if errors.Is(err, balancer.ErrUnavailable) && readyOutside(agent) {
-			// Replicas are ready, but none where the agent's data may go: say so.
-			return discovery.Endpoint{}, nil, &balancer.NoReplicaError{Policy: pol.Name, Stage: "residency", Candidates: len(cands), Err: balancer.ErrResidency}
-		}
-		if err != nil {
-			return discovery.Endpoint{}, nil, err
-		}
-		if rel, ok := g.tracker.TryAcquire(cands[i].Key, capacity); ok {
-			return eps[i], rel, nil
-		}
-		cands[i].InFlight = cands[i].Capacity // taken meanwhile by a concurrent pick
-	}
-	return discovery.Endpoint{}, nil, &balancer.NoReplicaError{Policy: pol.Name, Stage: "capacity", Candidates: len(cands), Err: balancer.ErrSaturated}
-}
-
-// readyOutside reports whether an agent with a residency rule has ready replicas outside it.
-func readyOutside(agent discovery.Agent) bool {
-	if len(agent.AllowedSites) == 0 {
-		return false
-	}
-	for _, e := range agent.Endpoints {
-		if e.Ready && !slices.Contains(agent.AllowedSites, e.Site) {
-			return true
-		}
-	}
-	return false
-}
-
-// slot is a replica slot granted to a task.
-type slot struct {
-	agent   discovery.Agent
-	ep      discovery.Endpoint
-	release func()
-}
-
-// acquire gets a replica slot for a task. When every eligible replica is at capacity the task
-// waits in the agent's admission queue (urgent, then normal, then batch; round robin across
-// tenants; FIFO within a tenant) until a slot frees for it, ctx ends or the queue timeout passes.
-func (g *Gateway) acquire(ctx context.Context, t taskRef, tried map[string]bool) (slot, error) {
-	var s slot
-	try := func() (func(), error) {
-		agent, ok := discovery.Lookup(g.opts.Source.Snapshot(), t.agent)
-		if !ok {
-			return nil, fmt.Errorf("agent %q was removed", t.agent)
-		}
-		ep, rel, err := g.pick(agent, tried, t.contextID)
-		if errors.Is(err, balancer.ErrSaturated) {
-			return nil, admission.ErrNoSlot
-		}
-		if err != nil {
-			return nil, err
-		}
-		s.agent, s.ep = agent, ep
-		return rel, nil
-	}
-	start := g.opts.Now()
-	release, err := g.queue.Acquire(ctx, admission.Request{Agent: t.agent, Tenant: t.tenant, Priority: t.priority,
-		Deadline: start.Add(g.opts.QueueTimeout)}, try)
-	if waited := g.opts.Now().Sub(start); err == nil {
-		g.opts.Metrics.QueueWait(ctx, t.agent, waited)
-	}
-	var refused *admission.RefusedError
-	switch {
-	case errors.As(err, &refused):
-		reason := "deadline"
-		if errors.Is(err, admission.ErrQueueFull) {
-			reason = "queue_full"
-		}
-		g.opts.Metrics.QueueRefused(t.agent, reason)
-		return s, err
-	case errors.Is(err, balancer.ErrUnavailable):
-		return s, errNoReplica
-	case err != nil:
-		return s, err
-	}
-	s.release = release
-	return s, nil
-}
-
-// taskRef is what admission and balancing need to know of a task.
-type taskRef struct {
-	agent, tenant, contextID string
-	priority                 admission.Priority
-}
-
-func refOf(t *store.Task) taskRef {
-	p, err := admission.ParsePriority(t.Priority)
-	if err != nil {
-		p = admission.Normal
-	}
-	return taskRef{agent: t.Agent, tenant: t.Tenant, contextID: t.ContextID, priority: p}
-}
-
-// endpoint finds the replica that has url, if it is still there.
-func endpoint(agent discovery.Agent, url string) (discovery.Endpoint, bool) {
-	for _, e := range agent.Endpoints {
-		if url != "" && e.URL == url {
-			return e, true
-		}
-	}
-	return discovery.Endpoint{}, false
-}
-
-// watch prunes per-replica state of replicas that are gone, whenever the source changes.
-func (g *Gateway) watch(ctx context.Context) {
-	var restarts map[string]int
-	for {
-		ch := g.opts.Source.Changed()
-		live := map[string]bool{}
-		agents := g.opts.Source.Snapshot()
-		restarts = g.noteRestarts(restarts, agents)
-		for _, a := range agents {
-			g.queue.Notify(a.Name) // a replica may have become ready: waiting tasks try again
-			for _, e := range a.Endpoints {
-				if e.URL != "" {
-					live[e.URL] = true
-				}
-			}
-		}
-		keep := func(k string) bool { return live[k] }
-		g.ejector.Retain(keep)
-		g.cards.retain(keep)
-		g.latency.Retain(keep)
-		select {
-		case <-ctx.Done():
-			return
-		case <-ch:
-		case <-time.After(time.Minute):
-		}
-	}
+	writeAnswer(c.w, resp.Header, resp.StatusCode, sl.ep, out)
+	return outcomeOK
 }

@@ -16,12 +16,6 @@ import (
 // DefaultAdminGroup is the group whose members may use the admin API when authentication is on.
 const DefaultAdminGroup = "agentplane-admins"
 
-// CodeForbidden and CodeRateLimited are the JSON-RPC codes of refusals by policy.
-const (
-	CodeForbidden   = -32053
-	CodeRateLimited = -32054
-)
-
 // anonymous is the caller when the gateway has no authentication configured (embedded mode on
 // loopback): it may do everything.
 var anonymous = &auth.Subject{Name: "anonymous", Kind: "none"}
@@ -35,7 +29,7 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request) (*auth.Su
 	if err != nil {
 		g.log.Info("request not authenticated", "reason", err.Error(), "remote", r.RemoteAddr)
 		w.Header().Set("WWW-Authenticate", auth.Challenge)
-		g.rpcError(w, http.StatusUnauthorized, nil, a2a.Errorf(a2a.CodeInvalidRequest, "%s", auth.ClientMessage(err)))
+		rpcError(w, http.StatusUnauthorized, nil, a2a.Errorf(a2a.CodeInvalidRequest, "%s", auth.ClientMessage(err)))
 		return nil, false
 	}
 	return s, true
@@ -43,14 +37,14 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request) (*auth.Su
 
 // authorize checks that s may call agent, then its rate limit. It answers itself and returns
 // false when not.
-func (g *Gateway) authorize(w http.ResponseWriter, id []byte, s *auth.Subject, agent string) (string, bool) {
+func (g *Gateway) authorize(w http.ResponseWriter, id []byte, s *auth.Subject, agent string) (outcome, bool) {
 	if g.opts.Auth == nil {
 		return "", true
 	}
 	if err := g.opts.Auth.Authorizer.Allow(s, agent, ""); err != nil {
 		g.log.Info("request forbidden", "subject", s.Name, "tenant", s.Tenant, "agent", agent)
-		g.rpcError(w, http.StatusForbidden, id, &a2a.Error{Code: CodeForbidden, Message: auth.ClientMessage(err)})
-		return "forbidden", false
+		rpcError(w, http.StatusForbidden, id, &a2a.Error{Code: CodeForbidden, Message: auth.ClientMessage(err)})
+		return outcomeForbidden, false
 	}
 	if g.opts.Auth.RateLimiter != nil {
 		if err := g.opts.Auth.RateLimiter.Allow(s, agent, g.opts.Now()); err != nil {
@@ -60,30 +54,29 @@ func (g *Gateway) authorize(w http.ResponseWriter, id []byte, s *auth.Subject, a
 				retry = rl.RetryAfter
 			}
 			w.Header().Set("Retry-After", auth.RetryAfterSeconds(retry))
-			g.rpcError(w, http.StatusTooManyRequests, id, &a2a.Error{Code: CodeRateLimited, Message: auth.ClientMessage(err)})
-			return "rate-limited", false
+			rpcError(w, http.StatusTooManyRequests, id, &a2a.Error{Code: CodeRateLimited, Message: auth.ClientMessage(err)})
+			return outcomeRateLimited, false
 		}
 	}
 	return "", true
 }
 
 // canSee reports whether s may see task t. Another subject's task answers as not found.
-func (g *Gateway) canSee(s *auth.Subject, t *store.Task) bool {
-	if g.opts.Auth == nil {
-		return true
-	}
-	return g.opts.Auth.Authorizer.CanSeeTask(s, t.Subject, t.Tenant)
+func canSee(a *auth.Stack, s *auth.Subject, t *store.Task) bool {
+	return a == nil || a.Authorizer.CanSeeTask(s, t.Subject, t.Tenant)
 }
 
-// chargeTokens charges the tokens an agent reported for a task to its subject's budget.
-func (g *Gateway) chargeTokens(t *store.Task, in, out int64) {
-	g.opts.Metrics.Tokens(t.Agent, t.Subject, telemetry.TokensInput, int(in))
-	g.opts.Metrics.Tokens(t.Agent, t.Subject, telemetry.TokensOutput, int(out))
-	if g.opts.Auth == nil || g.opts.Auth.RateLimiter == nil || in+out <= 0 {
-		return
+// tokenCharger returns what charges the tokens an agent reported for a task to its subject's
+// budget and metrics.
+func tokenCharger(a *auth.Stack, m *telemetry.Metrics, now func() time.Time) func(t *store.Task, in, out int64) {
+	return func(t *store.Task, in, out int64) {
+		m.Tokens(t.Agent, t.Subject, telemetry.TokensInput, int(in))
+		m.Tokens(t.Agent, t.Subject, telemetry.TokensOutput, int(out))
+		if a == nil || a.RateLimiter == nil || in+out <= 0 {
+			return
+		}
+		a.RateLimiter.ChargeTokens(&auth.Subject{Name: t.Subject, Tenant: t.Tenant}, t.Agent, in+out, now())
 	}
-	s := &auth.Subject{Name: t.Subject, Tenant: t.Tenant}
-	g.opts.Auth.RateLimiter.ChargeTokens(s, t.Agent, in+out, g.opts.Now())
 }
 
 // requireAdmin guards the admin API: when authentication is on, only members of the admin group

@@ -5,269 +5,303 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"mime"
 	"net/http"
+	"time"
 
 	"github.com/agentplane/agentplane/internal/a2a"
 	"github.com/agentplane/agentplane/internal/discovery"
+	"github.com/agentplane/agentplane/internal/gateway/upstream"
 	"github.com/agentplane/agentplane/internal/store"
+	"github.com/agentplane/agentplane/internal/tasks"
 )
 
-// lookupTask finds a task of this agent by its gateway id, answering TaskNotFound itself when
-// there is none.
-func (g *Gateway) lookupTask(c *call, id string) (*store.Task, bool) {
-	c.taskID = id
-	t, err := g.journal.Get(c.r.Context(), id)
-	// Another subject's task answers exactly as a task that does not exist.
-	if err == nil && t.Agent == c.agent.Name && g.canSee(c.subject, t) {
-		c.replica = t.Replica
-		return t, true
-	}
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		g.log.Error("task journal read failed", "err", err)
-		g.rpcError(c.w, http.StatusServiceUnavailable, c.req.ID, a2a.Errorf(a2a.CodeInternalError, "the task journal is unavailable; try again"))
-		return nil, false
-	}
-	g.rpcError(c.w, http.StatusOK, c.req.ID, a2a.Errorf(a2a.CodeTaskNotFound, "task %q not found on agent %q", id, c.agent.Name))
-	return nil, false
-}
-
-// owner is the replica that holds t, while it is still there and ready.
-func (g *Gateway) owner(c *call, t *store.Task) (discovery.Endpoint, bool) {
+// owner is the replica that holds t, while it is still there and ready and still knows the task.
+func (d *dispatcher) owner(t *store.Task) (discovery.Endpoint, bool) {
 	if t.UpstreamID == "" {
 		return discovery.Endpoint{}, false
 	}
-	ep, ok := endpoint(c.agent, t.ReplicaURL)
+	agent, ok := discovery.Lookup(d.pool.source.Snapshot(), t.Agent)
+	if !ok {
+		return discovery.Endpoint{}, false
+	}
+	ep, ok := endpoint(agent, t.ReplicaURL)
 	if !ok || !ep.Ready {
 		return ep, false
 	}
 	// A restarted stateless replica is a new process at the same address: the task's state went
 	// with the old one. A stateful agent may have kept it in its memory volume; it answers itself.
-	if c.agent.State != discovery.AgentStateful && ep.Restarts > t.ReplicaRestarts {
+	if agent.State != discovery.AgentStateful && ep.Restarts > t.ReplicaRestarts {
 		return ep, false
 	}
 	return ep, true
 }
 
-// serveTaskOp answers GetTask, CancelTask and SubscribeToTask for a gateway task id: from the
-// replica that holds the task while it lives, from the journal otherwise.
-func (g *Gateway) serveTaskOp(c *call) string {
-	id, _ := c.req.TaskID() // checked by ParseRequest
-	t, ok := g.lookupTask(c, id)
-	if !ok {
-		return "task-not-found"
+// continueTask sends the client's answer to an input-required task to the replica that holds
+// its state, waiting for a slot there like any task (a replica never gets more than its
+// maxConcurrency). It is not re-dispatched: no other replica knows the task.
+func (d *dispatcher) continueTask(ctx context.Context, t *store.Task, req *a2a.Request, sk sink, hdr http.Header) outcome {
+	if t.State != store.StateInputReq {
+		sk.fail(a2a.Errorf(a2a.CodeInvalidParams, "task %q is %s; only a task that asks for input takes another message",
+			t.ID, tasks.WireState(t.State).Wire(a2a.Dialect(t.Dialect))))
+		return outcomeInvalid
 	}
-	switch c.req.Info.Kind {
-	case a2a.KindGetTask:
-		if !t.State.Terminal() {
-			if ep, ok := g.owner(c, t); ok {
-				if out, err := g.forwardTaskOp(c, t, ep); err == nil {
-					g.writeJSONRPC(c.w, ep, out)
-					return "ok"
-				}
-			}
-		}
-		g.writeJSONRPC(c.w, discovery.Endpoint{}, a2a.Result(c.req.ID, taskView(t)))
-		return "ok-journal"
-
-	case a2a.KindCancel:
-		if t.State.Terminal() {
-			g.rpcError(c.w, http.StatusOK, c.req.ID, a2a.Errorf(a2a.CodeTaskNotCancelable, "task %q is already %s", id, wireState(t.State)))
-			return "not-cancelable"
-		}
-		if ep, ok := g.owner(c, t); ok {
-			out, err := g.forwardTaskOp(c, t, ep)
-			if err == nil {
-				var r a2a.Response
-				if json.Unmarshal(out, &r) == nil && r.Error == nil {
-					if sum := a2a.Summarize(r.Result); sum.State.Terminal() {
-						g.finish(c.r.Context(), t, journalState(sum.State), "canceled by the client", r.Result)
-					}
-				}
-				g.writeJSONRPC(c.w, ep, out)
-				return "ok"
-			}
-		}
-		// Not running anywhere the gateway can reach (queued, or its replica is gone): the
-		// journal is the task, and canceling it there is final.
-		g.finish(c.r.Context(), t, store.StateCanceled, "canceled by the client", nil)
-		g.writeJSONRPC(c.w, discovery.Endpoint{}, a2a.Result(c.req.ID, taskView(t)))
-		return "ok-journal"
-
-	default: // SubscribeToTask
-		if !t.State.Terminal() {
-			if ep, ok := g.owner(c, t); ok {
-				if err := g.relaySubscription(c, t, ep); err == nil {
-					return "ok"
-				}
-			}
-		}
-		sw := newSSEWriter(c.w)
-		if err := sw.start(t.Replica); err == nil {
-			_ = sw.event(a2a.Result(c.req.ID, taskView(t)))
-		}
-		return "ok-journal"
+	if _, ok := d.owner(t); !ok {
+		sk.fail(a2a.Errorf(a2a.CodeTaskNotFound, "task %q cannot be continued: the replica that held its state (%s) is gone or has restarted; start a new task in the same context", t.ID, t.Replica))
+		return outcomeTaskLost
 	}
+	params, err := a2a.EditSend(req.Params, req.Info.Dialect, "", t.UpstreamID, nil)
+	if err != nil {
+		sk.fail(a2a.Errorf(a2a.CodeInvalidParams, "%v", err))
+		return outcomeInvalid
+	}
+	body, err := req.WithParams(params)
+	if err != nil {
+		sk.fail(a2a.Errorf(a2a.CodeInternalError, "%v", err))
+		return outcomeFailed
+	}
+	sl, err := d.pool.acquireOn(ctx, refOf(t), t.ReplicaURL)
+	if err != nil {
+		sk.fail(a2a.Errorf(a2a.CodeAgentUnavailable, "replica %s that holds task %q has no free slot: %v", t.Replica, t.ID, err))
+		return outcomeUnavailable
+	}
+	err = d.attempt(ctx, t, sl, tasks.Continue(), sk, hdr, body, 0, nil)
+	switch {
+	case err == nil:
+		return outcomeOK
+	case errors.Is(err, tasks.ErrEnded), errors.Is(err, tasks.ErrNotAllowed), errors.Is(err, errJournal):
+		return d.giveUp(ctx, t, sk, sl.ep, err)
+	}
+	d.pool.failed(sl.ep, err)
+	sk.fail(a2a.Errorf(a2a.CodeAgentUnavailable, "replica %s that holds task %q did not answer: %v", sl.ep.Name, t.ID, err))
+	return outcomeUnavailable
 }
 
-// forwardTaskOp sends the request to the replica with the replica's task id, and returns the
-// answer with the gateway's id.
-func (g *Gateway) forwardTaskOp(c *call, t *store.Task, ep discovery.Endpoint) ([]byte, error) {
-	params, err := a2a.WithParamID(c.req.Params, t.UpstreamID)
+// forward sends a task-scoped request (GetTask, CancelTask) to the replica that holds t, with
+// the replica's id for the task, and returns the answer with the gateway's.
+func (d *dispatcher) forward(ctx context.Context, t *store.Task, ep discovery.Endpoint, req *a2a.Request, hdr http.Header) ([]byte, error) {
+	params, err := a2a.WithParamID(req.Params, t.UpstreamID)
 	if err != nil {
 		return nil, err
 	}
-	body, err := c.req.WithParams(params)
+	body, err := req.WithParams(params)
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(c.r.Context(), cardTimeout*5)
+	ctx, cancel := context.WithTimeout(ctx, 5*upstream.CardTimeout)
 	defer cancel()
-	resp, err := g.send(ctx, ep, c.req.Info.Dialect, body, false, c.r.Header)
+	resp, err := d.client.Send(ctx, ep.URL, req.Info.Dialect, body, false, hdr)
 	if err != nil {
-		g.failed(ep, err)
+		d.pool.failed(ep, err)
 		return nil, err
 	}
-	defer resp.Body.Close()
-	out, err := readBody(resp)
+	out, err := upstream.ReadAnswer(resp)
 	if err != nil {
 		return nil, err
 	}
 	return a2a.ReplaceID(out, t.UpstreamID, t.ID), nil
 }
 
-// relaySubscription re-attaches to a running task's stream on its replica.
-func (g *Gateway) relaySubscription(c *call, t *store.Task, ep discovery.Endpoint) error {
-	params, err := a2a.WithParamID(c.req.Params, t.UpstreamID)
-	if err != nil {
-		return err
+// cancel cancels t: on the replica that runs it when there is one, in the journal otherwise
+// (queued, or its replica is gone), where canceling is final.
+func (d *dispatcher) cancel(ctx context.Context, t *store.Task, req *a2a.Request, hdr http.Header) (json.RawMessage, discovery.Endpoint) {
+	if ep, ok := d.owner(t); ok {
+		if out, err := d.forward(ctx, t, ep, req, hdr); err == nil {
+			var r a2a.Response
+			if json.Unmarshal(out, &r) == nil && r.Error == nil {
+				if sum := a2a.Summarize(r.Result); sum.State.Terminal() {
+					d.clientCancel(ctx, t, r.Result)
+				}
+			}
+			return out, ep
+		}
 	}
-	body, err := c.req.WithParams(params)
-	if err != nil {
-		return err
+	d.clientCancel(ctx, t, nil)
+	return a2a.Result(req.ID, taskView(t)), discovery.Endpoint{}
+}
+
+func (d *dispatcher) clientCancel(ctx context.Context, t *store.Task, result json.RawMessage) {
+	err := d.journal.apply(ctx, t, tasks.End(tasks.Client, tasks.CanceledByClient, "canceled by the client", result))
+	if err != nil && !errors.Is(err, tasks.ErrEnded) {
+		d.log.Error("journaling a cancellation failed", "task", t.ID, "err", err)
 	}
-	ctx, cancel := context.WithTimeout(c.r.Context(), g.opts.TaskTimeout)
+}
+
+// subscribe streams t's events to sk until it settles: relayed from the replica that runs it
+// while the gateway can reach it there, then from the journal (a queued task in flight, a task
+// whose replica died and that is being re-dispatched, a task run by another gateway).
+func (d *dispatcher) subscribe(ctx context.Context, t *store.Task, req *a2a.Request, sk sink, hdr http.Header) outcome {
+	ctx, cancel := context.WithTimeout(ctx, d.queueTimeout+time.Duration(d.maxAttempts)*d.taskTimeout)
 	defer cancel()
-	resp, err := g.send(ctx, ep, c.req.Info.Dialect, body, true, c.r.Header)
+	if ep, ok := d.owner(t); ok && !tasks.Settled(t.State) {
+		if err := d.relaySubscription(ctx, t, ep, req, sk, hdr); err == nil {
+			return outcomeOK
+		}
+		if fresh, err := d.journal.store.Get(ctx, t.ID); err == nil {
+			*t = *fresh
+		}
+	}
+	d.watchJournal(ctx, t, req.ID, sk)
+	return outcomeJournal
+}
+
+func (d *dispatcher) relaySubscription(ctx context.Context, t *store.Task, ep discovery.Endpoint, req *a2a.Request, sk sink, hdr http.Header) error {
+	params, err := a2a.WithParamID(req.Params, t.UpstreamID)
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt != "text/event-stream" {
-		out, err := readBody(resp)
+	body, err := req.WithParams(params)
+	if err != nil {
+		return err
+	}
+	resp, err := d.client.Send(ctx, ep.URL, req.Info.Dialect, body, true, hdr)
+	if err != nil {
+		return err
+	}
+	if !isEventStream(resp) {
+		out, err := upstream.ReadAnswer(resp)
 		if err != nil {
 			return err
 		}
-		writeResponse(c.w, resp, ep, a2a.ReplaceID(out, t.UpstreamID, t.ID))
+		sk.answer(ep, resp.Header, resp.StatusCode, a2a.ReplaceID(out, t.UpstreamID, t.ID))
 		return nil
-	}
-	sw := newSSEWriter(c.w)
-	if err := sw.start(ep.Name); err != nil {
-		return nil
-	}
-	rd := newSSEReader(resp.Body, g.opts.MaxSSELineBytes)
-	for {
-		ev, err := rd.next()
-		if err != nil {
-			return nil // the client has what the replica sent; it may subscribe again
-		}
-		if ev.comment && len(ev.data) == 0 {
-			_ = sw.comment()
-			continue
-		}
-		if sw.event(a2a.ReplaceID(ev.data, t.UpstreamID, t.ID)) != nil {
-			return nil
-		}
-	}
-}
-
-// serveContinue sends a message that continues an existing task (for example an answer to
-// input-required) to the replica that holds it.
-func (g *Gateway) serveContinue(c *call, mi a2a.MessageInfo) string {
-	t, ok := g.lookupTask(c, mi.TaskID)
-	if !ok {
-		return "task-not-found"
-	}
-	ep, alive := g.owner(c, t)
-	if !alive {
-		g.rpcError(c.w, http.StatusOK, c.req.ID, a2a.Errorf(a2a.CodeTaskNotFound,
-			"task %q cannot be continued: the replica that held its state (%s) is gone or has restarted; start a new task in the same context", t.ID, t.Replica))
-		return "task-lost"
-	}
-	params, err := a2a.EditSend(c.req.Params, c.req.Info.Dialect, "", t.UpstreamID, nil)
-	if err != nil {
-		g.rpcError(c.w, http.StatusOK, c.req.ID, a2a.Errorf(a2a.CodeInvalidParams, "%v", err))
-		return "invalid"
-	}
-	body, err := c.req.WithParams(params)
-	if err != nil {
-		g.rpcError(c.w, http.StatusOK, c.req.ID, a2a.Errorf(a2a.CodeInternalError, "%v", err))
-		return "internal"
-	}
-	release := g.tracker.Acquire(ep.URL)
-	defer func() { release(); g.queue.Notify(t.Agent) }()
-	tctx, cancelTask := g.taskContext(c.r.Context())
-	defer cancelTask()
-	ctx, cancel := context.WithTimeout(tctx, g.opts.TaskTimeout)
-	defer cancel()
-	streaming := c.req.Info.Kind == a2a.KindStream
-	resp, err := g.send(ctx, ep, c.req.Info.Dialect, body, streaming, c.r.Header)
-	if err != nil {
-		g.failed(ep, err)
-		g.rpcError(c.w, http.StatusBadGateway, c.req.ID, a2a.Errorf(a2a.CodeAgentUnavailable, "replica %s that holds task %q did not answer: %v", ep.Name, t.ID, err))
-		return "unavailable"
 	}
 	defer resp.Body.Close()
-	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == "text/event-stream" {
-		sw := newSSEWriter(c.w)
-		if sw.start(ep.Name) != nil {
-			return "client-gone"
-		}
-		rd := newSSEReader(resp.Body, g.opts.MaxSSELineBytes)
-		for {
-			ev, err := rd.next()
-			if err != nil {
-				return "ok"
-			}
-			if len(ev.data) > 0 {
-				var r a2a.Response
-				if json.Unmarshal(ev.data, &r) == nil && r.Error == nil {
-					if sum := a2a.Summarize(r.Result); sum.State != a2a.StateUnknown {
-						g.finish(ctx, t, journalState(sum.State), "", nil)
-					}
-				}
-				if sw.event(a2a.ReplaceID(ev.data, t.UpstreamID, t.ID)) != nil {
-					return "client-gone"
-				}
-			}
-		}
-	}
-	out, err := readBody(resp)
-	if err != nil {
-		g.rpcError(c.w, http.StatusBadGateway, c.req.ID, a2a.Errorf(a2a.CodeAgentUnavailable, "replica %s: %v", ep.Name, err))
-		return "unavailable"
-	}
-	var r a2a.Response
-	if json.Unmarshal(out, &r) == nil && r.Error == nil {
-		sum := a2a.Summarize(r.Result)
-		var result json.RawMessage
-		if sum.IsTask {
-			result = a2a.ReplaceID(sum.Task, t.UpstreamID, t.ID)
-		}
-		if sum.State != a2a.StateUnknown {
-			g.finish(ctx, t, journalState(sum.State), "", result)
-		}
-	}
-	writeResponse(c.w, resp, ep, a2a.ReplaceID(out, t.UpstreamID, t.ID))
-	return "ok"
+	return d.relay(ctx, t, ep, resp.Body, sk)
 }
 
-// writeJSONRPC writes a JSON-RPC answer.
-func (g *Gateway) writeJSONRPC(w http.ResponseWriter, ep discovery.Endpoint, out []byte) {
-	w.Header().Set("Content-Type", "application/json")
-	if ep.Name != "" {
-		w.Header().Set(HeaderReplica, ep.Name)
+// watchInterval is how often a subscription reads a task it waits for from the journal, for
+// changes made where this gateway cannot see them happen.
+const watchInterval = time.Second
+
+// watchJournal sends t as the journal has it, then a status event at each change of state,
+// and the task itself when it settles.
+func (d *dispatcher) watchJournal(ctx context.Context, t *store.Task, id json.RawMessage, sk sink) {
+	sk.event(discovery.Endpoint{Name: t.Replica}, a2a.Result(id, taskView(t)))
+	poll := time.NewTicker(watchInterval)
+	defer poll.Stop()
+	last, idle := t.State, 0
+	for !tasks.Settled(last) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.journal.watch.wait(t.ID):
+		case <-poll.C:
+			if idle++; idle%15 == 0 {
+				sk.comment()
+			}
+		}
+		fresh, err := d.journal.store.Get(ctx, t.ID)
+		if err != nil || fresh.State == last {
+			continue
+		}
+		last = fresh.State
+		ep := discovery.Endpoint{Name: fresh.Replica}
+		if tasks.Settled(last) {
+			sk.event(ep, a2a.Result(id, taskView(fresh)))
+			return
+		}
+		sk.event(ep, a2a.StatusEvent(a2a.Dialect(fresh.Dialect), id, fresh.ID, fresh.ContextID, tasks.WireState(last), fresh.Reason,
+			map[string]any{MetaReplica: fresh.Replica, MetaAttempt: fresh.Attempts}))
 	}
-	w.Header().Set("Content-Length", fmt.Sprint(len(out)))
-	_, _ = w.Write(out)
+}
+
+// Start runs queued tasks until ctx ends; tasks taken from the queue run to their end even
+// while the gateway drains (only hardStop ends them, and then they stay queued).
+func (d *dispatcher) Start(ctx context.Context) error {
+	err := d.journal.store.Consume(ctx, d.asyncWorkers, d.runQueued)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// errRequeue asks the queue to deliver a task again later.
+var errRequeue = errors.New("task left queued")
+
+func (d *dispatcher) runQueued(qctx context.Context, id string) error {
+	ctx, cancel := d.taskContext(qctx)
+	defer cancel()
+	t, err := d.journal.store.Get(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil // expired from the journal: nothing left to do
+	}
+	if err != nil {
+		return err
+	}
+	if tasks.Settled(t.State) {
+		return nil
+	}
+	ctx, span := startQueuedTask(ctx, t)
+	defer span()
+	switch d.run(ctx, t, noClient{}, nil) {
+	case outcomeRequeue:
+		if d.now().Sub(t.CreatedAt) > d.queueTimeout {
+			d.journal.end(ctx, t, tasks.QueueTimeout, "no replica became ready within the queue timeout")
+			return nil
+		}
+		return errRequeue
+	case outcomeJournalError:
+		return errRequeue
+	}
+	return ctx.Err() // the gateway is stopping: leave it queued
+}
+
+// recover re-queues every task that was in flight when the gateway last stopped. Blocking and
+// streaming tasks lost their client with the gateway; they become queued tasks, so that they
+// still end, and their result waits in the journal for GetTask.
+func (d *dispatcher) recover(ctx context.Context) error {
+	pending, err := d.journal.store.Pending(ctx)
+	if err != nil {
+		return err
+	}
+	for _, t := range pending {
+		if tasks.Settled(t.State) {
+			continue
+		}
+		if !t.Async {
+			if err := d.asQueued(ctx, t); err != nil {
+				d.log.Error("recovering a task failed", "task", t.ID, "err", err)
+				continue
+			}
+		}
+		if err := d.journal.store.Enqueue(ctx, t.ID); err != nil {
+			return err
+		}
+	}
+	if len(pending) > 0 {
+		d.log.Info("re-queued tasks left in flight by the last run", "tasks", len(pending))
+	}
+	return nil
+}
+
+// asQueued turns a blocking or streaming task whose client is gone into a queued one, sent as a
+// blocking request so that the gateway's consumer gets the result.
+func (d *dispatcher) asQueued(ctx context.Context, t *store.Task) error {
+	req, perr := a2a.ParseRequestLimit(t.Request, d.maxJSONDepth)
+	var resend []byte
+	err := error(perr)
+	if perr == nil {
+		yes := true
+		var params json.RawMessage
+		if params, err = a2a.EditSend(req.Params, req.Info.Dialect, "", "", &yes); err == nil {
+			req.Method = blockingMethod(req.Info)
+			resend, err = req.WithParams(params)
+		}
+	}
+	if err != nil {
+		return d.journal.apply(ctx, t, tasks.End(tasks.Recovery, tasks.Unrecoverable, "the journaled request could not be sent again", nil))
+	}
+	t.Async, t.Request, t.Reason = true, resend, "re-dispatched after a gateway restart"
+	if err := d.journal.store.Update(ctx, t); err != nil {
+		return fmt.Errorf("%w: %w", errJournal, err)
+	}
+	return nil
+}
+
+// blockingMethod is the non-streaming send of a dialect.
+func blockingMethod(m a2a.Method) string {
+	if m.Dialect == a2a.V03 {
+		return "message/send"
+	}
+	return "SendMessage"
 }

@@ -1,0 +1,98 @@
+package gateway
+
+import (
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+
+	"github.com/agentplane/agentplane/internal/audit"
+	"github.com/agentplane/agentplane/internal/discovery"
+)
+
+// adminAPI serves the gateway's own admin endpoints (GET /api/v1/agents, replicas, tasks and
+// audit), for `agentplane get` and the dashboard.
+type adminAPI struct {
+	source discovery.Source
+	pool   *pool
+	recent *recentTasks
+	log    *slog.Logger
+}
+
+// AgentStatus is one entry of GET /api/v1/agents.
+type AgentStatus struct {
+	Name           string   `json:"name"`
+	Description    string   `json:"description,omitempty"`
+	State          string   `json:"state"`
+	Desired        int      `json:"desired"`
+	Ready          int      `json:"ready"`
+	MaxConcurrency int      `json:"maxConcurrency"`
+	InFlight       int      `json:"inFlight"`
+	Queued         int      `json:"queued"`
+	Restarts       int      `json:"restarts"`
+	Sites          []string `json:"sites,omitempty"`
+}
+
+// ReplicaStatus is one entry of GET /api/v1/replicas.
+type ReplicaStatus struct {
+	discovery.Endpoint
+	InFlight int  `json:"inFlight"`
+	Ejected  bool `json:"ejected"`
+}
+
+func (a *adminAPI) agents(w http.ResponseWriter, _ *http.Request) {
+	out := []AgentStatus{}
+	for _, ag := range a.source.Snapshot() {
+		s := AgentStatus{Name: ag.Name, Description: ag.Description, State: ag.State, Desired: ag.Desired,
+			Ready: ag.ReadyCount(), MaxConcurrency: ag.MaxConcurrency}
+		s.Queued = a.pool.queue.Depth(ag.Name)
+		for _, e := range ag.Endpoints {
+			s.InFlight += a.pool.tracker.InFlight(e.URL)
+			s.Restarts += e.Restarts
+			if e.Site != "" && !slices.Contains(s.Sites, e.Site) {
+				s.Sites = append(s.Sites, e.Site)
+			}
+		}
+		out = append(out, s)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"agents": out})
+}
+
+func (a *adminAPI) replicas(w http.ResponseWriter, r *http.Request) {
+	agent := r.URL.Query().Get("agent")
+	now := a.pool.now()
+	out := []ReplicaStatus{}
+	for _, ag := range a.source.Snapshot() {
+		if agent != "" && ag.Name != agent {
+			continue
+		}
+		for _, e := range ag.Endpoints {
+			out = append(out, ReplicaStatus{Endpoint: e, InFlight: a.pool.tracker.InFlight(e.URL),
+				Ejected: a.pool.ejected(e.URL, now)})
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"replicas": out})
+}
+
+// serveAudit lists the latest audit records, newest first, for admins.
+func (a *adminAPI) audit(w http.ResponseWriter, r *http.Request, rd auditReader) {
+	limit := 50
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "limit must be a number from 1 to 1000"})
+			return
+		}
+		limit = n
+	}
+	recs, err := rd.Recent(r.Context(), limit)
+	if err != nil {
+		a.log.Error("reading the audit log", "err", err)
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "the audit log cannot be read"})
+		return
+	}
+	if recs == nil {
+		recs = []audit.Record{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"records": recs})
+}

@@ -1,0 +1,379 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/agentplane/agentplane/internal/discovery"
+	"github.com/agentplane/agentplane/internal/gateway/admission"
+	"github.com/agentplane/agentplane/internal/gateway/balancer"
+	"github.com/agentplane/agentplane/internal/gateway/balancer/policies"
+	"github.com/agentplane/agentplane/internal/gateway/health"
+	"github.com/agentplane/agentplane/internal/gateway/upstream"
+	"github.com/agentplane/agentplane/internal/store"
+	"github.com/agentplane/agentplane/internal/telemetry"
+)
+
+// errNoReplica means no replica of the agent was ready to take a task.
+var errNoReplica = errors.New("no ready replica")
+
+// pool is the gateway's view of the replicas: which are ready, ejected, loaded and how fast, and
+// the admission queue in front of them. It hands out replica slots and learns from how
+// dispatches end; it sends nothing itself but probes.
+type pool struct {
+	source   discovery.Source
+	policies *balancer.Registry
+	latency  *balancer.EWMA
+	queue    *admission.Queue
+	tracker  *balancer.Tracker
+	ejector  *health.Ejector
+	client   *upstream.Client
+	metrics  *telemetry.Metrics
+	log      *slog.Logger
+	now      func() time.Time
+	// queueTimeout bounds how long a task waits in the admission queue for a slot.
+	queueTimeout time.Duration
+}
+
+// slot is a replica slot granted to a task; release must be called when the task leaves it.
+type slot struct {
+	agent   discovery.Agent
+	ep      discovery.Endpoint
+	release func()
+}
+
+// taskRef is what admission and balancing need to know of a task.
+type taskRef struct {
+	agent, tenant, contextID string
+	priority                 admission.Priority
+}
+
+func refOf(t *store.Task) taskRef {
+	p, err := admission.ParsePriority(t.Priority)
+	if err != nil {
+		p = admission.Normal
+	}
+	return taskRef{agent: t.Agent, tenant: t.Tenant, contextID: t.ContextID, priority: p}
+}
+
+// acquire gets a replica slot for a task. When every eligible replica is at capacity the task
+// waits in the agent's admission queue (urgent, then normal, then batch; round robin across
+// tenants; FIFO within a tenant) until a slot frees for it, ctx ends or the queue timeout passes.
+// Replicas in tried are avoided while another one has room.
+func (p *pool) acquire(ctx context.Context, t taskRef, tried map[string]bool) (slot, error) {
+	return p.admit(ctx, t, func(agent discovery.Agent) (discovery.Endpoint, func(), error) {
+		return p.pick(agent, tried, t.contextID)
+	})
+}
+
+// acquireOn gets a slot on one replica, the one that holds a task's state (a continuation),
+// waiting in the admission queue while it is at capacity: a replica never gets more than its
+// maxConcurrency, continuations included.
+func (p *pool) acquireOn(ctx context.Context, t taskRef, url string) (slot, error) {
+	return p.admit(ctx, t, func(agent discovery.Agent) (discovery.Endpoint, func(), error) {
+		ep, ok := endpoint(agent, url)
+		if !ok || !ep.Ready {
+			return discovery.Endpoint{}, nil, errNoReplica
+		}
+		rel, ok := p.tracker.TryAcquire(url, max(agent.MaxConcurrency, 1))
+		if !ok {
+			return discovery.Endpoint{}, nil, balancer.ErrSaturated
+		}
+		return ep, rel, nil
+	})
+}
+
+func (p *pool) admit(ctx context.Context, t taskRef, pick func(discovery.Agent) (discovery.Endpoint, func(), error)) (slot, error) {
+	var s slot
+	try := func() (func(), error) {
+		agent, ok := discovery.Lookup(p.source.Snapshot(), t.agent)
+		if !ok {
+			return nil, errAgentRemoved
+		}
+		ep, rel, err := pick(agent)
+		if errors.Is(err, balancer.ErrSaturated) {
+			return nil, admission.ErrNoSlot
+		}
+		if err != nil {
+			return nil, err
+		}
+		s.agent, s.ep = agent, ep
+		return rel, nil
+	}
+	start := p.now()
+	qctx, span := telemetry.StartQueue(ctx)
+	release, err := p.queue.Acquire(qctx, admission.Request{Agent: t.agent, Tenant: t.tenant, Priority: t.priority,
+		Deadline: start.Add(p.queueTimeout)}, try)
+	telemetry.End(span, err)
+	if err == nil {
+		p.metrics.QueueWait(ctx, t.agent, p.now().Sub(start))
+	}
+	var refused *admission.RefusedError
+	switch {
+	case errors.As(err, &refused):
+		reason := "deadline"
+		if errors.Is(err, admission.ErrQueueFull) {
+			reason = "queue_full"
+		}
+		p.metrics.QueueRefused(t.agent, reason)
+		return s, err
+	case errors.Is(err, balancer.ErrUnavailable):
+		return s, errNoReplica
+	case err != nil:
+		return s, err
+	}
+	s.release = func() { release(); p.queue.Notify(t.agent) }
+	return s, nil
+}
+
+// errAgentRemoved means the agent of a waiting task is no longer served.
+var errAgentRemoved = errors.New("the agent was removed")
+
+// pick chooses a replica for a task with the agent's balancing policy (filters: residency,
+// ready, not ejected, capacity, own site first; then load and latency scores; then power of two
+// choices, or bounded-load consistent hashing on contextID for stateful agents) and counts the
+// task on it at once, so that concurrent picks never exceed a replica's capacity.
+func (p *pool) pick(agent discovery.Agent, tried map[string]bool, contextID string) (discovery.Endpoint, func(), error) {
+	ep, rel, err := p.pickAmong(agent, tried, contextID)
+	if errors.Is(err, balancer.ErrSaturated) && len(tried) > 0 {
+		// Every untried replica is busy: a replica that failed this task once but is not ejected
+		// is better than waiting.
+		ep, rel, err = p.pickAmong(agent, nil, contextID)
+	}
+	return ep, rel, err
+}
+
+func (p *pool) pickAmong(agent discovery.Agent, tried map[string]bool, contextID string) (discovery.Endpoint, func(), error) {
+	now := p.now()
+	capacity := max(agent.MaxConcurrency, 1)
+	cands := make([]balancer.Candidate, 0, len(agent.Endpoints))
+	eps := make([]discovery.Endpoint, 0, len(agent.Endpoints))
+	for _, e := range agent.Endpoints {
+		if e.URL == "" || tried[e.URL] {
+			continue
+		}
+		lat, _ := p.latency.Value(e.URL, now)
+		cands = append(cands, balancer.Candidate{Key: e.URL, InFlight: p.tracker.InFlight(e.URL), Capacity: capacity,
+			Site: e.Site, Zone: e.Zone, Ready: e.Ready, Ejected: p.ejector.Ejected(e.URL, now), Latency: lat})
+		eps = append(eps, e)
+	}
+	pol, ok := p.policies.Get(policies.NameFor(agent.State))
+	if !ok {
+		return discovery.Endpoint{}, nil, fmt.Errorf("no balancing policy for %s agents", agent.State)
+	}
+	req := balancer.Request{AllowedSites: agent.AllowedSites}
+	if agent.State == discovery.AgentStateful {
+		req.AffinityKey = contextID
+	}
+	for range 3 {
+		i, err := pol.Pick(req, cands)
+		if errors.Is(err, balancer.ErrUnavailable) && readyOutside(agent) {
+			// Replicas are ready, but none where the agent's data may go: say so.
+			return discovery.Endpoint{}, nil, &balancer.NoReplicaError{Policy: pol.Name, Stage: "residency", Candidates: len(cands), Err: balancer.ErrResidency}
+		}
+		if err != nil {
+			return discovery.Endpoint{}, nil, err
+		}
+		if rel, ok := p.tracker.TryAcquire(cands[i].Key, capacity); ok {
+			return eps[i], rel, nil
+		}
+		cands[i].InFlight = cands[i].Capacity // taken meanwhile by a concurrent pick
+	}
+	return discovery.Endpoint{}, nil, &balancer.NoReplicaError{Policy: pol.Name, Stage: "capacity", Candidates: len(cands), Err: balancer.ErrSaturated}
+}
+
+// readyOutside reports whether an agent with a residency rule has ready replicas outside it.
+func readyOutside(agent discovery.Agent) bool {
+	if len(agent.AllowedSites) == 0 {
+		return false
+	}
+	for _, e := range agent.Endpoints {
+		if e.Ready && !slices.Contains(agent.AllowedSites, e.Site) {
+			return true
+		}
+	}
+	return false
+}
+
+// endpoint finds the replica that has url, if it is still there.
+func endpoint(agent discovery.Agent, url string) (discovery.Endpoint, bool) {
+	for _, e := range agent.Endpoints {
+		if url != "" && e.URL == url {
+			return e, true
+		}
+	}
+	return discovery.Endpoint{}, false
+}
+
+// ejectAfter is how many slow or 5xx answers in a row eject a replica.
+const ejectAfter = 2
+
+// failed records a replica failure: a replica that could not be reached or dropped the
+// connection leaves rotation at once; one that hung or answered 502/503/504 after ejectAfter
+// such failures in a row, since one slow task does not make a replica sick.
+func (p *pool) failed(ep discovery.Endpoint, err error) {
+	var d time.Duration
+	switch {
+	case upstream.EjectNow(err):
+		d = p.ejector.Eject(ep.URL, p.now())
+	case upstream.Retryable(err):
+		d = p.ejector.Fail(ep.URL, p.now(), ejectAfter)
+	}
+	if d == 0 {
+		p.log.Info("replica failed a request", "agent", ep.Agent, "replica", ep.Name, "err", err)
+		return
+	}
+	p.metrics.Ejection(ep.Agent, ep.Name)
+	p.log.Warn("replica ejected", "agent", ep.Agent, "replica", ep.Name, "for", d, "err", err)
+}
+
+// succeeded records a dispatch that ended well after took.
+func (p *pool) succeeded(agent discovery.Agent, ep discovery.Endpoint, took time.Duration) {
+	now := p.now()
+	p.ejector.Succeeded(ep.URL, now)
+	p.latency.Observe(ep.URL, took, now)
+	p.checkOutlier(agent, ep, now)
+}
+
+// Latency outliers: a replica whose recent task duration is far above its peers' is ejected
+// like a failing one, so that a slow replica (a sick GPU, a noisy neighbour) stops taking new
+// tasks while the others have room. It needs at least outlierMinPeers replicas with recent
+// durations, so that one agent's heavy tail is not mistaken for a sick replica.
+const (
+	outlierFactor   = 5 // times the median of the agent's replicas
+	outlierMinPeers = 3
+)
+
+// checkOutlier ejects ep when its latency is an outlier among agent's replicas.
+func (p *pool) checkOutlier(agent discovery.Agent, ep discovery.Endpoint, now time.Time) {
+	own, ok := p.latency.Value(ep.URL, now)
+	if !ok {
+		return
+	}
+	var all []time.Duration
+	for _, e := range agent.Endpoints {
+		if v, ok := p.latency.Value(e.URL, now); ok && e.Ready {
+			all = append(all, v)
+		}
+	}
+	if len(all) < outlierMinPeers {
+		return
+	}
+	slices.Sort(all)
+	median := all[len(all)/2]
+	if median <= 0 || own < outlierFactor*median || p.ejector.Ejected(ep.URL, now) {
+		return
+	}
+	d := p.ejector.Eject(ep.URL, now)
+	p.metrics.Ejection(agent.Name, ep.Name)
+	p.log.Warn("replica ejected as a latency outlier", "agent", agent.Name, "replica", ep.Name,
+		"latency", own.Round(time.Millisecond), "median", median.Round(time.Millisecond), "for", d)
+}
+
+// probeInterval is how often ejected replicas are probed.
+const probeInterval = time.Second
+
+// Start keeps the pool current until ctx ends: it prunes the state of replicas that are gone
+// and wakes waiting tasks whenever the source changes, counts restarts, and probes every
+// ejected replica's card, putting it back into rotation as soon as it answers rather than when
+// its ejection runs out. Replicas in rotation are not probed: tasks are the gateway's probes,
+// and readiness comes from discovery.
+func (p *pool) Start(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { defer close(done); p.probeEjected(ctx) }()
+	p.watch(ctx)
+	<-done
+	return nil
+}
+
+func (p *pool) watch(ctx context.Context) {
+	var restarts map[string]int
+	for {
+		ch := p.source.Changed()
+		live := map[string]bool{}
+		agents := p.source.Snapshot()
+		restarts = p.noteRestarts(restarts, agents)
+		for _, a := range agents {
+			p.queue.Notify(a.Name) // a replica may have become ready: waiting tasks try again
+			for _, e := range a.Endpoints {
+				if e.URL != "" {
+					live[e.URL] = true
+				}
+			}
+		}
+		keep := func(k string) bool { return live[k] }
+		p.ejector.Retain(keep)
+		p.client.Cards().Retain(keep)
+		p.latency.Retain(keep)
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		case <-time.After(time.Minute):
+		}
+	}
+}
+
+// noteRestarts counts replica restarts seen between two snapshots of the source.
+func (p *pool) noteRestarts(prev map[string]int, agents []discovery.Agent) map[string]int {
+	now := map[string]int{}
+	for _, a := range agents {
+		for _, e := range a.Endpoints {
+			key := a.Name + "/" + e.Name
+			now[key] = e.Restarts
+			if n, seen := prev[key]; seen {
+				for range max(e.Restarts-n, 0) {
+					p.metrics.ReplicaRestart(a.Name, e.Name)
+				}
+			}
+		}
+	}
+	return now
+}
+
+func (p *pool) probeEjected(ctx context.Context) {
+	tick := time.NewTicker(probeInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		for _, url := range p.ejector.EjectedKeys(p.now()) {
+			if p.client.Probe(ctx, url) {
+				p.ejector.Readmit(url)
+				p.log.Info("ejected replica answers its probe again; back in rotation", "url", url)
+				for _, a := range p.source.Snapshot() {
+					p.queue.Notify(a.Name)
+				}
+			}
+		}
+	}
+}
+
+// snapshot is what the metrics' gauges read at scrape time.
+func (p *pool) snapshot() telemetry.Snapshot {
+	now := p.now()
+	var s telemetry.Snapshot
+	for _, a := range p.source.Snapshot() {
+		for _, e := range a.Endpoints {
+			s.Replicas = append(s.Replicas, telemetry.ReplicaSample{
+				Agent: a.Name, Replica: e.Name, Site: e.Site, Zone: e.Zone, State: e.State, Ready: e.Ready,
+				Ejected: p.ejected(e.URL, now), InFlight: p.tracker.InFlight(e.URL), Capacity: a.MaxConcurrency,
+			})
+		}
+		st := p.queue.Stats(a.Name)
+		s.Queues = append(s.Queues, telemetry.QueueSample{Agent: a.Name, Depth: st.Depth, OldestWait: st.OldestWait})
+	}
+	return s
+}
+
+// ejected reports whether the replica at url is out of rotation.
+func (p *pool) ejected(url string, now time.Time) bool {
+	return url != "" && p.ejector.Ejected(url, now)
+}
