@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -68,6 +67,9 @@ type Options struct {
 	// with one key is refused with another, or with none. An external server encrypts with its
 	// own configuration (jetstream { cipher: aes, key: ... }); this option is an error there.
 	EncryptionKey string
+	// Limits bound the tasks the journal stores; zero fields take the defaults. Set
+	// MaxRequestBytes to the gateway's request body limit when that is raised.
+	Limits Limits
 	// Logger receives connection and server events; never task contents. Default slog.Default().
 	Logger *slog.Logger
 
@@ -75,6 +77,8 @@ type Options struct {
 	ackWait    time.Duration // how long a delivered id stays with its handler without news; default 30s
 	retryDelay time.Duration // first redelivery delay after a handler error; default 1s
 	pollWait   time.Duration // longest single pull request; default 5s
+	blobGrace  time.Duration // longest write, for blob expiry and collection; default blobGrace
+	chunkSize  int           // largest blob chunk; default and cap: the server's max payload less headers, at most blobChunkMax
 }
 
 // JetStream is a Journal backed by NATS JetStream: tasks in the KV bucket "<prefix>_tasks", the
@@ -91,6 +95,11 @@ type JetStream struct {
 	kvSubj   string // "$KV.<bucket>."
 	kvStream jetstream.Stream
 	cons     jetstream.Consumer
+
+	kvStreamName string
+	chunkSize    int // bytes of a blob chunk
+	inlineMax    int // largest record kept whole in one message
+	restMax      int // largest record without its request and result
 
 	asyncSubject string
 	asyncStream  string
@@ -109,7 +118,8 @@ const (
 	stateHeader = "Agentplane-State"
 	// markerTTL is how long the bucket keeps the marker left when a terminal task expires.
 	markerTTL = time.Hour
-	// maxPayload is the embedded server's largest message: the largest task record.
+	// maxPayload is the embedded server's largest message. Larger tasks are stored in chunks
+	// (see blob.go), so it bounds no task.
 	maxPayload = 8 << 20
 )
 
@@ -157,6 +167,7 @@ func (o *Options) setDefaults() error {
 	if o.Retention < time.Second {
 		return fmt.Errorf("store: retention %s: must be at least 1s", o.Retention)
 	}
+	o.Limits = o.Limits.withDefaults()
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -168,6 +179,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.pollWait == 0 {
 		o.pollWait = 5 * time.Second
+	}
+	if o.blobGrace == 0 {
+		o.blobGrace = blobGrace
 	}
 	return nil
 }
@@ -264,9 +278,21 @@ func (j *JetStream) setup(ctx context.Context) error {
 		return fmt.Errorf("store: create bucket %s: %w", bucket, err)
 	}
 	j.kvSubj = "$KV." + bucket + "."
-	if j.kvStream, err = js.Stream(ctx, "KV_"+bucket); err != nil {
+	j.kvStreamName = "KV_" + bucket
+	if j.kvStream, err = js.Stream(ctx, j.kvStreamName); err != nil {
 		return fmt.Errorf("store: bucket %s: %w", bucket, err)
 	}
+	// The server tells its max payload on connecting: 1 MiB unless configured otherwise.
+	room := int(j.nc.MaxPayload()) - msgHeadroom
+	if room < 64<<10 {
+		return fmt.Errorf("store: the server's max_payload of %d bytes is too small for the journal; it needs at least %d", j.nc.MaxPayload(), 64<<10+msgHeadroom)
+	}
+	j.chunkSize = min(room, blobChunkMax)
+	if j.opts.chunkSize > 0 {
+		j.chunkSize = min(room, j.opts.chunkSize)
+	}
+	j.inlineMax = j.chunkSize
+	j.restMax = min(MaxRecordBytes, room)
 
 	// The queue: no age or size limit, so a queued id stays until a handler finishes it.
 	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
@@ -294,8 +320,15 @@ func (j *JetStream) setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("store: create consumer %s: %w", name, err)
 	}
+	if err := j.collectBlobs(ctx); err != nil {
+		// Housekeeping: the journal works without it, and the next start tries again.
+		j.log.Warn("journal could not remove blobs no task names", "err", err)
+	}
 	return nil
 }
+
+// Limits returns the limits Create and Update enforce.
+func (j *JetStream) Limits() Limits { return j.opts.Limits }
 
 // Close drains the connection (pending acknowledgements and publishes are sent) and stops the
 // embedded server, waiting for it to finish. Cancel the contexts of running Consume calls
@@ -342,7 +375,7 @@ func (j *JetStream) Create(ctx context.Context, t *Task) error {
 	// the write must expect the marker's revision.
 	var expect uint64
 	for range 3 {
-		rev, err := j.write(ctx, key, t, expect)
+		rev, err := j.write(ctx, key, t, expect, taskBlobs{})
 		if err == nil {
 			t.Revision = rev
 			return nil
@@ -382,14 +415,26 @@ func (j *JetStream) Get(ctx context.Context, id string) (*Task, error) {
 }
 
 func (j *JetStream) get(ctx context.Context, id, key string) (*Task, error) {
-	e, err := j.kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return nil, fmt.Errorf("store: get %s: %w", id, ErrNotFound)
+	var last uint64
+	for {
+		e, err := j.kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			return nil, fmt.Errorf("store: get %s: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("store: get %s: %w", id, err)
+		}
+		t, err := j.decode(ctx, key, e.Value(), e.Revision())
+		if errors.Is(err, errBlobMissing) && e.Revision() != last {
+			// Replaced since it was read, and the blobs it named purged: read the new one.
+			last = e.Revision()
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("store: get %s: %w", id, err)
+		}
+		return t, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("store: get %s: %w", id, err)
-	}
-	return decodeTask(e.Value(), e.Revision())
 }
 
 // Update implements Journal.
@@ -407,7 +452,7 @@ func (j *JetStream) Update(ctx context.Context, t *Task) error {
 		}
 		return fmt.Errorf("store: update %s at revision 0: %w", t.ID, ErrConflict)
 	}
-	rev, err := j.write(ctx, key, t, t.Revision)
+	rev, err := j.write(ctx, key, t, t.Revision, t.blobs)
 	if isWrongLastSeq(err) {
 		if _, gerr := j.get(ctx, t.ID, key); errors.Is(gerr, ErrNotFound) {
 			return fmt.Errorf("store: update %s: %w", t.ID, ErrNotFound)
@@ -422,11 +467,15 @@ func (j *JetStream) Update(ctx context.Context, t *Task) error {
 }
 
 // write publishes t's record if the key's last revision is still rev (0: no record), with the
-// state header, and with the retention TTL when t is terminal.
-func (j *JetStream) write(ctx context.Context, key string, t *Task, rev uint64) (uint64, error) {
-	data, err := json.Marshal(t)
+// state header, and with the retention TTL when t is terminal. base are the blobs of the record
+// at rev, which t may keep. Nothing is stored when it fails.
+func (j *JetStream) write(ctx context.Context, key string, t *Task, rev uint64, base taskBlobs) (uint64, error) {
+	if err := j.opts.Limits.check(t); err != nil {
+		return 0, err
+	}
+	data, blobs, written, err := j.encode(ctx, key, t, base)
 	if err != nil {
-		return 0, fmt.Errorf("encode task: %w", err)
+		return 0, joinCleanup(err, j.dropBlobs(ctx, key, written))
 	}
 	msg := &nats.Msg{Subject: j.kvSubj + key, Data: data, Header: nats.Header{}}
 	msg.Header.Set(stateHeader, string(t.State))
@@ -436,9 +485,29 @@ func (j *JetStream) write(ctx context.Context, key string, t *Task, rev uint64) 
 	}
 	pa, err := j.js.PublishMsg(ctx, msg, popts...)
 	if err != nil {
-		return 0, err
+		return 0, joinCleanup(err, j.dropBlobs(ctx, key, written))
+	}
+	if !blobs.empty() {
+		blobs.rev = pa.Sequence
+	}
+	old := t.blobs
+	t.blobs = blobs
+	if !old.empty() || !blobs.empty() {
+		// The record is stored: a failure here only delays the removal of replaced blobs to the
+		// next write of the task or the next start.
+		if err := j.purgeBlobs(ctx, key, blobs, pa.Sequence); err != nil {
+			j.log.Warn("journal could not remove a task's replaced blobs", "task", t.ID, "err", err)
+		}
 	}
 	return pa.Sequence, nil
+}
+
+// joinCleanup returns err, with cleanup's failure attached when there was one.
+func joinCleanup(err, cleanup error) error {
+	if cleanup == nil {
+		return err
+	}
+	return errors.Join(err, cleanup)
 }
 
 func isWrongLastSeq(err error) bool {
@@ -515,7 +584,7 @@ func (j *JetStream) pendingKeys(ctx context.Context) ([]string, error) {
 	octx, cancel := op(ctx)
 	defer cancel()
 	c, err := j.kvStream.CreateConsumer(octx, jetstream.ConsumerConfig{
-		FilterSubject:     j.kvSubj + ">",
+		FilterSubject:     j.kvSubj + "*", // records; blob chunks have more tokens
 		DeliverPolicy:     jetstream.DeliverLastPerSubjectPolicy,
 		AckPolicy:         jetstream.AckNonePolicy,
 		HeadersOnly:       true,
