@@ -111,17 +111,40 @@ func (j *JetStream) encode(ctx context.Context, key string, t *Task, base taskBl
 		written = append(written, ref.ID)
 		return &ref, j.putBlob(ctx, key, ref, field)
 	}
+	// Move the larger field out first, and the other only if the record still does not fit.
 	rest := *t
-	rest.Request, rest.Result = nil, nil
 	rec := record{Task: &rest}
-	if rec.RequestBlob, err = put(t.Request, base.request); err != nil {
-		return nil, taskBlobs{}, written, fmt.Errorf("store request: %w", err)
+	moveRequest := func() (err error) {
+		if rec.RequestBlob, err = put(t.Request, base.request); err != nil {
+			return fmt.Errorf("store request: %w", err)
+		}
+		rest.Request = nil
+		return nil
 	}
-	if rec.ResultBlob, err = put(t.Result, base.result); err != nil {
-		return nil, taskBlobs{}, written, fmt.Errorf("store result: %w", err)
+	moveResult := func() (err error) {
+		if rec.ResultBlob, err = put(t.Result, base.result); err != nil {
+			return fmt.Errorf("store result: %w", err)
+		}
+		rest.Result = nil
+		return nil
 	}
-	if data, err = json.Marshal(rec); err != nil {
-		return nil, taskBlobs{}, written, fmt.Errorf("encode task: %w", err)
+	moves := []func() error{moveRequest, moveResult}
+	if len(t.Result) > len(t.Request) {
+		moves[0], moves[1] = moveResult, moveRequest
+	}
+	for _, move := range moves {
+		if len(data) <= j.inlineMax {
+			break
+		}
+		if err := move(); err != nil {
+			return nil, taskBlobs{}, written, err
+		}
+		if data, err = json.Marshal(rec); err != nil {
+			return nil, taskBlobs{}, written, fmt.Errorf("encode task: %w", err)
+		}
+	}
+	if len(data) > j.inlineMax {
+		return nil, taskBlobs{}, written, &TooLargeError{Field: "record", Size: int64(len(data)), Limit: int64(j.inlineMax)}
 	}
 	blobs.key = key
 	if rec.RequestBlob != nil {

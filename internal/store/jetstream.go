@@ -78,6 +78,7 @@ type Options struct {
 	retryDelay time.Duration // first redelivery delay after a handler error; default 1s
 	pollWait   time.Duration // longest single pull request; default 5s
 	blobGrace  time.Duration // longest write, for blob expiry and collection; default blobGrace
+	maxPayload int32         // the embedded server's max_payload; default maxPayload
 	chunkSize  int           // largest blob chunk; default and cap: the server's max payload less headers, at most blobChunkMax
 }
 
@@ -179,6 +180,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.pollWait == 0 {
 		o.pollWait = 5 * time.Second
+	}
+	if o.maxPayload == 0 {
+		o.maxPayload = maxPayload
 	}
 	if o.blobGrace == 0 {
 		o.blobGrace = blobGrace
