@@ -26,22 +26,23 @@ import (
 // write that can still succeed.
 //
 // Life of a blob: written with no TTL for a task that is not terminal (and kept by later updates
-// while the field is unchanged), or with the retention TTL plus blobTTLMargin for a terminal
+// while the field is unchanged), or with the retention TTL plus blobGrace for a terminal
 // one, so it expires after its record. Once a record is stored, the blobs of its key that it
 // does not name and that are older than it are purged. A write that fails purges the blobs it
 // wrote. What a crash leaves behind is purged by the next write of the task, or at the next
 // Open (blobs no record names, older than blobGrace).
 
 const (
-	// blobChunkMax is the largest chunk: larger chunks measured no faster (see blob_test.go).
+	// blobChunkMax is the largest chunk: NATS's default max_payload. Chunks of 256 KiB and
+	// 4 MiB measured within noise of it (BenchmarkTaskSize).
 	blobChunkMax = 1 << 20
 	// msgHeadroom is what a message's headers may take of the server's max_payload.
 	msgHeadroom = 4 << 10
 	// blobGrace bounds the time from a write's first blob to its record, with a wide margin
-	// (opTimeout bounds a write). Open leaves a blob no record names alone until it is that
+	// (callTimeout bounds a write). Open leaves a blob no record names alone until it is that
 	// old, since its record may be on the way; a terminal task's blobs live that much longer
 	// than its record, written after them.
-	blobGrace = time.Minute
+	blobGrace = 5 * time.Minute
 )
 
 // blobRef names one field stored as a blob.
@@ -164,7 +165,10 @@ func (j *JetStream) putBlob(ctx context.Context, key string, ref blobRef, data [
 	}
 	for i := range ref.Chunks {
 		chunk := data[i*j.chunkSize : min((i+1)*j.chunkSize, len(data))]
-		if _, err := j.js.PublishMsg(ctx, &nats.Msg{Subject: j.blobSubject(key, ref.ID, i), Data: chunk}, popts...); err != nil {
+		octx, cancel := op(ctx)
+		_, err := j.js.PublishMsg(octx, &nats.Msg{Subject: j.blobSubject(key, ref.ID, i), Data: chunk}, popts...)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("blob %s chunk %d of %d: %w", ref.ID, i+1, ref.Chunks, err)
 		}
 	}
@@ -179,7 +183,9 @@ var errBlobMissing = errors.New("blob chunk missing")
 func (j *JetStream) getBlob(ctx context.Context, key string, ref blobRef) ([]byte, error) {
 	out := make([]byte, 0, ref.Size)
 	for i := range ref.Chunks {
-		m, err := j.kvStream.GetLastMsgForSubject(ctx, j.blobSubject(key, ref.ID, i))
+		octx, cancel := op(ctx)
+		m, err := j.kvStream.GetLastMsgForSubject(octx, j.blobSubject(key, ref.ID, i))
+		cancel()
 		if errors.Is(err, jetstream.ErrMsgNotFound) || err == nil && isMarker(m.Header) {
 			return nil, fmt.Errorf("blob %s chunk %d of %d: %w", ref.ID, i+1, ref.Chunks, errBlobMissing)
 		}
@@ -247,6 +253,8 @@ func (j *JetStream) purgeBlob(ctx context.Context, key, id string, before uint64
 	if before != 0 {
 		opts = append(opts, jetstream.WithPurgeSequence(before))
 	}
+	ctx, cancel := op(ctx)
+	defer cancel()
 	if err := j.kvStream.Purge(ctx, opts...); err != nil {
 		return fmt.Errorf("purge blob %s: %w", id, err)
 	}
@@ -258,7 +266,7 @@ func (j *JetStream) dropBlobs(ctx context.Context, key string, ids []string) err
 	if len(ids) == 0 {
 		return nil
 	}
-	ctx, cancel := op(context.WithoutCancel(ctx))
+	ctx, cancel := call(context.WithoutCancel(ctx))
 	defer cancel()
 	var errs []error
 	for _, id := range ids {
@@ -272,6 +280,8 @@ func (j *JetStream) dropBlobs(ctx context.Context, key string, ids []string) err
 
 // blobIDs returns the ids of key's blobs, each with the subject of one of its chunks.
 func (j *JetStream) blobIDs(ctx context.Context, key string) (map[string]string, error) {
+	ctx, cancel := op(ctx)
+	defer cancel()
 	info, err := j.kvStream.Info(ctx, jetstream.WithSubjectFilter(j.kvSubj+key+".>"))
 	if err != nil {
 		return nil, fmt.Errorf("list blobs: %w", err)

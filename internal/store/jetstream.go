@@ -114,6 +114,9 @@ var _ Journal = (*JetStream)(nil)
 const (
 	// opTimeout bounds every single request to the server when ctx has no earlier deadline.
 	opTimeout = 10 * time.Second
+	// callTimeout bounds one Create, Get or Update, which make one request per blob chunk, when
+	// ctx has no earlier deadline.
+	callTimeout = time.Minute
 	// stateHeader carries the task state next to each record, so that Pending can skip terminal
 	// tasks reading headers only.
 	stateHeader = "Agentplane-State"
@@ -341,6 +344,7 @@ func (j *JetStream) Close() error {
 	j.closeOnce.Do(func() {
 		if j.nc != nil {
 			if err := j.nc.Drain(); err != nil {
+				j.closeErr = fmt.Errorf("store: drain the journal connection: %w", err)
 				j.nc.Close()
 			}
 			select {
@@ -367,13 +371,18 @@ func op(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, opTimeout)
 }
 
+// call returns a context for one Create, Get or Update.
+func call(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, callTimeout)
+}
+
 // Create implements Journal.
 func (j *JetStream) Create(ctx context.Context, t *Task) error {
 	key, err := encodeKey(t.ID)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := op(ctx)
+	ctx, cancel := call(ctx)
 	defer cancel()
 	// The key may hold the marker an expired task left behind: then the id is free again and
 	// the write must expect the marker's revision.
@@ -387,7 +396,9 @@ func (j *JetStream) Create(ctx context.Context, t *Task) error {
 		if !isWrongLastSeq(err) {
 			return fmt.Errorf("store: create %s: %w", t.ID, err)
 		}
-		last, err := j.kvStream.GetLastMsgForSubject(ctx, j.kvSubj+key)
+		octx, cancel := op(ctx)
+		last, err := j.kvStream.GetLastMsgForSubject(octx, j.kvSubj+key)
+		cancel()
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 			expect = 0 // the marker itself expired meanwhile
@@ -413,7 +424,7 @@ func (j *JetStream) Get(ctx context.Context, id string) (*Task, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := op(ctx)
+	ctx, cancel := call(ctx)
 	defer cancel()
 	return j.get(ctx, id, key)
 }
@@ -421,7 +432,9 @@ func (j *JetStream) Get(ctx context.Context, id string) (*Task, error) {
 func (j *JetStream) get(ctx context.Context, id, key string) (*Task, error) {
 	var last uint64
 	for {
-		e, err := j.kv.Get(ctx, key)
+		octx, cancel := op(ctx)
+		e, err := j.kv.Get(octx, key)
+		cancel()
 		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 			return nil, fmt.Errorf("store: get %s: %w", id, ErrNotFound)
 		}
@@ -447,7 +460,7 @@ func (j *JetStream) Update(ctx context.Context, t *Task) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := op(ctx)
+	ctx, cancel := call(ctx)
 	defer cancel()
 	if t.Revision == 0 {
 		// Expecting revision 0 would create the record; Update never does.
@@ -487,7 +500,9 @@ func (j *JetStream) write(ctx context.Context, key string, t *Task, rev uint64, 
 	if t.State.Terminal() {
 		popts = append(popts, jetstream.WithMsgTTL(j.opts.Retention))
 	}
-	pa, err := j.js.PublishMsg(ctx, msg, popts...)
+	octx, cancel := op(ctx)
+	pa, err := j.js.PublishMsg(octx, msg, popts...)
+	cancel()
 	if err != nil {
 		return 0, joinCleanup(err, j.dropBlobs(ctx, key, written))
 	}
@@ -546,7 +561,7 @@ func (j *JetStream) Pending(ctx context.Context) ([]*Task, error) {
 				id, err := decodeKey(key)
 				var t *Task
 				if err == nil {
-					octx, cancel := op(ctx)
+					octx, cancel := call(ctx)
 					t, err = j.get(octx, id, key)
 					cancel()
 				}
@@ -602,7 +617,10 @@ func (j *JetStream) pendingKeys(ctx context.Context) ([]string, error) {
 	defer func() {
 		dctx, cancel := op(context.WithoutCancel(ctx))
 		defer cancel()
-		_ = j.kvStream.DeleteConsumer(dctx, c.CachedInfo().Name)
+		if err := j.kvStream.DeleteConsumer(dctx, c.CachedInfo().Name); err != nil {
+			// It goes by itself after a minute without use (InactiveThreshold).
+			j.log.Warn("journal could not delete the pending scan's consumer", "err", err)
+		}
 	}()
 	remaining := c.CachedInfo().NumPending
 	var keys []string
@@ -719,7 +737,11 @@ func (j *JetStream) Consume(ctx context.Context, max int, handle func(ctx contex
 			for m := range batch.Messages() {
 				free--
 				if ctx.Err() != nil {
-					_ = m.Nak() // give it back at once to whoever consumes next
+					// Give it back at once to whoever consumes next; failing that, it comes back
+					// after the ack wait.
+					if err := m.Nak(); err != nil {
+						j.log.Warn("journal nak failed; the task will be delivered after the ack wait", "err", err)
+					}
 					<-slots
 					continue
 				}
@@ -731,7 +753,9 @@ func (j *JetStream) Consume(ctx context.Context, max int, handle func(ctx contex
 					running[id] = true
 					mu.Unlock()
 					if busy {
-						_ = m.NakWithDelay(j.opts.retryDelay)
+						if err := m.NakWithDelay(j.opts.retryDelay); err != nil {
+							j.log.Warn("journal nak failed; the task will be delivered after the ack wait", "task", id, "err", err)
+						}
 						return
 					}
 					j.handle(ctx, m, id, handle)
@@ -780,7 +804,9 @@ func (j *JetStream) handle(ctx context.Context, m jetstream.Msg, id string, hand
 		for {
 			select {
 			case <-t.C:
-				_ = m.InProgress()
+				if err := m.InProgress(); err != nil {
+					j.log.Warn("journal could not extend a task's ack wait; it may be delivered again", "task", id, "err", err)
+				}
 			case <-stop:
 				return
 			}
@@ -805,5 +831,7 @@ func (j *JetStream) handle(ctx context.Context, m jetstream.Msg, id string, hand
 	}
 	delay := retryBackoff(j.opts.retryDelay, attempt)
 	j.log.Info("async task handler failed; will retry", "task", id, "attempt", attempt, "delay", delay, "err", err)
-	_ = m.NakWithDelay(delay)
+	if nerr := m.NakWithDelay(delay); nerr != nil {
+		j.log.Warn("journal nak failed; the task will be delivered after the ack wait", "task", id, "err", nerr)
+	}
 }
