@@ -213,6 +213,12 @@ func BenchmarkTaskSize(b *testing.B) {
 	}
 	for _, s := range []setup{
 		{"chunked-embedded", func(b *testing.B) store.Options { return store.Options{DataDir: b.TempDir(), Logger: quiet} }},
+		{"chunked-256KiB-embedded", func(b *testing.B) store.Options {
+			return store.MaxPayloadForTest(store.Options{DataDir: b.TempDir(), Logger: quiet}, 8<<20, 256<<10)
+		}},
+		{"chunked-4MiB-embedded", func(b *testing.B) store.Options {
+			return store.MaxPayloadForTest(store.Options{DataDir: b.TempDir(), Logger: quiet}, 8<<20, 4<<20)
+		}},
 		{"whole-embedded-64MiB", func(b *testing.B) store.Options {
 			return store.MaxPayloadForTest(store.Options{DataDir: b.TempDir(), Logger: quiet}, 64<<20, 64<<20)
 		}},
