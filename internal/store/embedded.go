@@ -28,7 +28,7 @@ func startEmbedded(ctx context.Context, opts Options, log *slog.Logger) (*server
 		JetStream:          true,
 		StoreDir:           opts.DataDir,
 		SyncAlways:         opts.Sync == SyncAlways,
-		MaxPayload:         maxPayload,
+		MaxPayload:         opts.maxPayload,
 		JetStreamMaxMemory: 64 << 20, // only the short-lived scan consumers of Pending live in memory
 		NoSigs:             true,
 	}

@@ -43,6 +43,56 @@ func writeTask(t *testing.T, opts store.Options) {
 	}
 }
 
+// largeRequest is a request too large for one message: it is stored as blob chunks, raw.
+var largeRequest = append([]byte(`{"text":"`+phi+`","scan":"`), append(bytes.Repeat([]byte("A"), 3<<20), `"}`...)...)
+
+// writeLargeTask opens a journal, stores a task whose request (largeRequest) and answer are
+// kept as blobs, and closes it.
+func writeLargeTask(t *testing.T, opts store.Options) {
+	t.Helper()
+	j, err := store.Open(t.Context(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task := &store.Task{ID: "t-large", Agent: "triage", Method: "SendMessage", Dialect: "1.0", State: store.StateAccepted, Request: largeRequest}
+	if err := j.Create(t.Context(), task); err != nil {
+		t.Fatal(err)
+	}
+	task.State, task.Result = store.StateCompleted, append([]byte(`{"echo":"`+phi+`","pad":"`), append(bytes.Repeat([]byte("B"), 2<<20), `"}`...)...)
+	if err := j.Update(t.Context(), task); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEncryptionAtRestLarge: the blobs of a large task are encrypted too.
+func TestEncryptionAtRestLarge(t *testing.T) {
+	plain := testOptions(t.TempDir())
+	writeLargeTask(t, plain)
+	if files := filesWith(t, plain.DataDir, phi); len(files) == 0 {
+		t.Fatal("without a key the large task should be stored in clear; the check below would prove nothing")
+	}
+
+	enc := testOptions(t.TempDir())
+	enc.EncryptionKey = key
+	writeLargeTask(t, enc)
+	for _, clear := range []string{phi, base64.StdEncoding.EncodeToString([]byte(phi)), strings.Repeat("A", 64), strings.Repeat("B", 64)} {
+		if files := filesWith(t, enc.DataDir, clear); len(files) > 0 {
+			t.Fatalf("%.40q... in clear on disk with encryption on: %v", clear, files)
+		}
+	}
+	j := open(t, enc)
+	got, err := j.Get(t.Context(), "t-large")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Request, largeRequest) || !strings.Contains(string(got.Result), phi) {
+		t.Fatalf("large task read back: request %d bytes, result %d bytes", len(got.Request), len(got.Result))
+	}
+}
+
 // filesWith lists the files under dir that contain s.
 func filesWith(t *testing.T, dir, s string) []string {
 	t.Helper()

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -68,6 +67,9 @@ type Options struct {
 	// with one key is refused with another, or with none. An external server encrypts with its
 	// own configuration (jetstream { cipher: aes, key: ... }); this option is an error there.
 	EncryptionKey string
+	// Limits bound the tasks the journal stores; zero fields take the defaults. Set
+	// MaxRequestBytes to the gateway's request body limit when that is raised.
+	Limits Limits
 	// Logger receives connection and server events; never task contents. Default slog.Default().
 	Logger *slog.Logger
 
@@ -75,6 +77,9 @@ type Options struct {
 	ackWait    time.Duration // how long a delivered id stays with its handler without news; default 30s
 	retryDelay time.Duration // first redelivery delay after a handler error; default 1s
 	pollWait   time.Duration // longest single pull request; default 5s
+	blobGrace  time.Duration // longest write, for blob expiry and collection; default blobGrace
+	maxPayload int32         // the embedded server's max_payload; default maxPayload
+	chunkSize  int           // largest blob chunk; default and cap: the server's max payload less headers, at most blobChunkMax
 }
 
 // JetStream is a Journal backed by NATS JetStream: tasks in the KV bucket "<prefix>_tasks", the
@@ -92,6 +97,11 @@ type JetStream struct {
 	kvStream jetstream.Stream
 	cons     jetstream.Consumer
 
+	kvStreamName string
+	chunkSize    int // bytes of a blob chunk
+	inlineMax    int // largest record kept whole in one message
+	restMax      int // largest record without its request and result
+
 	asyncSubject string
 	asyncStream  string
 
@@ -104,12 +114,16 @@ var _ Journal = (*JetStream)(nil)
 const (
 	// opTimeout bounds every single request to the server when ctx has no earlier deadline.
 	opTimeout = 10 * time.Second
+	// callTimeout bounds one Create, Get or Update, which make one request per blob chunk, when
+	// ctx has no earlier deadline.
+	callTimeout = time.Minute
 	// stateHeader carries the task state next to each record, so that Pending can skip terminal
 	// tasks reading headers only.
 	stateHeader = "Agentplane-State"
 	// markerTTL is how long the bucket keeps the marker left when a terminal task expires.
 	markerTTL = time.Hour
-	// maxPayload is the embedded server's largest message: the largest task record.
+	// maxPayload is the embedded server's largest message. Larger tasks are stored in chunks
+	// (see blob.go), so it bounds no task.
 	maxPayload = 8 << 20
 )
 
@@ -157,6 +171,7 @@ func (o *Options) setDefaults() error {
 	if o.Retention < time.Second {
 		return fmt.Errorf("store: retention %s: must be at least 1s", o.Retention)
 	}
+	o.Limits = o.Limits.withDefaults()
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -168,6 +183,12 @@ func (o *Options) setDefaults() error {
 	}
 	if o.pollWait == 0 {
 		o.pollWait = 5 * time.Second
+	}
+	if o.maxPayload == 0 {
+		o.maxPayload = maxPayload
+	}
+	if o.blobGrace == 0 {
+		o.blobGrace = blobGrace
 	}
 	return nil
 }
@@ -264,9 +285,21 @@ func (j *JetStream) setup(ctx context.Context) error {
 		return fmt.Errorf("store: create bucket %s: %w", bucket, err)
 	}
 	j.kvSubj = "$KV." + bucket + "."
-	if j.kvStream, err = js.Stream(ctx, "KV_"+bucket); err != nil {
+	j.kvStreamName = "KV_" + bucket
+	if j.kvStream, err = js.Stream(ctx, j.kvStreamName); err != nil {
 		return fmt.Errorf("store: bucket %s: %w", bucket, err)
 	}
+	// The server tells its max payload on connecting: 1 MiB unless configured otherwise.
+	room := int(j.nc.MaxPayload()) - msgHeadroom
+	if room < 64<<10 {
+		return fmt.Errorf("store: the server's max_payload of %d bytes is too small for the journal; it needs at least %d", j.nc.MaxPayload(), 64<<10+msgHeadroom)
+	}
+	j.chunkSize = min(room, blobChunkMax)
+	if j.opts.chunkSize > 0 {
+		j.chunkSize = min(room, j.opts.chunkSize)
+	}
+	j.inlineMax = j.chunkSize
+	j.restMax = min(MaxRecordBytes, room)
 
 	// The queue: no age or size limit, so a queued id stays until a handler finishes it.
 	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
@@ -294,8 +327,15 @@ func (j *JetStream) setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("store: create consumer %s: %w", name, err)
 	}
+	if err := j.collectBlobs(ctx); err != nil {
+		// Housekeeping: the journal works without it, and the next start tries again.
+		j.log.Warn("journal could not remove blobs no task names", "err", err)
+	}
 	return nil
 }
+
+// Limits returns the limits Create and Update enforce.
+func (j *JetStream) Limits() Limits { return j.opts.Limits }
 
 // Close drains the connection (pending acknowledgements and publishes are sent) and stops the
 // embedded server, waiting for it to finish. Cancel the contexts of running Consume calls
@@ -304,6 +344,7 @@ func (j *JetStream) Close() error {
 	j.closeOnce.Do(func() {
 		if j.nc != nil {
 			if err := j.nc.Drain(); err != nil {
+				j.closeErr = fmt.Errorf("store: drain the journal connection: %w", err)
 				j.nc.Close()
 			}
 			select {
@@ -330,19 +371,24 @@ func op(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, opTimeout)
 }
 
+// call returns a context for one Create, Get or Update.
+func call(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, callTimeout)
+}
+
 // Create implements Journal.
 func (j *JetStream) Create(ctx context.Context, t *Task) error {
 	key, err := encodeKey(t.ID)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := op(ctx)
+	ctx, cancel := call(ctx)
 	defer cancel()
 	// The key may hold the marker an expired task left behind: then the id is free again and
 	// the write must expect the marker's revision.
 	var expect uint64
 	for range 3 {
-		rev, err := j.write(ctx, key, t, expect)
+		rev, err := j.write(ctx, key, t, expect, taskBlobs{})
 		if err == nil {
 			t.Revision = rev
 			return nil
@@ -350,7 +396,9 @@ func (j *JetStream) Create(ctx context.Context, t *Task) error {
 		if !isWrongLastSeq(err) {
 			return fmt.Errorf("store: create %s: %w", t.ID, err)
 		}
-		last, err := j.kvStream.GetLastMsgForSubject(ctx, j.kvSubj+key)
+		octx, cancel := op(ctx)
+		last, err := j.kvStream.GetLastMsgForSubject(octx, j.kvSubj+key)
+		cancel()
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 			expect = 0 // the marker itself expired meanwhile
@@ -376,20 +424,34 @@ func (j *JetStream) Get(ctx context.Context, id string) (*Task, error) {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := op(ctx)
+	ctx, cancel := call(ctx)
 	defer cancel()
 	return j.get(ctx, id, key)
 }
 
 func (j *JetStream) get(ctx context.Context, id, key string) (*Task, error) {
-	e, err := j.kv.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-		return nil, fmt.Errorf("store: get %s: %w", id, ErrNotFound)
+	var last uint64
+	for {
+		octx, cancel := op(ctx)
+		e, err := j.kv.Get(octx, key)
+		cancel()
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			return nil, fmt.Errorf("store: get %s: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("store: get %s: %w", id, err)
+		}
+		t, err := j.decode(ctx, key, e.Value(), e.Revision())
+		if errors.Is(err, errBlobMissing) && e.Revision() != last {
+			// Replaced since it was read, and the blobs it named purged: read the new one.
+			last = e.Revision()
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("store: get %s: %w", id, err)
+		}
+		return t, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("store: get %s: %w", id, err)
-	}
-	return decodeTask(e.Value(), e.Revision())
 }
 
 // Update implements Journal.
@@ -398,7 +460,7 @@ func (j *JetStream) Update(ctx context.Context, t *Task) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := op(ctx)
+	ctx, cancel := call(ctx)
 	defer cancel()
 	if t.Revision == 0 {
 		// Expecting revision 0 would create the record; Update never does.
@@ -407,7 +469,7 @@ func (j *JetStream) Update(ctx context.Context, t *Task) error {
 		}
 		return fmt.Errorf("store: update %s at revision 0: %w", t.ID, ErrConflict)
 	}
-	rev, err := j.write(ctx, key, t, t.Revision)
+	rev, err := j.write(ctx, key, t, t.Revision, t.blobs)
 	if isWrongLastSeq(err) {
 		if _, gerr := j.get(ctx, t.ID, key); errors.Is(gerr, ErrNotFound) {
 			return fmt.Errorf("store: update %s: %w", t.ID, ErrNotFound)
@@ -422,11 +484,15 @@ func (j *JetStream) Update(ctx context.Context, t *Task) error {
 }
 
 // write publishes t's record if the key's last revision is still rev (0: no record), with the
-// state header, and with the retention TTL when t is terminal.
-func (j *JetStream) write(ctx context.Context, key string, t *Task, rev uint64) (uint64, error) {
-	data, err := json.Marshal(t)
+// state header, and with the retention TTL when t is terminal. base are the blobs of the record
+// at rev, which t may keep. Nothing is stored when it fails.
+func (j *JetStream) write(ctx context.Context, key string, t *Task, rev uint64, base taskBlobs) (uint64, error) {
+	if err := j.opts.Limits.check(t); err != nil {
+		return 0, err
+	}
+	data, blobs, written, err := j.encode(ctx, key, t, base)
 	if err != nil {
-		return 0, fmt.Errorf("encode task: %w", err)
+		return 0, joinCleanup(err, j.dropBlobs(ctx, key, written))
 	}
 	msg := &nats.Msg{Subject: j.kvSubj + key, Data: data, Header: nats.Header{}}
 	msg.Header.Set(stateHeader, string(t.State))
@@ -434,11 +500,33 @@ func (j *JetStream) write(ctx context.Context, key string, t *Task, rev uint64) 
 	if t.State.Terminal() {
 		popts = append(popts, jetstream.WithMsgTTL(j.opts.Retention))
 	}
-	pa, err := j.js.PublishMsg(ctx, msg, popts...)
+	octx, cancel := op(ctx)
+	pa, err := j.js.PublishMsg(octx, msg, popts...)
+	cancel()
 	if err != nil {
-		return 0, err
+		return 0, joinCleanup(err, j.dropBlobs(ctx, key, written))
+	}
+	if !blobs.empty() {
+		blobs.rev = pa.Sequence
+	}
+	old := t.blobs
+	t.blobs = blobs
+	if !old.empty() || !blobs.empty() {
+		// The record is stored: a failure here only delays the removal of replaced blobs to the
+		// next write of the task or the next start.
+		if err := j.purgeBlobs(ctx, key, blobs, pa.Sequence); err != nil {
+			j.log.Warn("journal could not remove a task's replaced blobs", "task", t.ID, "err", err)
+		}
 	}
 	return pa.Sequence, nil
+}
+
+// joinCleanup returns err, with cleanup's failure attached when there was one.
+func joinCleanup(err, cleanup error) error {
+	if cleanup == nil {
+		return err
+	}
+	return errors.Join(err, cleanup)
 }
 
 func isWrongLastSeq(err error) bool {
@@ -473,7 +561,7 @@ func (j *JetStream) Pending(ctx context.Context) ([]*Task, error) {
 				id, err := decodeKey(key)
 				var t *Task
 				if err == nil {
-					octx, cancel := op(ctx)
+					octx, cancel := call(ctx)
 					t, err = j.get(octx, id, key)
 					cancel()
 				}
@@ -515,7 +603,7 @@ func (j *JetStream) pendingKeys(ctx context.Context) ([]string, error) {
 	octx, cancel := op(ctx)
 	defer cancel()
 	c, err := j.kvStream.CreateConsumer(octx, jetstream.ConsumerConfig{
-		FilterSubject:     j.kvSubj + ">",
+		FilterSubject:     j.kvSubj + "*", // records; blob chunks have more tokens
 		DeliverPolicy:     jetstream.DeliverLastPerSubjectPolicy,
 		AckPolicy:         jetstream.AckNonePolicy,
 		HeadersOnly:       true,
@@ -529,7 +617,10 @@ func (j *JetStream) pendingKeys(ctx context.Context) ([]string, error) {
 	defer func() {
 		dctx, cancel := op(context.WithoutCancel(ctx))
 		defer cancel()
-		_ = j.kvStream.DeleteConsumer(dctx, c.CachedInfo().Name)
+		if err := j.kvStream.DeleteConsumer(dctx, c.CachedInfo().Name); err != nil {
+			// It goes by itself after a minute without use (InactiveThreshold).
+			j.log.Warn("journal could not delete the pending scan's consumer", "err", err)
+		}
 	}()
 	remaining := c.CachedInfo().NumPending
 	var keys []string
@@ -646,7 +737,11 @@ func (j *JetStream) Consume(ctx context.Context, max int, handle func(ctx contex
 			for m := range batch.Messages() {
 				free--
 				if ctx.Err() != nil {
-					_ = m.Nak() // give it back at once to whoever consumes next
+					// Give it back at once to whoever consumes next; failing that, it comes back
+					// after the ack wait.
+					if err := m.Nak(); err != nil {
+						j.log.Warn("journal nak failed; the task will be delivered after the ack wait", "err", err)
+					}
 					<-slots
 					continue
 				}
@@ -658,7 +753,9 @@ func (j *JetStream) Consume(ctx context.Context, max int, handle func(ctx contex
 					running[id] = true
 					mu.Unlock()
 					if busy {
-						_ = m.NakWithDelay(j.opts.retryDelay)
+						if err := m.NakWithDelay(j.opts.retryDelay); err != nil {
+							j.log.Warn("journal nak failed; the task will be delivered after the ack wait", "task", id, "err", err)
+						}
 						return
 					}
 					j.handle(ctx, m, id, handle)
@@ -707,7 +804,9 @@ func (j *JetStream) handle(ctx context.Context, m jetstream.Msg, id string, hand
 		for {
 			select {
 			case <-t.C:
-				_ = m.InProgress()
+				if err := m.InProgress(); err != nil {
+					j.log.Warn("journal could not extend a task's ack wait; it may be delivered again", "task", id, "err", err)
+				}
 			case <-stop:
 				return
 			}
@@ -732,5 +831,7 @@ func (j *JetStream) handle(ctx context.Context, m jetstream.Msg, id string, hand
 	}
 	delay := retryBackoff(j.opts.retryDelay, attempt)
 	j.log.Info("async task handler failed; will retry", "task", id, "attempt", attempt, "delay", delay, "err", err)
-	_ = m.NakWithDelay(delay)
+	if nerr := m.NakWithDelay(delay); nerr != nil {
+		j.log.Warn("journal nak failed; the task will be delivered after the ack wait", "task", id, "err", nerr)
+	}
 }

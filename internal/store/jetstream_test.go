@@ -45,7 +45,7 @@ func TestJetStreamEmbeddedConformance(t *testing.T) {
 }
 
 // startExternal starts a separate JetStream server listening on a random loopback port.
-func startExternal(t *testing.T) *server.Server {
+func startExternal(t testing.TB) *server.Server {
 	t.Helper()
 	srv, err := server.NewServer(&server.Options{
 		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,

@@ -24,6 +24,7 @@ type Memory struct {
 	wake    chan struct{}   // closed and replaced whenever queue or running changes
 	// retryDelay is the first redelivery delay after a handler error; it doubles per attempt.
 	retryDelay time.Duration
+	limits     Limits
 }
 
 var _ Journal = (*Memory)(nil)
@@ -40,14 +41,39 @@ type memItem struct {
 	delivered bool // has been handed to a handler before (so Enqueue adds another copy)
 }
 
-// NewMemory returns an empty in-memory journal.
-func NewMemory() *Memory {
+// NewMemory returns an empty in-memory journal with the default Limits.
+func NewMemory() *Memory { return NewMemoryWithLimits(Limits{}) }
+
+// NewMemoryWithLimits returns an empty in-memory journal that refuses tasks over limits (zero
+// fields take the defaults), as the JetStream journal does.
+func NewMemoryWithLimits(limits Limits) *Memory {
 	return &Memory{
 		tasks:      map[string]memRecord{},
 		running:    map[string]bool{},
 		wake:       make(chan struct{}),
 		retryDelay: 10 * time.Millisecond,
+		limits:     limits.withDefaults(),
 	}
+}
+
+// Limits returns the limits Create and Update enforce.
+func (m *Memory) Limits() Limits { return m.limits }
+
+// encode checks t against the limits and returns its record.
+func (m *Memory) encode(t *Task) ([]byte, error) {
+	if err := m.limits.check(t); err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(t)
+	if err != nil {
+		return nil, fmt.Errorf("encode task: %w", err)
+	}
+	if len(data) > MaxRecordBytes {
+		if err := checkRest(t, MaxRecordBytes); err != nil {
+			return nil, err
+		}
+	}
+	return data, nil
 }
 
 // Create implements Journal.
@@ -55,9 +81,9 @@ func (m *Memory) Create(ctx context.Context, t *Task) error {
 	if _, err := encodeKey(t.ID); err != nil {
 		return err
 	}
-	data, err := json.Marshal(t)
+	data, err := m.encode(t)
 	if err != nil {
-		return fmt.Errorf("store: encode task %s: %w", t.ID, err)
+		return fmt.Errorf("store: create %s: %w", t.ID, err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -83,9 +109,9 @@ func (m *Memory) Get(ctx context.Context, id string) (*Task, error) {
 
 // Update implements Journal.
 func (m *Memory) Update(ctx context.Context, t *Task) error {
-	data, err := json.Marshal(t)
+	data, err := m.encode(t)
 	if err != nil {
-		return fmt.Errorf("store: encode task %s: %w", t.ID, err)
+		return fmt.Errorf("store: update %s: %w", t.ID, err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()

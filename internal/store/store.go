@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -62,6 +64,11 @@ type Task struct {
 	// Revision is the journal's revision of this record, set by Get, Create and Update; Update
 	// succeeds only if it still matches.
 	Revision uint64 `json:"-"`
+
+	// blobs names where the JetStream journal keeps Request and Result of this revision when
+	// they are stored apart from the record, so that Update can keep an unchanged request
+	// without writing it again.
+	blobs taskBlobs
 }
 
 // Errors the journal returns; match with errors.Is.
@@ -69,16 +76,111 @@ var (
 	ErrNotFound = errors.New("task not found")
 	ErrExists   = errors.New("task already exists")
 	ErrConflict = errors.New("task was changed concurrently")
+	// ErrTooLarge means a task is larger than the journal's Limits; the error is a
+	// *TooLargeError that names the field, its size and the limit.
+	ErrTooLarge = errors.New("task too large for the journal")
 )
 
+// TooLargeError is the error Create and Update return for a task over the journal's Limits.
+// errors.Is(err, ErrTooLarge) matches it.
+type TooLargeError struct {
+	Field string // "request", "result", or "record" (every other field together)
+	Size  int64  // bytes
+	Limit int64  // bytes
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("%s of %d bytes is larger than the journal's limit of %d bytes", e.Field, e.Size, e.Limit)
+}
+
+// Unwrap makes errors.Is(err, ErrTooLarge) true.
+func (e *TooLargeError) Unwrap() error { return ErrTooLarge }
+
+// Defaults for Limits: the gateway's default request body limit, and the largest answer it
+// relays.
+const (
+	DefaultMaxRequestBytes = 8 << 20
+	DefaultMaxResultBytes  = 64 << 20
+	// MaxRecordBytes bounds everything in a task but Request and Result (ids, reason, trace).
+	MaxRecordBytes = 512 << 10
+)
+
+// Limits bound what one task may hold. Every journal stores any task within its limits, whatever
+// the server's largest message; a task over them is refused with ErrTooLarge.
+type Limits struct {
+	// MaxRequestBytes bounds Task.Request. Default DefaultMaxRequestBytes (8 MiB); set it to
+	// the gateway's request body limit when that is raised.
+	MaxRequestBytes int64
+	// MaxResultBytes bounds Task.Result. Default DefaultMaxResultBytes (64 MiB).
+	MaxResultBytes int64
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxRequestBytes <= 0 {
+		l.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if l.MaxResultBytes <= 0 {
+		l.MaxResultBytes = DefaultMaxResultBytes
+	}
+	return l
+}
+
+// check refuses a task whose request or result is over the limits.
+func (l Limits) check(t *Task) error {
+	if n := int64(len(t.Request)); n > l.MaxRequestBytes {
+		return &TooLargeError{Field: "request", Size: n, Limit: l.MaxRequestBytes}
+	}
+	if n := int64(len(t.Result)); n > l.MaxResultBytes {
+		return &TooLargeError{Field: "result", Size: n, Limit: l.MaxResultBytes}
+	}
+	return nil
+}
+
+// checkRest refuses a task whose fields other than Request and Result take more than limit
+// bytes as JSON.
+func checkRest(t *Task, limit int) error {
+	rest := *t
+	rest.Request, rest.Result = nil, nil
+	data, err := json.Marshal(&rest)
+	if err != nil {
+		return fmt.Errorf("encode task: %w", err)
+	}
+	if len(data) > limit {
+		return &TooLargeError{Field: "record", Size: int64(len(data)), Limit: int64(limit)}
+	}
+	return nil
+}
+
+// LimitsOf returns the limits of j, and false if j does not tell them. Both journals in this
+// package do (JetStream.Limits, Memory.Limits).
+func LimitsOf(j Journal) (Limits, bool) {
+	l, ok := j.(interface{ Limits() Limits })
+	if !ok {
+		return Limits{}, false
+	}
+	return l.Limits(), true
+}
+
 // Journal stores tasks durably and queues asynchronous ones.
+//
+// Every error is a failed operation: nothing was stored (or, for Get and Pending, nothing
+// could be read), and the caller must not answer as if it had been.
+//
+// Size: a journal stores any task within its Limits (see LimitsOf), and refuses a larger one
+// with ErrTooLarge (a *TooLargeError) without storing anything. The gateway should check a
+// request body against Limits.MaxRequestBytes before it creates the task, and answer 413 with
+// the limit in the message when Create returns ErrTooLarge (never 503: a retry cannot
+// succeed). It should relay answers no larger than Limits.MaxResultBytes, so that the final
+// Update can hold them; an Update refused with ErrTooLarge leaves the stored task as it was.
 type Journal interface {
-	// Create stores a new task. It fails with ErrExists if the id is taken.
+	// Create stores a new task. It fails with ErrExists if the id is taken, and with
+	// ErrTooLarge if the task is over the journal's limits.
 	Create(ctx context.Context, t *Task) error
 	// Get returns the task with id, or ErrNotFound.
 	Get(ctx context.Context, id string) (*Task, error)
 	// Update stores t if the stored revision still equals t.Revision, and sets t.Revision to the
-	// new one; otherwise it returns ErrConflict and the caller re-reads and retries.
+	// new one; otherwise it returns ErrConflict and the caller re-reads and retries. It fails
+	// with ErrTooLarge, storing nothing, if t is over the journal's limits.
 	Update(ctx context.Context, t *Task) error
 	// Pending returns every task not in a terminal state, for recovery after a restart.
 	Pending(ctx context.Context) ([]*Task, error)

@@ -3,9 +3,13 @@
 package storetest
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -32,6 +36,209 @@ func Run(t *testing.T, open func(t *testing.T) store.Journal) {
 	t.Run("NoConcurrentDuplicate", func(t *testing.T) { testNoConcurrentDuplicate(t, open(t)) })
 	t.Run("EnqueueWaitingIsNoop", func(t *testing.T) { testEnqueueWaitingIsNoop(t, open(t)) })
 	t.Run("ConsumeCancel", func(t *testing.T) { testConsumeCancel(t, open(t)) })
+	t.Run("Large", func(t *testing.T) { testLarge(t, open(t)) })
+	t.Run("LargeConcurrent", func(t *testing.T) { testLargeConcurrent(t, open(t)) })
+	t.Run("TooLarge", func(t *testing.T) { testTooLarge(t, open(t)) })
+}
+
+// LargeSize is the size of a large task's request and result: under the gateway's default
+// 8 MiB request limit, and larger than one message on any NATS server's default max payload.
+const LargeSize = 7 << 20
+
+// Bytes returns n pseudo-random bytes (they do not compress) made from seed.
+func Bytes(n int, seed uint64) []byte {
+	var s [32]byte
+	binary.LittleEndian.PutUint64(s[:], seed)
+	b := make([]byte, n)
+	_, _ = rand.NewChaCha8(s).Read(b) // never fails
+	return b
+}
+
+// equalLarge compares two tasks, their Request and Result byte for byte.
+func equalLarge(t *testing.T, got, want *store.Task) {
+	t.Helper()
+	if !bytes.Equal(got.Request, want.Request) {
+		t.Errorf("request: got %d bytes, want %d, not the same", len(got.Request), len(want.Request))
+	}
+	if !bytes.Equal(got.Result, want.Result) {
+		t.Errorf("result: got %d bytes, want %d, not the same", len(got.Result), len(want.Result))
+	}
+	g, w := *got, *want
+	g.Request, g.Result, w.Request, w.Result = nil, nil, nil, nil
+	equalTask(t, &g, &w)
+}
+
+func testLarge(t *testing.T, j store.Journal) {
+	ctx := t.Context()
+	want := NewTask("large")
+	want.Request = Bytes(LargeSize, 1)
+	want.Result = nil
+	if err := j.Create(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	get := func() *store.Task {
+		t.Helper()
+		got, err := j.Get(ctx, "large")
+		if err != nil {
+			t.Fatal(err)
+		}
+		equalLarge(t, got, want)
+		return got
+	}
+	get()
+	// The answer, as large again.
+	want.State, want.Result = store.StateDispatched, Bytes(LargeSize, 2)
+	if err := j.Update(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	got := get()
+	// An update of other fields of the task read back keeps both.
+	got.Attempts = 3
+	if err := j.Update(ctx, got); err != nil {
+		t.Fatal(err)
+	}
+	want = got
+	get()
+	pending, err := j.Pending(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pending) != 1 {
+		t.Fatalf("Pending returned %d tasks, want 1", len(pending))
+	}
+	equalLarge(t, pending[0], want)
+	// A smaller final answer replaces the large one.
+	want.State, want.Result = store.StateCompleted, []byte(`{"kind":"task"}`)
+	if err := j.Update(ctx, want); err != nil {
+		t.Fatal(err)
+	}
+	get()
+	if pending, err := j.Pending(ctx); err != nil || len(pending) != 0 {
+		t.Fatalf("Pending after completion = %d tasks, %v", len(pending), err)
+	}
+}
+
+// testLargeConcurrent: writers replace a large task's result while readers read it; every read
+// is one whole revision.
+func testLargeConcurrent(t *testing.T, j store.Journal) {
+	ctx := t.Context()
+	const writers, size = 3, 3 << 19
+	task := NewTask("large")
+	task.Request = Bytes(size, 100)
+	task.Result = Bytes(size, 0)
+	if err := j.Create(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	results := map[[32]byte]bool{sha256.Sum256(task.Result): true}
+	for w := range writers {
+		results[sha256.Sum256(Bytes(size, uint64(w+1)))] = true
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, writers+1)
+	for w := range writers {
+		wg.Go(func() {
+			for {
+				cur, err := j.Get(ctx, "large")
+				if err != nil {
+					errs <- err
+					return
+				}
+				cur.Result = Bytes(size, uint64(w+1))
+				err = j.Update(ctx, cur)
+				if errors.Is(err, store.ErrConflict) {
+					continue
+				}
+				if err != nil {
+					errs <- err
+				}
+				return
+			}
+		})
+	}
+	done := make(chan struct{})
+	var reads atomic.Int64
+	var readers sync.WaitGroup
+	readers.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			got, err := j.Get(ctx, "large")
+			if err != nil {
+				errs <- err
+				return
+			}
+			if !bytes.Equal(got.Request, task.Request) || !results[sha256.Sum256(got.Result)] {
+				errs <- fmt.Errorf("read a task that no write stored (request %d bytes, result %d bytes)", len(got.Request), len(got.Result))
+				return
+			}
+			reads.Add(1)
+		}
+	})
+	wg.Wait()
+	close(done)
+	readers.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	t.Logf("%d consistent reads", reads.Load())
+}
+
+func testTooLarge(t *testing.T, j store.Journal) {
+	ctx := t.Context()
+	limits, ok := store.LimitsOf(j)
+	if !ok {
+		t.Fatal("the journal does not tell its limits")
+	}
+	if limits.MaxRequestBytes < 8<<20 || limits.MaxResultBytes < 64<<20 {
+		t.Errorf("default limits %+v are below the gateway's 8 MiB requests and 64 MiB answers", limits)
+	}
+	check := func(err error, field string, size, limit int64) {
+		t.Helper()
+		if !errors.Is(err, store.ErrTooLarge) {
+			t.Fatalf("got %v, want ErrTooLarge", err)
+		}
+		var tl *store.TooLargeError
+		if !errors.As(err, &tl) || tl.Field != field || tl.Size != size || tl.Limit != limit {
+			t.Fatalf("got %#v, want %s of %d bytes over %d", tl, field, size, limit)
+		}
+		if !strings.Contains(err.Error(), fmt.Sprint(limit)) {
+			t.Errorf("error %q does not tell the limit", err)
+		}
+	}
+
+	big := NewTask("big")
+	big.Request = make([]byte, limits.MaxRequestBytes+1)
+	check(j.Create(ctx, big), "request", limits.MaxRequestBytes+1, limits.MaxRequestBytes)
+	if _, err := j.Get(ctx, "big"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a refused task was stored: %v", err)
+	}
+
+	long := NewTask("long-reason")
+	long.Reason = strings.Repeat("r", store.MaxRecordBytes)
+	if err := j.Create(ctx, long); !errors.Is(err, store.ErrTooLarge) {
+		t.Fatalf("a task with a %d-byte reason: got %v, want ErrTooLarge", len(long.Reason), err)
+	}
+
+	task := NewTask("t1")
+	if err := j.Create(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	rev := task.Revision
+	answer := *task
+	answer.State, answer.Result = store.StateCompleted, make([]byte, limits.MaxResultBytes+1)
+	check(j.Update(ctx, &answer), "result", limits.MaxResultBytes+1, limits.MaxResultBytes)
+	if answer.Revision != rev {
+		t.Error("a refused Update changed Revision")
+	}
+	got, err := j.Get(ctx, "t1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	equalTask(t, got, task)
 }
 
 // NewTask returns a task in state accepted with every field set.
