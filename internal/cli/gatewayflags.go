@@ -83,10 +83,17 @@ func (g *gatewayFlags) checkJournal() error {
 	return nil
 }
 
+// journalRequestLimit is the largest request the journal keeps unless --max-body-bytes asks for more.
+const journalRequestLimit = 64 << 20
+
 // openJournal opens the task journal (embedded in DATA_DIR, or --nats-url) and returns the
 // function that closes it.
 func (g *gatewayFlags) openJournal(ctx context.Context, logger *slog.Logger) (*store.JetStream, func(), error) {
-	opts := store.Options{URL: g.natsURL, DataDir: g.dataDir, Sync: g.journalSync, EncryptionKey: g.journalKey, Logger: logger}
+	// The journal keeps any request the gateway accepts: the body limit is the gateway's (flag
+	// or config file), and the journal's is set well above any sane one, so that it never
+	// refuses what the gateway let in (a request it cannot keep is still refused, with 413).
+	opts := store.Options{URL: g.natsURL, DataDir: g.dataDir, Sync: g.journalSync, EncryptionKey: g.journalKey, Logger: logger,
+		Limits: store.Limits{MaxRequestBytes: max(journalRequestLimit, 2*g.maxBody)}}
 	j, err := store.Open(ctx, opts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("task journal: %w", err)

@@ -284,3 +284,33 @@ func TestJournalWriteFailuresSurface(t *testing.T) {
 		t.Fatalf("readyz after a failed update: %d", code)
 	}
 }
+
+// A request the journal cannot keep is refused before dispatch with 413, never 503, and never
+// runs; an answer too large to keep is relayed and its state journaled without it.
+func TestWhatCannotBeJournaledIsRefusedWith413(t *testing.T) {
+	var hits atomic.Int32
+	a0 := streamingAgent(t, func(w http.ResponseWriter) {
+		hits.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"jsonrpc":"2.0","id":1,"result":{"task":{"id":"up-12345678","contextId":"c","status":{"state":"TASK_STATE_COMPLETED"},"artifacts":[{"artifactId":"a","parts":[{"text":%q}]}]}}}`, strings.Repeat("y", 4096))
+	})
+	j := store.NewMemoryWithLimits(store.Limits{MaxRequestBytes: 2048, MaxResultBytes: 2048})
+	g, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, a0)), func(o *Options) { o.Journal = j })
+	url := srv.URL + "/agents/triage"
+	r := post(t, url, sendV1(1, strings.Repeat("x", 4096)))
+	if r.status != http.StatusRequestEntityTooLarge || r.resp.Error == nil || !strings.Contains(r.resp.Error.Message, "journal") {
+		t.Fatalf("a request too large to journal: %d %s", r.status, r.raw)
+	}
+	if r.header.Get("Retry-After") != "" || hits.Load() != 0 {
+		t.Fatalf("refused task: Retry-After %q, %d dispatches", r.header.Get("Retry-After"), hits.Load())
+	}
+	r = post(t, url, sendV1(2, "short"))
+	id, state := taskState(t, r.resp.Result)
+	if state != "TASK_STATE_COMPLETED" {
+		t.Fatalf("a small request with a large answer: %s", r.raw)
+	}
+	stored := journaled(t, g, id, store.StateCompleted)
+	if len(stored.Result) != 0 || !strings.Contains(stored.Reason, "larger than the task journal keeps") {
+		t.Fatalf("journal of an answer too large to keep: result %d bytes, reason %q", len(stored.Result), stored.Reason)
+	}
+}

@@ -68,6 +68,11 @@ func (j *journal) apply(ctx context.Context, t *store.Task, c tasks.Change) erro
 			j.noted(t, wasSettled)
 			return nil
 		}
+		if errors.Is(err, store.ErrTooLarge) && c.Kind != tasks.KindDispatch && len(next.Result) > 0 {
+			// The agent's answer is larger than the journal keeps: record the state without it.
+			c = c.WithoutResult("the agent's answer is larger than the task journal keeps; only its state is recorded")
+			continue
+		}
 		if !errors.Is(err, store.ErrConflict) {
 			return err
 		}
@@ -86,7 +91,7 @@ func (j *journal) retry(ctx context.Context, write func() error) error {
 	var err error
 	for i := 0; ; i++ {
 		err = write()
-		if err == nil || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrExists) || errors.Is(err, store.ErrNotFound) {
+		if err == nil || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrExists) || errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrTooLarge) {
 			if err == nil && j.broken.CompareAndSwap(true, false) {
 				j.log.Info("task journal writes succeed again")
 			}

@@ -165,6 +165,12 @@ func (g *Gateway) serveSend(c *call) outcome {
 		return outcomeInvalid
 	}
 	if err := g.tasks.journal.create(c.r.Context(), t); err != nil {
+		var tooBig *store.TooLargeError
+		if errors.As(err, &tooBig) {
+			rpcError(c.w, http.StatusRequestEntityTooLarge, c.req.ID, a2a.Errorf(a2a.CodeRequestTooLarge,
+				"the task's %s is %d bytes; the task journal keeps at most %d, and the gateway runs no task it cannot journal", tooBig.Field, tooBig.Size, tooBig.Limit))
+			return outcomeTooLarge
+		}
 		g.log.Error("task journal write failed; refusing the task", "agent", c.agent.Name, "err", err)
 		rpcErrorFor(c.w, c.req.ID, errJournalRefusal)
 		return outcomeJournalError

@@ -96,6 +96,13 @@ func End(by Actor, e Ending, reason string, result json.RawMessage) Change {
 	return Change{Kind: KindEnd, By: by, ending: e, reason: reason, result: result}
 }
 
+// WithoutResult is c without the task object it carries, with reason instead: for an answer
+// too large to journal.
+func (c Change) WithoutResult(reason string) Change {
+	c.result, c.reason = nil, reason
+	return c
+}
+
 // Continue sends the client's answer to an input-required task.
 func Continue() Change { return Change{Kind: KindContinue, By: Client} }
 

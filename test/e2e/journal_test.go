@@ -116,3 +116,32 @@ func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return lines[len(lines)-1]
 }
+
+// TestLargeTaskSurvivesARestart: a 7 MiB request (under the 8 MiB body limit) completes, and
+// after `up` restarts on the same data directory GetTask still reads it completed. The journal
+// once refused such records ("maximum payload exceeded") after answering the client, and the
+// task was re-run and read failed or working.
+func TestLargeTaskSurvivesARestart(t *testing.T) {
+	dataDir := t.TempDir()
+	up := startUp(t, "--data-dir", dataDir)
+	text := strings.Repeat("large study notes ", (7<<20)/18)
+	r, err := post(t.Context(), up.URL+"/agents/echo", sendV1(1, text))
+	if err != nil || r.Error != nil {
+		t.Fatalf("7 MiB send: %v %.300s", err, r.Body)
+	}
+	id, state := parseTask(r)
+	if state != "TASK_STATE_COMPLETED" {
+		t.Fatalf("7 MiB send answered %.300s", r.Body)
+	}
+	if err := up.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	again := startUp(t, "--data-dir", dataDir)
+	r, err = post(t.Context(), again.URL+"/agents/echo", fmt.Sprintf(`{"jsonrpc":"2.0","id":2,"method":"GetTask","params":{"id":%q}}`, id))
+	if err != nil || r.Error != nil {
+		t.Fatalf("GetTask after restart: %v %.300s", err, r.Body)
+	}
+	if _, state := parseTask(r); state != "TASK_STATE_COMPLETED" {
+		t.Fatalf("GetTask of the 7 MiB task after restart: %.300s", r.Body)
+	}
+}
