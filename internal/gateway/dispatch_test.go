@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -313,4 +315,82 @@ func TestWhatCannotBeJournaledIsRefusedWith413(t *testing.T) {
 	if len(stored.Result) != 0 || !strings.Contains(stored.Reason, "larger than the task journal keeps") {
 		t.Fatalf("journal of an answer too large to keep: result %d bytes, reason %q", len(stored.Result), stored.Reason)
 	}
+}
+
+// faultyHost sends every request to host through fault, and the rest over the network.
+type faultyHost struct {
+	host  string
+	fault func(*http.Request) (*http.Response, error)
+	calls atomic.Int32
+}
+
+func (f *faultyHost) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Host != f.host || req.Method == http.MethodGet {
+		return http.DefaultTransport.RoundTrip(req)
+	}
+	f.calls.Add(1)
+	return f.fault(req)
+}
+
+// TestEachFailureClassDecidesRetryAndEjection injects each failure through the transport on one
+// replica of two: what may not have reached the agent or broke off is retried on the other
+// replica, an answer that is not JSON-RPC is not (the agent did answer), and the journal ends
+// each task once.
+func TestEachFailureClassDecidesRetryAndEjection(t *testing.T) {
+	jsonAnswer := func(r *http.Request, status int, body string) *http.Response {
+		return &http.Response{StatusCode: status, Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(strings.NewReader(body)), Request: r}
+	}
+	for _, tc := range []struct {
+		name      string
+		fault     func(*http.Request) (*http.Response, error)
+		retried   bool
+		ejectedAt bool // ejected after this one failure
+	}{
+		{"refused", func(*http.Request) (*http.Response, error) {
+			return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+		}, true, true},
+		{"reset mid-body", func(r *http.Request) (*http.Response, error) {
+			return &http.Response{StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}}, Body: io.NopCloser(io.MultiReader(strings.NewReader(`{"jsonrpc":`), errReader{syscall.ECONNRESET})), Request: r}, nil
+		}, true, true},
+		{"503", func(r *http.Request) (*http.Response, error) { return jsonAnswer(r, 503, "busy"), nil }, true, false},
+		{"hang", func(r *http.Request) (*http.Response, error) { <-r.Context().Done(); return nil, r.Context().Err() }, true, false},
+		{"garbage", func(r *http.Request) (*http.Response, error) { return jsonAnswer(r, 200, "<html>oops"), nil }, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := startAgent(t, "triage", "0", simagent.Config{})
+			good := startAgent(t, "triage", "1", simagent.Config{})
+			rt := &faultyHost{host: strings.TrimPrefix(bad, "http://"), fault: tc.fault}
+			g, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, bad, good)), func(o *Options) {
+				o.Transport, o.TaskTimeout = rt, 300*time.Millisecond
+			})
+			// 3 of the healthy replica's 4 slots are taken: the pick goes to the faulty one first.
+			release := g.tasks.pool.tracker.Acquire(good)
+			release2 := g.tasks.pool.tracker.Acquire(good)
+			release3 := g.tasks.pool.tracker.Acquire(good)
+			r := post(t, srv.URL+"/agents/triage", sendV1(1, "x"))
+			release()
+			release2()
+			release3()
+			if rt.calls.Load() != 1 {
+				t.Fatalf("the faulty replica got %d requests, want 1", rt.calls.Load())
+			}
+			task := g.tasks.journal.recent.list("triage", 1)[0]
+			if tc.retried {
+				if r.resp.Error != nil || r.replica != "triage-1" || task.State != string(a2a.StateCompleted) || task.Attempts != 2 {
+					t.Fatalf("want a completed re-dispatch on triage-1: %s (journal %+v)", r.raw, task)
+				}
+			} else if r.resp.Error == nil || r.resp.Error.Code != a2a.CodeInvalidAgentResponse || task.State != string(a2a.StateFailed) || task.Attempts != 1 {
+				t.Fatalf("want one failed attempt: %s (journal %+v)", r.raw, task)
+			}
+			if got := g.tasks.pool.ejector.Ejected(bad, time.Now()); got != tc.ejectedAt {
+				t.Fatalf("ejected after one %s: %v, want %v", tc.name, got, tc.ejectedAt)
+			}
+		})
+	}
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) {
+	return 0, &net.OpError{Op: "read", Net: "tcp", Err: e.err}
 }
