@@ -47,6 +47,9 @@ func ParseRequestLimit(body []byte, maxDepth int) (*Request, *Error) {
 	if err := json.Unmarshal(body, &raw); err != nil {
 		return nil, Errorf(CodeParseError, "invalid JSON: %v", err)
 	}
+	if err := checkCanonical(body); err != nil {
+		return nil, Errorf(CodeInvalidRequest, "ambiguous JSON: %v; send each key once, spelled as the protocol spells it", err)
+	}
 	if raw == nil {
 		return nil, Errorf(CodeInvalidRequest, "expected a JSON-RPC 2.0 request object")
 	}

@@ -172,6 +172,13 @@ func isEventStream(resp *http.Response) bool {
 func (d *dispatcher) answer(ctx context.Context, t *store.Task, ep discovery.Endpoint, resp *http.Response, out []byte, sk sink) {
 	var r a2a.Response
 	if err := json.Unmarshal(out, &r); err != nil {
+		if resp.StatusCode >= 400 && resp.StatusCode < 500 {
+			// The agent refused the request outright (413 for a body larger than it takes, say).
+			msg := fmt.Sprintf("replica %s refused the request: HTTP %d %s", ep.Name, resp.StatusCode, http.StatusText(resp.StatusCode))
+			d.journal.end(ctx, t, tasks.AgentError, msg)
+			sk.fail(a2a.Errorf(a2a.CodeInvalidAgentResponse, "%s", msg))
+			return
+		}
 		d.journal.end(ctx, t, tasks.InvalidAnswer, "the agent answered with invalid JSON")
 		sk.fail(a2a.Errorf(a2a.CodeInvalidAgentResponse, "replica %s answered with invalid JSON", ep.Name))
 		return

@@ -1,9 +1,16 @@
-// Package gateway is agentplane's A2A front door. It assembles the HTTP server and the order of
-// its stages: limits → JSON-RPC parse → pick a replica → forward (SSE streamed through) →
-// remember which replica holds which task. It serves the agents' cards with their URLs rewritten
-// to the gateway, health endpoints and the admin API used by `agentplane get`.
+// Package gateway is agentplane's A2A front door. *Gateway is the HTTP part: it authenticates,
+// bounds, parses, authorizes and audits every call, serves the agents' cards with their URLs
+// rewritten to the gateway, health endpoints and the admin API used by `agentplane get`.
 //
-// Replicas come from a discovery.Source (the supervisor in embedded mode); the choice of replica
-// is made by balancer, the passive health view by health. The gateway does not start or probe
-// agents itself.
+// Tasks are owned by the dispatcher (dispatch.go, taskops.go): from acceptance to their end it
+// runs each one through a single attempt loop — retry budget → admission slot → pick a replica
+// → send → classify the failure → journal → retry or end — and hands what the agent says to the
+// task's sink (sink.go): a blocking call, a stream, or no client at all for a queued task. Every
+// change to a task is a transition of the state machine in package tasks, written through the
+// journal wrapper (journal.go), whose errors are never ignored. The replica view — readiness,
+// ejection, load, latency and the admission queue — is the pool (pool.go); sending to replicas
+// and typing their failures is package upstream.
+//
+// Replicas come from a discovery.Source (the supervisor in embedded mode, EndpointSlices on
+// Kubernetes); the gateway does not start agents itself.
 package gateway

@@ -39,7 +39,6 @@ type call struct {
 	subject *auth.Subject
 	agent   discovery.Agent
 	req     *a2a.Request
-	body    []byte
 	taskID  string // the gateway task id the call created or named
 	replica string // the replica that last served it
 }
@@ -93,7 +92,7 @@ func (g *Gateway) readCall(c *call, name func(string)) outcome {
 		rpcError(w, http.StatusOK, a2a.ErrorID(body), perr)
 		return outcomeBadRequest
 	}
-	c.req, c.body = req, body
+	c.req = req
 	agent := r.PathValue("name")
 	name(req.Method + " " + agent)
 	// Authorization comes before the agent is looked up, so that a caller cannot probe which
@@ -334,7 +333,13 @@ func (g *Gateway) serveOther(c *call) outcome {
 	c.replica = sl.ep.Name
 	ctx, cancel := context.WithTimeout(c.r.Context(), g.tasks.timeout(sl.agent))
 	defer cancel()
-	resp, err := g.tasks.client.Send(ctx, sl.ep.URL, c.req.Info.Dialect, c.body, false, c.r.Header)
+	// The replica gets the request as the gateway read it, re-encoded, never the client's bytes.
+	body, err := c.req.Marshal()
+	if err != nil {
+		rpcError(c.w, http.StatusOK, c.req.ID, a2a.Errorf(a2a.CodeInternalError, "%v", err))
+		return outcomeFailed
+	}
+	resp, err := g.tasks.client.Send(ctx, sl.ep.URL, c.req.Info.Dialect, body, false, c.r.Header)
 	var out []byte
 	if err == nil {
 		out, err = upstream.ReadAnswer(resp)

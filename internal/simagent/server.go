@@ -27,7 +27,7 @@ const (
 )
 
 const (
-	maxRequestBody    = 4 << 20
+	maxRequestBody    = 16 << 20 // above the gateway's default body limit (8 MiB), so that any task it accepts fits
 	readHeaderTimeout = 10 * time.Second
 	bodyReadTimeout   = 60 * time.Second
 	idleTimeout       = 120 * time.Second

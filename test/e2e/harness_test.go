@@ -207,13 +207,16 @@ type reply struct {
 	}
 }
 
-func post(ctx context.Context, url, body string) (reply, error) {
+func post(ctx context.Context, url, body string) (reply, error) { return postWith(ctx, client, url, body) }
+
+// postWith is post through c.
+func postWith(ctx context.Context, c *http.Client, url, body string) (reply, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
 	if err != nil {
 		return reply{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	res, err := client.Do(req)
+	res, err := c.Do(req)
 	if err != nil {
 		return reply{}, err
 	}

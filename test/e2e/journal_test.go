@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -125,7 +126,10 @@ func TestLargeTaskSurvivesARestart(t *testing.T) {
 	dataDir := t.TempDir()
 	up := startUp(t, "--data-dir", dataDir)
 	text := strings.Repeat("large study notes ", (7<<20)/18)
-	r, err := post(t.Context(), up.URL+"/agents/echo", sendV1(1, text))
+	// 7 MiB through a race-built gateway and agent takes tens of seconds on a busy machine.
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	r, err := postWith(ctx, &http.Client{}, up.URL+"/agents/echo", sendV1(1, text)) // ctx bounds it
 	if err != nil || r.Error != nil {
 		t.Fatalf("7 MiB send: %v %.300s", err, r.Body)
 	}
@@ -145,3 +149,4 @@ func TestLargeTaskSurvivesARestart(t *testing.T) {
 		t.Fatalf("GetTask of the 7 MiB task after restart: %.300s", r.Body)
 	}
 }
+
