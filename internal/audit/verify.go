@@ -223,11 +223,8 @@ func (v *verifier) file(path string) error {
 		case rec.PrevHash != v.hash:
 			return prob("prevHash does not match the hash of the record before it: a record was replaced or inserted")
 		}
-		if v.checkpoints != nil {
-			name := fr.Name
-			if err := v.checkCheckpoints(path, n, name, rec); err != nil {
-				return err
-			}
+		if err := v.checkCheckpoints(path, n, fr.Name, rec); err != nil {
+			return err
 		}
 		v.started, v.seq, v.hash = true, rec.Seq, rec.Hash
 		fr.LastSeq = rec.Seq
