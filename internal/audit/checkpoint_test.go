@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +12,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	configv1 "github.com/agentplane/agentplane/api/config/v1alpha1"
 )
 
 var t0 = time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
@@ -379,4 +382,28 @@ func TestCheckpointLoop(t *testing.T) {
 		}
 		// Close stopped the loop: the bubble ends only when its goroutines have.
 	})
+}
+
+func TestFromConfigWithCheckpoints(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "checkpoint.key")
+	if err := os.WriteFile(keyFile, []byte("a checkpoint key of 32 bytes or more\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cpPath := filepath.Join(dir, "elsewhere", "checkpoints.jsonl")
+	c, err := configv1.Decode(fmt.Appendf(nil, "apiVersion: agentplane.io/v1alpha1\nkind: GatewayConfig\naudit: {checkpoints: {path: %q, keyFile: %q}}\n", cpPath, keyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := FromConfig(c.Audit, filepath.Join(dir, "data"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := LoadKey(keyFile, "")
+	if cps, err := ReadCheckpoints(cpPath, key); err != nil || len(cps) != 1 || cps[0].Seq != 1 {
+		t.Fatalf("checkpoints after Close: %v %+v", err, cps)
+	}
 }
