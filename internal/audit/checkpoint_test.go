@@ -231,7 +231,7 @@ func TestCheckpointTamperCases(t *testing.T) {
 				}
 				detectedWith++
 			} else {
-				t.Logf("not detected with checkpoints: %d records after the newest checkpoint", cr.After)
+				t.Logf("not detected with checkpoints: what is left agrees up to the newest checkpoint left, seq %d", cr.Newest.Seq)
 			}
 			if errWithout != nil {
 				detectedWithout++
