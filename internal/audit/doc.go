@@ -12,7 +12,10 @@
 // What the chain does and does not prove is in docs/security.md: without a key it catches
 // accidental and naive edits but not someone who rewrites every hash after their edit; with a key
 // kept away from the log, it catches that too. Cutting whole records off the end of the newest
-// file is only visible against an outside copy of the head (Writer.Head, Report.LastHash).
+// file, or deleting the newest files, is only visible against an outside copy of the head: the
+// Writer's signed checkpoints (CheckpointOptions, kept in a second file elsewhere, checked by
+// VerifyCheckpoints) or Writer.Head published by other means. Records written after the newest
+// checkpoint remain uncovered.
 //
 // This package is not a debug log: it is kept apart from slog output, and callers must not put
 // request or response bodies, tokens or patient identifiers into a Record.

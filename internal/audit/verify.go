@@ -70,7 +70,12 @@ func Verify(files ...string) (Report, error) { return VerifyKeyed(nil, files...)
 // their header. With key set, every record must be HMAC-keyed with it, except plain files that
 // come before the first keyed one (a log upgraded to HMAC).
 func VerifyKeyed(key []byte, files ...string) (Report, error) {
+	return (&verifier{key: key}).verify(files)
+}
+
+func (v *verifier) verify(files []string) (Report, error) {
 	var rep Report
+	v.rep = &rep
 	if len(files) == 0 {
 		return rep, errors.New("no audit files given")
 	}
@@ -95,7 +100,6 @@ func VerifyKeyed(key []byte, files ...string) (Report, error) {
 		}
 		return 0
 	})
-	v := &verifier{key: key, rep: &rep}
 	for i, h := range heads {
 		if i > 0 && h.rec.Seq == heads[i-1].rec.Seq {
 			return rep, &Problem{Path: h.path, Line: 1, Seq: h.rec.Seq, Reason: fmt.Sprintf("starts at the same seq as %s: the same file given twice, or a copy", heads[i-1].path)}
@@ -104,7 +108,7 @@ func VerifyKeyed(key []byte, files ...string) (Report, error) {
 			return rep, err
 		}
 	}
-	if key != nil && !v.keyedSeen {
+	if v.key != nil && !v.keyedSeen {
 		last := heads[len(heads)-1]
 		return rep, &Problem{Path: last.path, Line: 1, Reason: "a key was given but no file is HMAC-keyed: the chain may have been rewritten without the key"}
 	}
@@ -144,6 +148,8 @@ type verifier struct {
 	prevName  string
 	keyedSeen bool
 	anyPlain  bool
+	// checkpoints by seq, for VerifyCheckpoints; nil for none.
+	checkpoints map[uint64][]Checkpoint
 }
 
 func (v *verifier) file(path string) error {
@@ -216,6 +222,9 @@ func (v *verifier) file(path string) error {
 			return prob("expected seq %d after %d: records were deleted, inserted or reordered", v.seq+1, v.seq)
 		case rec.PrevHash != v.hash:
 			return prob("prevHash does not match the hash of the record before it: a record was replaced or inserted")
+		}
+		if err := v.checkCheckpoints(path, n, fr.Name, rec); err != nil {
+			return err
 		}
 		v.started, v.seq, v.hash = true, rec.Seq, rec.Hash
 		fr.LastSeq = rec.Seq

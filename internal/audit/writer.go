@@ -45,6 +45,9 @@ type Options struct {
 	FsyncInterval time.Duration
 	// HMACKey keys the chain; nil for plain SHA-256.
 	HMACKey []byte
+	// Checkpoints, when set, has the writer take signed checkpoints of the chain's head into a
+	// second file, so that records cut off the end are noticed (VerifyCheckpoints).
+	Checkpoints *CheckpointOptions
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// Logger; default slog.Default().
@@ -75,6 +78,13 @@ type Writer struct {
 	syncDone       chan struct{}
 	timer          *time.Timer // FsyncInterval: pending sync
 	syncErr        error
+
+	// Checkpoints; cp is nil without them.
+	cpMu       sync.Mutex // serializes checkpoints; guards cp.f and cp.prev
+	cp         *checkpointer
+	cpStop     context.CancelFunc // stops the checkpoint loop
+	cpDone     chan struct{}      // closed when the checkpoint loop has returned
+	cpStopOnce sync.Once
 }
 
 var _ Sink = (*Writer)(nil)
@@ -120,10 +130,120 @@ func Open(o Options) (*Writer, error) {
 	if err := os.MkdirAll(w.dir, 0o700); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
+	var cpo CheckpointOptions
+	if o.Checkpoints != nil {
+		var err error
+		if cpo, err = w.checkpointOptions(*o.Checkpoints); err != nil {
+			return nil, err
+		}
+	}
 	if err := w.resume(); err != nil {
 		return nil, err
 	}
+	if o.Checkpoints != nil {
+		if err := w.startCheckpoints(cpo); err != nil {
+			w.f.Close()
+			return nil, err
+		}
+	}
 	return w, nil
+}
+
+// checkpointOptions checks c and fills in its defaults.
+func (w *Writer) checkpointOptions(c CheckpointOptions) (CheckpointOptions, error) {
+	if c.Path == "" {
+		return c, errors.New("audit: CheckpointOptions.Path is required")
+	}
+	if c.Interval <= 0 {
+		c.Interval = DefaultCheckpointInterval
+	}
+	if c.Key == nil {
+		c.Key = w.o.HMACKey
+	}
+	if len(c.Key) < MinKeyBytes {
+		return c, fmt.Errorf("audit: checkpoints are signed with an HMAC key of at least %d bytes: the log's key, or a checkpoint key of their own", MinKeyBytes)
+	}
+	cpDir, err := filepath.Abs(filepath.Dir(c.Path))
+	if err != nil {
+		return c, fmt.Errorf("audit: %w", err)
+	}
+	if logDir, err := filepath.Abs(w.dir); err != nil || logDir == cpDir {
+		return c, fmt.Errorf("audit: the checkpoints file %s must not be in the log's directory: whoever can cut the log could cut it too", c.Path)
+	}
+	return c, nil
+}
+
+// startCheckpoints opens the checkpoints file, checks that the log still reaches its last
+// checkpoint, and starts the loop that takes checkpoints.
+func (w *Writer) startCheckpoints(c CheckpointOptions) error {
+	cp, err := openCheckpoints(c.Path, c.Key)
+	if err != nil {
+		return err
+	}
+	if p := cp.prev; p != nil && (p.Seq > w.seq || p.Seq == w.seq && p.Hash != w.prev) {
+		cp.f.Close()
+		return fmt.Errorf("audit: the log ends at seq %d, but the checkpoint of %s recorded seq %d: records were removed; run agentplane audit verify --checkpoints",
+			w.seq, p.Time.Format(time.RFC3339), p.Seq)
+	}
+	w.cp = cp
+	ctx, stop := context.WithCancel(context.Background())
+	w.cpStop, w.cpDone = stop, make(chan struct{})
+	go w.checkpointLoop(ctx, c.Interval)
+	return nil
+}
+
+// checkpointLoop takes a checkpoint every interval until ctx ends, whether or not records were
+// written since the last one: the age of the newest checkpoint tells how long ago the writer
+// last ran.
+func (w *Writer) checkpointLoop(ctx context.Context, interval time.Duration) {
+	defer close(w.cpDone)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := w.Checkpoint(ctx); err != nil && ctx.Err() == nil {
+				w.o.Logger.Error("audit checkpoint failed", "err", err)
+			}
+		}
+	}
+}
+
+// Checkpoint writes a checkpoint of the chain's head to the checkpoints file, once the head
+// record is on stable storage. The Writer takes checkpoints by itself every interval and on
+// Close; Checkpoint takes one more now.
+func (w *Writer) Checkpoint(ctx context.Context) error {
+	if w.cp == nil {
+		return errors.New("audit: no checkpoints configured")
+	}
+	w.mu.Lock()
+	switch {
+	case w.closed:
+		w.mu.Unlock()
+		return ErrClosed
+	case w.err != nil:
+		err := w.err
+		w.mu.Unlock()
+		return err
+	}
+	c := Checkpoint{Seq: w.seq, Hash: w.prev, File: w.name}
+	w.mu.Unlock()
+	// A checkpoint never names a record that a power loss could take back.
+	if err := w.syncUpTo(ctx, c.Seq); err != nil {
+		return err
+	}
+	w.cpMu.Lock()
+	defer w.cpMu.Unlock()
+	if w.cp.f == nil {
+		return ErrClosed
+	}
+	if p := w.cp.prev; p != nil && p.Seq > c.Seq {
+		return nil // a concurrent checkpoint took a later head
+	}
+	c.Time = w.o.Now().UTC()
+	return w.cp.write(c)
 }
 
 // fileName is the name of the file whose first record has seq.
@@ -425,8 +545,27 @@ func (w *Writer) Head() (seq uint64, hash string) {
 	return w.seq, w.prev
 }
 
-// Close fsyncs and closes the current file. Later Writes return ErrClosed.
+// Close takes a last checkpoint (with checkpoints), fsyncs and closes the current file. Later
+// Writes return ErrClosed.
 func (w *Writer) Close() error {
+	var cpErr error
+	if w.cp != nil {
+		w.cpStopOnce.Do(func() {
+			w.cpStop()
+			<-w.cpDone
+			cpErr = w.Checkpoint(context.Background())
+			w.cpMu.Lock()
+			if err := w.cp.f.Close(); cpErr == nil {
+				cpErr = err
+			}
+			w.cp.f = nil
+			w.cpMu.Unlock()
+		})
+	}
+	return errors.Join(cpErr, w.closeLog())
+}
+
+func (w *Writer) closeLog() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
@@ -465,6 +604,17 @@ func FromConfig(c configv1.Audit, dataDir string, logger *slog.Logger) (*Writer,
 	}
 	if c.FsyncInterval != nil {
 		o.FsyncInterval = c.FsyncInterval.Duration
+	}
+	if cc := c.Checkpoints; cc != nil {
+		o.Checkpoints = &CheckpointOptions{Path: cc.Path, Key: key}
+		if cc.KeyFile != "" {
+			if o.Checkpoints.Key, err = LoadKey(cc.KeyFile, ""); err != nil {
+				return nil, fmt.Errorf("audit.checkpoints.keyFile: %w", err)
+			}
+		}
+		if cc.Interval != nil {
+			o.Checkpoints.Interval = cc.Interval.Duration
+		}
 	}
 	return Open(o)
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/agentplane/agentplane/internal/audit"
 )
@@ -64,5 +65,54 @@ func TestAuditVerify(t *testing.T) {
 	}
 	if _, code = runAudit(t, "verify", filepath.Join(dir, "missing")); code != 2 {
 		t.Fatalf("missing file: code %d", code)
+	}
+}
+
+func TestAuditVerifyCheckpoints(t *testing.T) {
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "checkpoint.key")
+	if err := os.WriteFile(keyFile, []byte("a checkpoint key of 32 bytes or more\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := audit.LoadKey(keyFile, "")
+	logDir, cpPath := filepath.Join(dir, "audit"), filepath.Join(dir, "elsewhere", "checkpoints.jsonl")
+	taken := time.Now().Add(-2 * time.Hour)
+	w, err := audit.Open(audit.Options{Path: filepath.Join(logDir, "audit.jsonl"), MaxFileBytes: 4096,
+		Now: func() time.Time { return taken }, Checkpoints: &audit.CheckpointOptions{Path: cpPath, Key: key}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 30 {
+		if err := w.Write(t.Context(), audit.Record{Subject: "s", Tenant: "t", Agent: "a", Method: "SendMessage", Outcome: "ok", HTTPStatus: 200}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	out, code := runAudit(t, "verify", "--checkpoints", cpPath, "--checkpoint-key", keyFile, logDir)
+	if code != 0 || !strings.Contains(out, "checkpoints: 1 signed") || !strings.Contains(out, "taken 2h0m0s ago") ||
+		!strings.Contains(out, "0 record(s) after the newest checkpoint") {
+		t.Fatalf("intact log: code %d\n%s", code, out)
+	}
+	if out, code = runAudit(t, "verify", "--checkpoints", cpPath, "--checkpoint-key", keyFile, "--max-checkpoint-age", "1h", logDir); code != 1 || !strings.Contains(out, "more than --max-checkpoint-age") {
+		t.Fatalf("old checkpoint with --max-checkpoint-age: code %d\n%s", code, out)
+	}
+	if out, code = runAudit(t, "verify", "--checkpoints", cpPath, logDir); code != 2 || !strings.Contains(out, "give --checkpoint-key") {
+		t.Fatalf("no checkpoint key: code %d\n%s", code, out)
+	}
+
+	// The newest file deleted: the chain is intact without the checkpoints, broken with them.
+	files, _ := filepath.Glob(filepath.Join(logDir, "*.jsonl"))
+	if err := os.Remove(files[len(files)-1]); err != nil {
+		t.Fatal(err)
+	}
+	if out, code = runAudit(t, "verify", logDir); code != 0 {
+		t.Fatalf("newest file deleted, without checkpoints: code %d\n%s", code, out)
+	}
+	out, code = runAudit(t, "verify", "--checkpoints", cpPath, "--checkpoint-key", keyFile, logDir)
+	if code != 1 || !strings.Contains(out, "audit log broken") || !strings.Contains(out, "newest files deleted") {
+		t.Fatalf("newest file deleted, with checkpoints: code %d\n%s", code, out)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -27,9 +28,10 @@ func isTerminal(w io.Writer) bool {
 }
 
 // SignalContext returns a context cancelled at the first SIGINT or SIGTERM; a second signal
-// exits the process at once with status 130.
+// runs the functions registered with onForcedExit and exits the process at once with status 130.
 func SignalContext() (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(context.Background())
+	fe := &forcedExit{}
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), forcedExitKey{}, fe))
 	ch := make(chan os.Signal, 2)
 	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
 	done := make(chan struct{})
@@ -43,6 +45,7 @@ func SignalContext() (context.Context, context.CancelFunc) {
 		select {
 		case <-ch:
 			fmt.Fprintln(os.Stderr, "second signal: exiting now")
+			fe.run()
 			os.Exit(130)
 		case <-done:
 		}
@@ -55,6 +58,47 @@ func SignalContext() (context.Context, context.CancelFunc) {
 			close(done)
 		}
 		cancel()
+	}
+}
+
+// forcedExit holds what must be done before the process exits at a second signal: what cannot
+// be left to deferred functions, which do not run then.
+type forcedExit struct {
+	mu    sync.Mutex
+	next  int
+	hooks map[int]func()
+}
+
+type forcedExitKey struct{}
+
+// onForcedExit registers f to run, quickly and without blocking, before a second signal exits
+// the process (see SignalContext), and returns a function that unregisters it. Without a
+// context from SignalContext it registers nothing.
+func onForcedExit(ctx context.Context, f func()) (unregister func()) {
+	fe, ok := ctx.Value(forcedExitKey{}).(*forcedExit)
+	if !ok {
+		return func() {}
+	}
+	fe.mu.Lock()
+	defer fe.mu.Unlock()
+	if fe.hooks == nil {
+		fe.hooks = map[int]func(){}
+	}
+	id := fe.next
+	fe.next++
+	fe.hooks[id] = f
+	return func() {
+		fe.mu.Lock()
+		defer fe.mu.Unlock()
+		delete(fe.hooks, id)
+	}
+}
+
+func (fe *forcedExit) run() {
+	fe.mu.Lock()
+	defer fe.mu.Unlock()
+	for _, f := range fe.hooks {
+		f()
 	}
 }
 

@@ -139,5 +139,8 @@ func (s security) describe() string {
 	if len(kinds) > 0 {
 		authn = "authentication: " + strings.Join(kinds, ", ") + fmt.Sprintf("; %d policies", len(s.cfg.Policies))
 	}
+	if c := s.cfg.Audit.Checkpoints; c != nil {
+		return authn + "; audit log on, with checkpoints to " + c.Path
+	}
 	return authn + "; audit log on"
 }

@@ -40,7 +40,9 @@ func newUpCommand(streams Streams) *cobra.Command {
 Each replica gets a free port in $PORT and its agent and replica names in $AGENTPLANE_AGENT and
 $AGENTPLANE_REPLICA. Replicas that crash are restarted with exponential backoff; their output goes
 to DATA_DIR/logs/<agent>/<replica>.log. Ctrl-C stops routing, lets in-flight tasks finish (up to
---drain-timeout), then stops the replicas (SIGTERM, then SIGKILL after --grace).`,
+--drain-timeout), then stops the replicas (SIGTERM, then SIGKILL after --grace). A second Ctrl-C
+kills the replicas' process groups and exits at once. On Linux, replicas also die (SIGKILL) when
+agentplane up itself is killed.`,
 		Example: `  agentplane up                         # the example clinic in examples/clinic
   agentplane up -f my-agent.yaml --listen 127.0.0.1:9090`,
 		Args: cobra.NoArgs,
@@ -134,6 +136,8 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 	if err != nil {
 		return err
 	}
+	// A second Ctrl-C exits at once: the replicas' process groups go first, not left running.
+	defer onForcedExit(ctx, sup.KillAll)()
 	admin := newAdminHandler(sup, o.dataDir, func(paths ...string) ([]v1alpha1.Agent, error) {
 		if len(paths) == 0 {
 			paths = o.files // reload: the manifests up was started with

@@ -5,8 +5,12 @@
 // with PORT, AGENTPLANE_AGENT and AGENTPLANE_REPLICA set, appends its output to a log file, polls
 // the startup, readiness and liveness probes, and restarts it with exponential backoff when it
 // exits. On shutdown it first marks every replica Terminating, so the gateway stops routing, then
-// sends SIGTERM to each process group and SIGKILL after a grace period. Pid files under
-// DataDir/run let the next run kill replicas left behind by a supervisor that was killed itself.
+// sends SIGTERM to each process group and SIGKILL after a grace period; KillAll kills every
+// group at once, for a forced exit. On Linux every replica is started with a parent-death signal
+// (SIGKILL) from one OS thread that lives as long as Start, so replicas die with the supervisor's
+// process even when it is killed (not the processes a replica started itself, which the signal
+// does not reach). Pid files under DataDir/run let the next run kill replicas left behind by a
+// supervisor that was killed itself where there is no such signal.
 //
 // Apply changes the agents while it runs: it starts new agents, drains and stops removed ones,
 // scales, and replaces the replicas of an agent whose spec changed one at a time with a surge

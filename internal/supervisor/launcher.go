@@ -53,7 +53,10 @@ type Process interface {
 	Signal(sig syscall.Signal) error
 }
 
-// ExecLauncher starts processes with os/exec, each in its own process group.
+// ExecLauncher starts processes with os/exec, each in its own process group. On Linux each
+// process also gets SIGKILL from the kernel when the OS thread that launched it exits, so call
+// Launch from a goroutine locked to a thread that outlives the processes: the Supervisor starts
+// every replica from one such thread (osThread), which lives until Start returns.
 type ExecLauncher struct{}
 
 var _ Launcher = ExecLauncher{}
@@ -79,7 +82,7 @@ func (ExecLauncher) Launch(ctx context.Context, spec ProcessSpec) (Process, erro
 		Dir:         spec.Dir,
 		Stdout:      spec.Stdout,
 		Stderr:      spec.Stderr,
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+		SysProcAttr: sysProcAttr(),
 	}
 	if len(cmd.Args) == 0 {
 		cmd.Args = []string{spec.Path}

@@ -116,7 +116,7 @@ func (s *Supervisor) runOnce(ctx context.Context, log *slog.Logger, rep *replica
 		"AGENTPLANE_REPLICA=" + strconv.Itoa(rep.index),
 		"AGENTPLANE_LISTEN_HOST=127.0.0.1", // reached only through the gateway
 	})
-	proc, err := s.opts.Launcher.Launch(ctx, ProcessSpec{
+	proc, untrack, err := s.launch(ctx, ProcessSpec{
 		Path: a.argv[0], Args: a.argv, Env: env, Stdout: logFile, Stderr: logFile,
 	})
 	if err != nil {
@@ -162,6 +162,7 @@ func (s *Supervisor) runOnce(ctx context.Context, log *slog.Logger, rep *replica
 	}
 	// Whatever the process left in its group goes with it.
 	_ = proc.Signal(syscall.SIGKILL)
+	untrack()
 	_ = os.Remove(pidPath)
 	fmt.Fprintf(logFile, "--- agentplane: %s exited: %s ---\n", name, out.exit)
 	out.pid = pid

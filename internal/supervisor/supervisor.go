@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/agentplane/agentplane/api/v1alpha1"
@@ -77,15 +78,20 @@ type Supervisor struct {
 
 	applyMu sync.Mutex // serializes Apply and Update
 
+	// thread starts every process (see osThread); set by Start before any replica runs.
+	thread *osThread
+
 	mu       sync.Mutex
 	agents   []*agent // sorted by name, as in the snapshots; guarded by mu
 	phase    phase    // guarded by mu
 	runCtx   context.Context
-	wg       sync.WaitGroup  // one per replica goroutine; Add only under mu in phaseRunning
-	shutdown chan struct{}   // closed when Start begins to stop everything
-	retiring []chan struct{} // closed once replicas being stopped by Apply are gone; guarded by mu
-	seq      uint64          // creation order of replicas; guarded by mu
-	changed  chan struct{}   // closed and replaced on every publish, guarded by mu
+	wg       sync.WaitGroup        // one per replica goroutine; Add only under mu in phaseRunning
+	shutdown chan struct{}         // closed when Start begins to stop everything
+	retiring []chan struct{}       // closed once replicas being stopped by Apply are gone; guarded by mu
+	seq      uint64                // creation order of replicas; guarded by mu
+	changed  chan struct{}         // closed and replaced on every publish, guarded by mu
+	procs    map[*Process]struct{} // every process started and not yet reaped; guarded by mu
+	killed   bool                  // KillAll was called; guarded by mu
 	snap     atomic.Pointer[[]discovery.Agent]
 }
 
@@ -179,6 +185,7 @@ func New(agents []v1alpha1.Agent, opts Options) (*Supervisor, error) {
 		probeUnit: time.Second,
 		shutdown:  make(chan struct{}),
 		changed:   make(chan struct{}),
+		procs:     map[*Process]struct{}{},
 	}
 	if s.opts.Executable == "" {
 		s.opts.Executable, s.exeErr = os.Executable()
@@ -418,6 +425,9 @@ func (s *Supervisor) Start(ctx context.Context) error {
 	// before any of them sees a cancellation.
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	defer stop()
+	// The thread outlives every replica: all of them have exited when s.wg.Wait returns.
+	s.thread = startOSThread()
+	defer s.thread.stop()
 	s.mu.Lock()
 	if ctx.Err() == nil {
 		s.runCtx = runCtx
@@ -454,6 +464,49 @@ func (s *Supervisor) Start(ctx context.Context) error {
 	s.mu.Unlock()
 	s.opts.Logger.Info("all replicas stopped")
 	return nil
+}
+
+// KillAll sends SIGKILL to the process group of every replica process at once, and to every one
+// started after the call, without draining or waiting. It is for a forced exit (a second Ctrl-C),
+// when there is no time to stop replicas one by one; the supervisor goes on as if they had
+// crashed until Start is stopped.
+func (s *Supervisor) KillAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.killed = true
+	for p := range s.procs {
+		if err := (*p).Signal(syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			s.opts.Logger.Error("cannot kill replica", "pid", (*p).PID(), "err", err)
+		}
+	}
+}
+
+// launch starts a process on the supervisor's thread, and tracks it for KillAll until the
+// returned function is called, once the process has exited. The process is killed at once if
+// KillAll was called.
+func (s *Supervisor) launch(ctx context.Context, spec ProcessSpec) (Process, func(), error) {
+	var (
+		proc Process
+		err  error
+	)
+	if !s.thread.do(func() { proc, err = s.opts.Launcher.Launch(ctx, spec) }) {
+		return nil, nil, ErrStopped
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	key := &proc // one key per start, whatever Process is
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.procs[key] = struct{}{}
+	if s.killed {
+		_ = proc.Signal(syscall.SIGKILL)
+	}
+	return proc, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		delete(s.procs, key)
+	}, nil
 }
 
 // startLocked starts r's goroutine if replicas run, and does nothing before Start.

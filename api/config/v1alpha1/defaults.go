@@ -29,6 +29,7 @@ const (
 	DefaultGroupsClaim                       = "groups"
 	DefaultAuditMaxFileBytes                 = 100 << 20
 	DefaultFsyncInterval                     = time.Second
+	DefaultCheckpointInterval                = time.Minute
 )
 
 // PublicKeyAlgorithms are the JWT algorithms allowed by default with public keys.
@@ -119,6 +120,9 @@ func (c *GatewayConfig) SetDefaults() {
 	defaultString(&a.Fsync, FsyncAlways)
 	if a.Fsync == FsyncInterval {
 		defaultDuration(&a.FsyncInterval, DefaultFsyncInterval)
+	}
+	if a.Checkpoints != nil {
+		defaultDuration(&a.Checkpoints.Interval, DefaultCheckpointInterval)
 	}
 	if !c.Redaction.Disabled {
 		if len(c.Redaction.Patterns) == 0 {

@@ -42,6 +42,7 @@ audit:
   path: /var/lib/agentplane/audit/audit.jsonl
   fsync: interval
   hmacKeyFile: /etc/ap/audit.key
+  checkpoints: {path: /mnt/audit-checkpoints/checkpoints.jsonl}
 redaction:
   custom: [{name: insurance-id, regex: "\\bINS-[0-9]{8}\\b"}]
   fields: [params.message.parts.*.text, "metadata.**"]
@@ -77,6 +78,9 @@ func TestDecodeFull(t *testing.T) {
 	}
 	if got := c.Audit.FsyncInterval.Duration; got != time.Second {
 		t.Errorf("fsyncInterval default = %v", got)
+	}
+	if got := c.Audit.Checkpoints.Interval.Duration; got != time.Minute {
+		t.Errorf("checkpoints.interval default = %v", got)
 	}
 	if got := c.Redaction.Patterns; !reflect.DeepEqual(got, BuiltinPatterns) {
 		t.Errorf("patterns default = %v", got)
@@ -131,6 +135,11 @@ func TestDecodeErrors(t *testing.T) {
 		{"negative rate", minimal + "rateLimits: [{name: r, requestsPerSecond: -1}]\n", "rateLimits[0].requestsPerSecond"},
 		{"fsync policy", minimal + "audit: {fsync: sometimes}\n", "audit.fsync: Unsupported value"},
 		{"fsync interval without interval", minimal + "audit: {fsyncInterval: 1s}\n", "audit.fsyncInterval: Forbidden"},
+		{"checkpoints without path", minimal + "audit: {hmacKeyFile: k, checkpoints: {interval: 1m}}\n", "audit.checkpoints.path: Required value"},
+		{"checkpoints beside the log", minimal + "audit: {path: /var/audit/audit.jsonl, hmacKeyFile: k, checkpoints: {path: /var/audit/cp.jsonl}}\n", "audit.checkpoints.path: Invalid value"},
+		{"checkpoints without a key", minimal + "audit: {checkpoints: {path: /mnt/cp.jsonl}}\n", "audit.checkpoints.keyFile: Required value"},
+		{"checkpoint interval", minimal + "audit: {hmacKeyFile: k, checkpoints: {path: /mnt/cp.jsonl, interval: 100ms}}\n", "audit.checkpoints.interval: Invalid value"},
+		{"checkpoints unknown field", minimal + "audit: {checkpoints: {path: /mnt/cp.jsonl, key: k}}\n", `unknown field "audit.checkpoints.key"`},
 		{"bad regex", minimal + "redaction: {custom: [{name: x, regex: '(('}]}\n", "redaction.custom[0].regex"},
 		{"empty-matching regex", minimal + "redaction: {custom: [{name: x, regex: 'a*'}]}\n", "must not match the empty string"},
 		{"unknown pattern", minimal + "redaction: {patterns: [dob]}\n", "redaction.patterns[0]: Unsupported value"},

@@ -383,6 +383,28 @@ type Audit struct {
 	// HMACKeyEnv is an environment variable holding the key, instead of HMACKeyFile.
 	// +optional
 	HMACKeyEnv string `json:"hmacKeyEnv,omitempty"`
+	// Checkpoints, when set, has the gateway write signed checkpoints of the chain's head to a
+	// second file, so that records cut off the end of the log, or its newest files deleted, are
+	// noticed by agentplane audit verify --checkpoints.
+	// +optional
+	Checkpoints *AuditCheckpoints `json:"checkpoints,omitempty"`
+}
+
+// AuditCheckpoints configures the audit log's checkpoints: one JSON line per checkpoint (seq and
+// hash of the last record, its file, the time), signed with HMAC-SHA-256, appended and fsynced.
+type AuditCheckpoints struct {
+	// Path of the checkpoints file. It must not be in the log's directory: keep it where whoever
+	// can change the log cannot (another disk or host's mount, an append-only file).
+	// +required
+	Path string `json:"path"`
+	// Interval between checkpoints, from 1s to 1h; one is also taken on a clean shutdown.
+	// Defaults to 1m. Records written after the newest checkpoint are not covered.
+	// +optional
+	Interval *metav1.Duration `json:"interval,omitempty"`
+	// KeyFile holds the HMAC key (at least 32 bytes) that signs checkpoints. Defaults to the log's
+	// own key (hmacKeyFile or hmacKeyEnv); required when the log has none.
+	// +optional
+	KeyFile string `json:"keyFile,omitempty"`
 }
 
 // Built-in redaction patterns.

@@ -5,6 +5,7 @@ import (
 	"math"
 	"net"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -392,6 +393,19 @@ func (a *Audit) validate(p *field.Path) field.ErrorList {
 	if a.HMACKeyEnv != "" {
 		for _, msg := range validation.IsEnvVarName(a.HMACKeyEnv) {
 			errs = append(errs, field.Invalid(p.Child("hmacKeyEnv"), a.HMACKeyEnv, msg))
+		}
+	}
+	if c := a.Checkpoints; c != nil {
+		cp := p.Child("checkpoints")
+		switch {
+		case c.Path == "":
+			errs = append(errs, field.Required(cp.Child("path"), "where to write checkpoints"))
+		case a.Path != "" && filepath.Clean(filepath.Dir(c.Path)) == filepath.Clean(filepath.Dir(a.Path)):
+			errs = append(errs, field.Invalid(cp.Child("path"), c.Path, "must not be in the audit log's directory: whoever can cut the log could cut the checkpoints too"))
+		}
+		errs = append(errs, durationIn(cp.Child("interval"), c.Interval, time.Second, time.Hour)...)
+		if c.KeyFile == "" && a.HMACKeyFile == "" && a.HMACKeyEnv == "" {
+			errs = append(errs, field.Required(cp.Child("keyFile"), "checkpoints are signed with the audit log's HMAC key, and it has none"))
 		}
 	}
 	return errs
