@@ -13,7 +13,7 @@ FUZZTIME  ?= 200000x
 STATICCHECK_VERSION    := v0.8.2
 CONTROLLER_GEN_VERSION := v0.23.0
 
-.PHONY: help build run test test-short lint fmt vet staticcheck codegen verify-codegen fuzz clean
+.PHONY: help build run test test-short lint fmt vet staticcheck verify-tidy codegen verify-codegen fuzz clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -30,8 +30,11 @@ test: ## run every test with the race detector (unit, fuzz seeds, end-to-end)
 test-short: ## unit tests only, without the end-to-end suite
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/e2e)
 
-lint: vet staticcheck ## gofmt, go vet and staticcheck
+lint: verify-tidy vet staticcheck ## go mod tidy check, gofmt, go vet and staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+verify-tidy: ## fail if go.mod or go.sum is not what go mod tidy makes it
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy and commit the result (the diff above shows what it changes)"; exit 1; }
 
 vet:
 	$(GO) vet ./...

@@ -2,8 +2,8 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"time"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/agentplane/agentplane/internal/discovery/kubernetes"
 	"github.com/agentplane/agentplane/internal/gateway"
+	"github.com/agentplane/agentplane/internal/run"
 )
 
 type kgatewayOptions struct {
@@ -62,10 +63,11 @@ func runKubeGateway(ctx context.Context, streams Streams, o kgatewayOptions) err
 	if err := o.checkJournal(); err != nil {
 		return err
 	}
-	logger, err := newSlogLogger(streams, o.logLevel)
+	level, err := parseLogLevel(o.logLevel)
 	if err != nil {
 		return err
 	}
+	logger := newLogger(level, streams.Err, nil)
 	stopDiagnostics, err := o.startDiagnostics(ctx, logger)
 	if err != nil {
 		return err
@@ -86,15 +88,24 @@ func runKubeGateway(ctx context.Context, streams Streams, o kgatewayOptions) err
 	if err != nil {
 		return err
 	}
-	srcCtx, stopSrc := context.WithCancel(ctx)
-	defer stopSrc()
-	srcDone := make(chan error, 1)
-	go func() { srcDone <- src.Start(srcCtx) }()
+	// Discovery is added first, so it stops last: in-flight tasks can still be failed over while
+	// the gateway drains.
+	var g run.Group
+	g.Add("kubernetes discovery", src)
+	g.Add("gateway", run.Func(func(ctx context.Context) error {
+		return serveKubeGateway(ctx, streams, o, sec, src, logger)
+	}))
+	return g.Start(ctx)
+}
+
+// serveKubeGateway waits for the first complete view of the cluster, then opens the journal and
+// serves the gateway until ctx ends.
+func serveKubeGateway(ctx context.Context, streams Streams, o kgatewayOptions, sec security, src *kubernetes.Source, logger *slog.Logger) error {
+	timeout := time.NewTimer(o.syncTimeout)
+	defer timeout.Stop()
 	select {
 	case <-src.Synced():
-	case err := <-srcDone:
-		return fmt.Errorf("kubernetes discovery: %w", err)
-	case <-time.After(o.syncTimeout):
+	case <-timeout.C:
 		return fmt.Errorf("kubernetes discovery: no complete view of namespace %s within %v (is the Agent CRD installed, and may this identity list agents, pods, endpointslices and nodes?)", o.namespace, o.syncTimeout)
 	case <-ctx.Done():
 		return nil
@@ -113,7 +124,7 @@ func runKubeGateway(ctx context.Context, streams Streams, o kgatewayOptions) err
 	defer closeSecurity()
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
-		return fmt.Errorf("gateway cannot listen on %s: %w", o.listen, err)
+		return fmt.Errorf("cannot listen on %s: %w", o.listen, err)
 	}
 	gopts.Listener = ln
 	gw, err := gateway.New(gopts)
@@ -123,15 +134,5 @@ func runKubeGateway(ctx context.Context, streams Streams, o kgatewayOptions) err
 	}
 	logger.Info("gateway listening", "addr", ln.Addr().String(), "namespace", o.namespace, "agents", len(src.Snapshot()))
 	fmt.Fprintf(streams.Err, "agentplane gateway listening on %s for the agents of namespace %s\n", ln.Addr(), o.namespace)
-
-	// Discovery outlives the gateway's drain, so in-flight tasks can still be failed over.
-	gwErr := gw.Start(ctx)
-	stopSrc()
-	if err := <-srcDone; err != nil && !errors.Is(err, context.Canceled) && gwErr == nil {
-		gwErr = fmt.Errorf("kubernetes discovery: %w", err)
-	}
-	if errors.Is(gwErr, context.Canceled) {
-		gwErr = nil
-	}
-	return gwErr
+	return gw.Start(ctx)
 }

@@ -1,9 +1,7 @@
 package cli
 
 import (
-	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 
 	"github.com/go-logr/logr"
@@ -17,6 +15,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/agentplane/agentplane/internal/controller"
+	"github.com/agentplane/agentplane/internal/run"
 )
 
 type operatorOptions struct {
@@ -77,19 +76,12 @@ func kubeClientConfig(path string) (*rest.Config, string, error) {
 	return cfg, ns, nil
 }
 
-func newSlogLogger(streams Streams, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, &exitError{code: 2, err: fmt.Errorf("--log-level: %w", err)}
-	}
-	return slog.New(slog.NewJSONHandler(streams.Err, &slog.HandlerOptions{Level: l})), nil
-}
-
 func runOperator(cmd *cobra.Command, streams Streams, o operatorOptions) error {
-	logger, err := newSlogLogger(streams, o.logLevel)
+	level, err := parseLogLevel(o.logLevel)
 	if err != nil {
 		return err
 	}
+	logger := newLogger(level, streams.Err, nil)
 	lr := logr.FromSlogHandler(logger.Handler())
 	ctrl.SetLogger(lr)
 	klog.SetLogger(lr)
@@ -131,8 +123,7 @@ func runOperator(cmd *cobra.Command, streams Streams, o operatorOptions) error {
 	}
 	logger.Info("operator starting", "version", Version, "host", cfg.Host, "leaderElect", o.leaderElect,
 		"leaderElectionNamespace", o.leaderElectionNS, "namespaces", o.namespaces, "gatewayNamespace", o.gatewayNamespace)
-	if err := mgr.Start(cmd.Context()); err != nil && !errors.Is(err, cmd.Context().Err()) {
-		return fmt.Errorf("operator: %w", err)
-	}
-	return nil
+	var g run.Group
+	g.Add("operator", mgr)
+	return g.Start(cmd.Context())
 }

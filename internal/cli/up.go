@@ -2,10 +2,8 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,8 +17,8 @@ import (
 	"github.com/agentplane/agentplane/api/v1alpha1"
 	"github.com/agentplane/agentplane/internal/gateway"
 	"github.com/agentplane/agentplane/internal/manifest"
+	"github.com/agentplane/agentplane/internal/run"
 	"github.com/agentplane/agentplane/internal/supervisor"
-	"github.com/agentplane/agentplane/internal/telemetry"
 )
 
 type upOptions struct {
@@ -87,9 +85,9 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 	if err := checkListen(o.listen, o.insecureRemote || sec.authenticated()); err != nil {
 		return &exitError{code: 2, err: err}
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return &exitError{code: 2, err: fmt.Errorf("--log-level: %w", err)}
+	level, err := parseLogLevel(o.logLevel)
+	if err != nil {
+		return err
 	}
 	if err := os.MkdirAll(o.dataDir, 0o700); err != nil {
 		return fmt.Errorf("data directory: %w", err)
@@ -105,11 +103,7 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 		return fmt.Errorf("log file: %w", err)
 	}
 	defer logFile.Close()
-	// Records logged with a request's context carry its request and trace ids.
-	logger := slog.New(telemetry.NewContextHandler(slog.NewMultiHandler(
-		slog.NewJSONHandler(logFile, &slog.HandlerOptions{Level: level}),
-		slog.NewTextHandler(streams.Err, &slog.HandlerOptions{Level: slog.LevelWarn}),
-	)))
+	logger := newLogger(level, logFile, streams.Err)
 	stopDiagnostics, err := o.startDiagnostics(ctx, logger)
 	if err != nil {
 		return err
@@ -172,44 +166,32 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 	fmt.Fprintf(streams.Err, "%s\n", sec.describe())
 	fmt.Fprintf(streams.Err, "data directory %s (replica logs in %s)\n", o.dataDir, filepath.Join(o.dataDir, "logs"))
 
-	// The supervisor outlives the gateway: replicas keep serving while the gateway drains.
-	supCtx, stopSup := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopSup()
-	supDone := make(chan error, 1)
-	go func() { supDone <- sup.Start(supCtx) }()
-	gwCtx, stopGw := context.WithCancel(ctx)
-	defer stopGw()
-	// `agentplane logs -f` streams end when the gateway starts to drain, not at its deadline.
-	defer context.AfterFunc(gwCtx, admin.stopFollowing)()
-	gwDone := make(chan error, 1)
-	go func() { gwDone <- gw.Start(gwCtx) }()
-	statusDone := make(chan struct{})
-	go func() { defer close(statusDone); reportStatus(gwCtx, streams.Err, sup, url) }()
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-		fmt.Fprintln(streams.Err, "stopping: draining in-flight tasks, then stopping replicas")
-	case err := <-supDone:
-		runErr = fmt.Errorf("supervisor stopped: %w", err)
-		supDone <- err
-	case err := <-gwDone:
-		runErr = fmt.Errorf("gateway stopped: %w", err)
-		gwDone <- err
+	// Stopped in the reverse order of Add: the status line, then the gateway, which drains in-flight
+	// tasks while the replicas still serve, then the supervisor, which stops the replicas.
+	var g run.Group
+	g.Add("supervisor", sup)
+	g.Add("gateway", run.Func(func(ctx context.Context) error {
+		// `agentplane logs -f` streams end when the gateway starts to drain, not at its deadline.
+		defer context.AfterFunc(ctx, admin.stopFollowing)()
+		return gw.Start(ctx)
+	}))
+	g.Add("status", run.Func(func(ctx context.Context) error {
+		reportStatus(ctx, streams.Err, sup, url)
+		return nil
+	}))
+	// Added last, so stopped first: the notice precedes everything the stop does.
+	g.Add("stop notice", run.Func(func(stop context.Context) error {
+		<-stop.Done()
+		if ctx.Err() != nil {
+			fmt.Fprintln(streams.Err, "stopping: draining in-flight tasks, then stopping replicas")
+		}
+		return nil
+	}))
+	if err := g.Start(ctx); err != nil {
+		return err
 	}
-	stopGw()
-	if err := <-gwDone; err != nil && runErr == nil && !errors.Is(err, context.Canceled) {
-		runErr = err
-	}
-	<-statusDone
-	stopSup()
-	if err := <-supDone; err != nil && runErr == nil {
-		runErr = err
-	}
-	if runErr == nil {
-		fmt.Fprintln(streams.Err, "stopped")
-	}
-	return runErr
+	fmt.Fprintln(streams.Err, "stopped")
+	return nil
 }
 
 // checkListen refuses a non-loopback address unless allowed: the gateway has no authentication

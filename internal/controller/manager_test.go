@@ -26,7 +26,7 @@ import (
 
 	"github.com/agentplane/agentplane/api/v1alpha1"
 	"github.com/agentplane/agentplane/internal/controller"
-	"github.com/agentplane/agentplane/internal/controller/testenv"
+	"github.com/agentplane/agentplane/internal/testutil"
 )
 
 // operatorConfig returns a client config for a user holding exactly the operator's generated
@@ -129,15 +129,15 @@ func TestManagerWithLeastPrivilege(t *testing.T) {
 		t.Fatal(err)
 	}
 	dep := &appsv1.Deployment{}
-	testenv.Eventually(t, 20*time.Second, func() error {
+	testutil.Eventually(t, 20*time.Second, 50*time.Millisecond, func() error {
 		return env.Client.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: "triage"}, dep)
 	})
 	for _, o := range []client.Object{&corev1.Service{}, &corev1.ServiceAccount{}} {
-		testenv.Eventually(t, 10*time.Second, func() error {
+		testutil.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
 			return env.Client.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: "triage"}, o)
 		})
 	}
-	testenv.Eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
 		got := get(t, ns, "triage", &v1alpha1.Agent{})
 		if c := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionProgressing); c == nil || c.Status != metav1.ConditionTrue {
 			return fmt.Errorf("progressing = %+v", c)
@@ -152,14 +152,14 @@ func TestManagerWithLeastPrivilege(t *testing.T) {
 	if err := env.Client.Status().Update(t.Context(), dep); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
 		got := get(t, ns, "triage", &v1alpha1.Agent{})
 		if !meta.IsStatusConditionTrue(got.Status.Conditions, v1alpha1.ConditionReady) || got.Status.ReadyReplicas != 3 {
 			return fmt.Errorf("status = %+v", got.Status)
 		}
 		return nil
 	})
-	testenv.Eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
 		var evs eventsv1.EventList
 		if err := env.Client.List(t.Context(), &evs, client.InNamespace(ns)); err != nil {
 			return err
@@ -178,7 +178,7 @@ func TestManagerWithLeastPrivilege(t *testing.T) {
 	if err := env.Client.Update(t.Context(), svc); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
 		got := get(t, ns, "triage", &corev1.Service{})
 		if got.Spec.Selector[controller.LabelAgent] != "triage" {
 			return fmt.Errorf("selector = %v", got.Spec.Selector)
@@ -189,7 +189,7 @@ func TestManagerWithLeastPrivilege(t *testing.T) {
 	if err := env.Client.Delete(t.Context(), a); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
 		err := env.Client.Get(t.Context(), types.NamespacedName{Namespace: ns, Name: "triage"}, &v1alpha1.Agent{})
 		if apierrors.IsNotFound(err) {
 			return nil

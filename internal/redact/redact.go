@@ -150,8 +150,10 @@ type Redactor struct {
 }
 
 // New compiles a defaulted, validated redaction configuration. A disabled configuration gives a
-// Redactor that masks nothing.
-func New(c configv1.Redaction) (*Redactor, error) {
+// Redactor that masks nothing. JSON and Value mask the strings at or below paths, dot-separated,
+// where "*" matches any one key or array element and "**" any number of them, such as
+// "params.message.parts.*.text"; with no paths, every string. (String masks all it is given.)
+func New(c configv1.Redaction, paths ...string) (*Redactor, error) {
 	r := &Redactor{}
 	if c.Disabled {
 		return r, nil
@@ -182,11 +184,13 @@ func New(c configv1.Redaction) (*Redactor, error) {
 		// "$" in the replacement is literal: the name is not a template.
 		r.rules = append(r.rules, rule{name: cp.Name, re: re, repl: strings.ReplaceAll("[REDACTED:"+cp.Name+"]", "$", "$$")})
 	}
-	fields := c.Fields
-	if len(fields) == 0 {
-		fields = []string{"**"}
+	if len(paths) == 0 {
+		paths = []string{"**"}
 	}
-	for _, f := range fields {
+	for _, f := range paths {
+		if f == "" || slices.Contains(strings.Split(f, "."), "") {
+			return nil, fmt.Errorf(`redact: path %q: must be dot-separated keys, "*" or "**"`, f)
+		}
 		// Consecutive "**" mean the same as one; collapsing them keeps matching polynomial.
 		segs := slices.CompactFunc(strings.Split(f, "."), func(a, b string) bool { return a == "**" && b == "**" })
 		r.paths = append(r.paths, segs)

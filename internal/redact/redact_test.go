@@ -8,12 +8,12 @@ import (
 	configv1 "github.com/agentplane/agentplane/api/config/v1alpha1"
 )
 
-func newRedactor(t testing.TB, c configv1.Redaction) *Redactor {
+func newRedactor(t testing.TB, c configv1.Redaction, paths ...string) *Redactor {
 	t.Helper()
 	if len(c.Patterns) == 0 && !c.Disabled {
 		c.Patterns = configv1.BuiltinPatterns
 	}
-	r, err := New(c)
+	r, err := New(c, paths...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ const message = `{"jsonrpc":"2.0","id":7,"method":"SendMessage","params":{"messa
 "metadata":{"contact":"jane.doe@example.org","ward":"4B"}}}}`
 
 func TestJSONPaths(t *testing.T) {
-	r := newRedactor(t, configv1.Redaction{Fields: []string{"params.message.parts.*.text", "params.message.metadata"}})
+	r := newRedactor(t, configv1.Redaction{}, "params.message.parts.*.text", "params.message.metadata")
 	out, err := r.JSON([]byte(message))
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +98,7 @@ func TestJSONPaths(t *testing.T) {
 		t.Errorf("untouched values changed: %s", out)
 	}
 	// Paths not configured are left alone.
-	only := newRedactor(t, configv1.Redaction{Fields: []string{"params.message.metadata.ward"}})
+	only := newRedactor(t, configv1.Redaction{}, "params.message.metadata.ward")
 	out, _ = only.JSON([]byte(message))
 	if !strings.Contains(string(out), "987-65-4321") {
 		t.Errorf("redacted outside the configured paths: %s", out)
@@ -113,6 +113,9 @@ func TestJSONPaths(t *testing.T) {
 	}
 	if _, err := all.JSON([]byte(`{"a":`)); err == nil {
 		t.Error("invalid JSON accepted")
+	}
+	if _, err := New(configv1.Redaction{Patterns: configv1.BuiltinPatterns}, "a..b"); err == nil {
+		t.Error("path with an empty key accepted")
 	}
 }
 
@@ -177,7 +180,7 @@ func BenchmarkStringClean(b *testing.B) {
 }
 
 func BenchmarkJSON(b *testing.B) {
-	r := newRedactor(b, configv1.Redaction{Fields: []string{"params.message.parts.*.text", "params.message.metadata"}})
+	r := newRedactor(b, configv1.Redaction{}, "params.message.parts.*.text", "params.message.metadata")
 	b.SetBytes(int64(len(message)))
 	for b.Loop() {
 		if _, err := r.JSON([]byte(message)); err != nil {

@@ -22,6 +22,8 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/agentplane/agentplane/internal/testutil"
 )
 
 // ---- helpers -------------------------------------------------------------
@@ -143,19 +145,6 @@ func (a *testAgent) stats(t *testing.T) Stats {
 	var s Stats
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&s))
 	return s
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		runtime.Gosched()
-		<-time.After(5 * time.Millisecond)
-	}
 }
 
 func (a *testAgent) post(t *testing.T, path, body string) (int, []byte) {
@@ -415,7 +404,7 @@ func TestMaxConcurrencyQueues(t *testing.T) {
 			}
 		})
 	}
-	eventually(t, 5*time.Second, "tasks to queue", func() bool { return a.stats(t).Waiting > 0 })
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error { return testutil.Check(a.stats(t).Waiting > 0, "waiting for tasks to queue") })
 	wg.Wait()
 	for i := range n {
 		require.NoError(t, errs[i])
@@ -467,10 +456,10 @@ func TestNonBlockingThenGetTask(t *testing.T) {
 	require.NoError(t, err)
 	task := res.(*a2a.Task)
 	assert.False(t, task.Status.State.Terminal(), "state %s", task.Status.State)
-	eventually(t, 5*time.Second, "task completion", func() bool {
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
 		got, err := c.GetTask(context.Background(), &a2a.GetTaskRequest{ID: task.ID})
 		require.NoError(t, err)
-		return got.Status.State == a2a.TaskStateCompleted
+		return testutil.Check(got.Status.State == a2a.TaskStateCompleted, "waiting for task completion")
 	})
 }
 
@@ -482,14 +471,14 @@ func TestCancelTask(t *testing.T) {
 	res, err := c.SendMessage(context.Background(), req)
 	require.NoError(t, err)
 	task := res.(*a2a.Task)
-	eventually(t, 5*time.Second, "task to work", func() bool { return a.stats(t).InFlight == 1 })
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error { return testutil.Check(a.stats(t).InFlight == 1, "waiting for task to work") })
 
 	canceled, err := c.CancelTask(context.Background(), &a2a.CancelTaskRequest{ID: task.ID})
 	require.NoError(t, err)
 	assert.Equal(t, a2a.TaskStateCanceled, canceled.Status.State)
-	eventually(t, 5*time.Second, "slot release", func() bool {
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
 		s := a.stats(t)
-		return s.InFlight == 0 && s.Canceled == 1
+		return testutil.Check(s.InFlight == 0 && s.Canceled == 1, "waiting for slot release")
 	})
 	got, err := c.GetTask(context.Background(), &a2a.GetTaskRequest{ID: task.ID})
 	require.NoError(t, err)
@@ -507,19 +496,21 @@ func TestHangEndsWhenClientGoesAway(t *testing.T) {
 		_, err := c.SendMessage(reqCtx, userMsg("never answered"))
 		sendErr <- err
 	}()
-	eventually(t, 5*time.Second, "task to hang", func() bool { return a.stats(t).InFlight == 1 })
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error { return testutil.Check(a.stats(t).InFlight == 1, "waiting for task to hang") })
 	cancelReq()
 	require.Error(t, <-sendErr)
-	eventually(t, 5*time.Second, "hanging task to end", func() bool {
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
 		s := a.stats(t)
-		return s.InFlight == 0 && s.Canceled == 1
+		return testutil.Check(s.InFlight == 0 && s.Canceled == 1, "waiting for hanging task to end")
 	})
 
 	start := time.Now()
 	require.NoError(t, a.stop(10*time.Second))
 	assert.Less(t, time.Since(start), 5*time.Second, "nothing in flight: drain should be quick")
 	a.http.CloseIdleConnections()
-	eventually(t, 10*time.Second, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before+2 })
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, func() error {
+		return testutil.Check(runtime.NumGoroutine() <= before+2, "waiting for goroutines to end")
+	})
 }
 
 func TestHangEndsAtDrainDeadline(t *testing.T) {
@@ -537,7 +528,7 @@ func TestHangEndsAtDrainDeadline(t *testing.T) {
 		res, _ := c.SendMessage(context.Background(), userMsg("blocking"))
 		blocking <- res
 	}()
-	eventually(t, 5*time.Second, "tasks to hang", func() bool { return a.stats(t).InFlight == 2 })
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error { return testutil.Check(a.stats(t).InFlight == 2, "waiting for tasks to hang") })
 
 	start := time.Now()
 	require.NoError(t, a.stop(15*time.Second))
@@ -551,7 +542,9 @@ func TestHangEndsAtDrainDeadline(t *testing.T) {
 		t.Fatal("blocking client was not released")
 	}
 	a.http.CloseIdleConnections()
-	eventually(t, 10*time.Second, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before+2 })
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, func() error {
+		return testutil.Check(runtime.NumGoroutine() <= before+2, "waiting for goroutines to end")
+	})
 }
 
 func TestDrainLetsInFlightTaskFinish(t *testing.T) {
@@ -567,7 +560,7 @@ func TestDrainLetsInFlightTaskFinish(t *testing.T) {
 		res, err := c.SendMessage(context.Background(), userMsg("finish me"))
 		done <- result{res, err}
 	}()
-	eventually(t, 5*time.Second, "task in flight", func() bool { return a.stats(t).InFlight == 1 })
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error { return testutil.Check(a.stats(t).InFlight == 1, "waiting for task in flight") })
 	require.NoError(t, a.stop(10*time.Second))
 	r := <-done
 	require.NoError(t, r.err)
@@ -716,13 +709,13 @@ func TestRunServesAndStops(t *testing.T) {
 	go func() { done <- Run(ctx, Config{Listen: addr}, nil) }()
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
-	eventually(t, 5*time.Second, "healthz", func() bool {
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error {
 		resp, err := client.Get("http://" + addr + PathHealthz)
 		if err != nil {
-			return false
+			return err
 		}
 		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
+		return testutil.Check(resp.StatusCode == http.StatusOK, "waiting for healthz")
 	})
 	cancel()
 	select {

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/agentplane/agentplane/internal/testutil"
 )
 
 // echoManifest is an echo agent with n replicas; latency changes its spec, for a rolling update.
@@ -102,7 +104,7 @@ func TestApplyScalesAndRollsUnderLoad(t *testing.T) {
 		defer mu.Unlock()
 		return ok
 	}
-	waitUntil(t, 10*time.Second, "tasks flow", func() bool { return load() > 10 })
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error { return testutil.Check(load() > 10, "no tasks flow") })
 
 	step := func(what, want string, n int) {
 		t.Helper()
@@ -111,11 +113,11 @@ func TestApplyScalesAndRollsUnderLoad(t *testing.T) {
 		if out != want {
 			t.Fatalf("apply (%s) printed %q, want %q", what, out, want)
 		}
-		waitUntil(t, 60*time.Second, fmt.Sprintf("%d of %d echo replicas ready", n, n), func() bool {
+		testutil.Eventually(t, 60*time.Second, 20*time.Millisecond, func() error {
 			ready, total := readyReplicas(t, up.URL, "echo")
-			return ready == n && total == n
+			return testutil.Check(ready == n && total == n, "%d of %d echo replicas ready, want %d of %d", ready, total, n, n)
 		})
-		waitUntil(t, 10*time.Second, "tasks flow after "+what, func() bool { return load() > before+20 })
+		testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error { return testutil.Check(load() > before+20, "no tasks flow after %s", what) })
 	}
 	write(3, "50ms")
 	step("scale up", "agent/echo scaled from 1 to 3 replicas\n", 3)

@@ -87,7 +87,10 @@ func TestNoTaskLostWhenReplicasDieOrHang(t *testing.T) {
 			results[i] = res
 		})
 	}
-	time.Sleep(400 * time.Millisecond) // tasks are in flight on every replica
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, func() error {
+		in := replicasInFlight(t, up.URL)
+		return testutil.Check(in["work-0"] > 0 && in["work-1"] > 0 && in["work-2"] > 0, "tasks in flight per replica: %v, want some on every one", in)
+	})
 	faultAt := time.Now()
 	if err := syscall.Kill(killed.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -144,7 +147,9 @@ func TestGetTaskAfterItsReplicaDied(t *testing.T) {
 	if err := syscall.Kill(rep.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 10*time.Second, "the replica is seen as gone", func() bool { return replicas(t, up.URL)[r.Replica].PID != rep.PID })
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
+		return testutil.Check(replicas(t, up.URL)[r.Replica].PID != rep.PID, "replica %s is not seen as gone", r.Replica)
+	})
 	for _, method := range []string{"GetTask", "tasks/get"} {
 		g, err := post(t.Context(), up.URL+"/agents/echo", fmt.Sprintf(`{"jsonrpc":"2.0","id":2,"method":%q,"params":{"id":%q}}`, method, id))
 		if err != nil || g.Error != nil {
@@ -175,7 +180,15 @@ func TestAsyncTasksSurviveAGatewayCrash(t *testing.T) {
 		}
 		ids = append(ids, id)
 	}
-	time.Sleep(1200 * time.Millisecond) // some finished, some running, most still queued
+	// Some finished, some running, most still queued.
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
+		r, err := post(t.Context(), up.URL+"/agents/batch", fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"GetTask","params":{"id":%q}}`, ids[0]))
+		if err != nil {
+			return err
+		}
+		_, state := parseTask(r)
+		return testutil.Check(state == "TASK_STATE_COMPLETED" && inFlight(t, up.URL) > 0, "first task %s, %d in flight; want it completed and others running", state, inFlight(t, up.URL))
+	})
 	if err := up.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +198,7 @@ func TestAsyncTasksSurviveAGatewayCrash(t *testing.T) {
 
 	again := startUp(t, "-f", "testdata/async.yaml", "--data-dir", dataDir)
 	states := map[string]string{}
-	waitUntil(t, 90*time.Second, "every accepted task reaches a terminal state", func() bool {
+	testutil.Eventually(t, 90*time.Second, 20*time.Millisecond, func() error {
 		for _, id := range ids {
 			if s := states[id]; s == "TASK_STATE_COMPLETED" || s == "TASK_STATE_FAILED" || s == "TASK_STATE_CANCELED" {
 				continue
@@ -198,10 +211,10 @@ func TestAsyncTasksSurviveAGatewayCrash(t *testing.T) {
 		}
 		for _, s := range states {
 			if s != "TASK_STATE_COMPLETED" && s != "TASK_STATE_FAILED" && s != "TASK_STATE_CANCELED" {
-				return false
+				return fmt.Errorf("not every accepted task is in a terminal state: %v", states)
 			}
 		}
-		return len(states) == n
+		return testutil.Check(len(states) == n, "%d task states, want %d", len(states), n)
 	})
 	completed := 0
 	for _, s := range states {

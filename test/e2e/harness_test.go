@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agentplane/agentplane/internal/testutil"
 )
 
 var binary string
@@ -97,15 +99,17 @@ func startUp(t *testing.T, extra ...string) *upProcess {
 			t.Logf("agentplane up output:\n%s", p.stderr.String())
 		}
 	})
-	waitUntil(t, 30*time.Second, "the gateway URL is printed", func() bool {
+	testutil.Eventually(t, 30*time.Second, 20*time.Millisecond, func() error {
 		if m := listening.FindStringSubmatch(p.stderr.String()); m != nil {
 			p.URL = m[1]
-			return true
+			return nil
 		}
-		return false
+		return errors.New("the gateway URL is not printed")
 	})
 	// Every replica of every agent, not just one per agent as /readyz says.
-	waitUntil(t, 60*time.Second, "every replica is ready", func() bool { return strings.Contains(p.stderr.String(), " agents ready (") })
+	testutil.Eventually(t, 60*time.Second, 20*time.Millisecond, func() error {
+		return testutil.Check(strings.Contains(p.stderr.String(), " agents ready ("), "not every replica is ready")
+	})
 	return p
 }
 
@@ -124,17 +128,6 @@ func (p *upProcess) stop(t *testing.T) error {
 		_ = p.cmd.Process.Kill()
 		t.Errorf("agentplane up did not stop within 40s of SIGTERM")
 		return <-p.done
-	}
-}
-
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting until %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agentplane/agentplane/internal/testutil"
 )
 
 const phiMarker = "PHI-MARKER-987-65-4321"
@@ -107,9 +109,9 @@ audit:
 	if err := syscall.Kill(rep.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 20*time.Second, "echo-0 restarts", func() bool {
+	testutil.Eventually(t, 20*time.Second, 20*time.Millisecond, func() error {
 		r := replicasAs(t, up.URL, opsKey)["echo-0"]
-		return r.Ready && r.PID != rep.PID
+		return testutil.Check(r.Ready && r.PID != rep.PID, "echo-0 has not restarted: %+v", r)
 	})
 	if got := call("slow", token); got != http.StatusUnauthorized {
 		t.Errorf("the dead replica's key still works: %d, want 401", got)

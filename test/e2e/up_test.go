@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agentplane/agentplane/internal/testutil"
 )
 
 func TestTasksInBothDialectsAndStreaming(t *testing.T) {
@@ -118,18 +120,29 @@ func TestKilledReplicaIsRestartedAndServesAgain(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(300 * time.Millisecond) // let load build up so that tasks are in flight on echo-1
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, func() error {
+		n := replicasInFlight(t, up.URL)["echo-1"]
+		return testutil.Check(n > 0, "no task in flight on echo-1")
+	})
 	killedAt := time.Now()
 	if err := syscall.Kill(before.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	var after replica
-	waitUntil(t, 30*time.Second, "echo-1 is restarted and ready", func() bool {
+	testutil.Eventually(t, 30*time.Second, 20*time.Millisecond, func() error {
 		after = replicas(t, up.URL)["echo-1"]
-		return after.Ready && after.Restarts == 1 && after.PID != before.PID
+		return testutil.Check(after.Ready && after.Restarts == 1 && after.PID != before.PID, "echo-1 is not restarted and ready: %+v", after)
 	})
 	t.Logf("echo-1 back %v after SIGKILL (pid %d → %d)", time.Since(killedAt).Round(time.Millisecond), before.PID, after.PID)
-	time.Sleep(300 * time.Millisecond)
+	// Tasks keep succeeding after the restart, then the load stops.
+	mu.Lock()
+	okAtRestart := ok
+	mu.Unlock()
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return testutil.Check(ok >= okAtRestart+20, "%d tasks since echo-1 restarted, want 20", ok-okAtRestart)
+	})
 	stopLoad()
 	wg.Wait()
 	t.Logf("tasks during the kill: %d ok, %d failed", ok, fail)
@@ -138,9 +151,9 @@ func TestKilledReplicaIsRestartedAndServesAgain(t *testing.T) {
 	}
 
 	// The restarted replica receives traffic again.
-	waitUntil(t, 10*time.Second, "a task lands on the restarted echo-1", func() bool {
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
 		r, err := post(t.Context(), up.URL+"/agents/echo", sendV1(1, "x"))
-		return err == nil && r.Error == nil && r.Replica == "echo-1"
+		return testutil.Check(err == nil && r.Error == nil && r.Replica == "echo-1", "the task did not land on the restarted echo-1: %v %+v", err, r)
 	})
 	if !strings.Contains(up.stderr.String(), "replica echo-1 exited") {
 		t.Errorf("up did not report the exit:\n%s", up.stderr.String())
@@ -159,9 +172,9 @@ func TestGracefulShutdownFinishesInFlightTasks(t *testing.T) {
 		r, err := post(context.Background(), up.URL+"/agents/slow", sendV1(1, "x"))
 		done <- result{r, err}
 	}()
-	waitUntil(t, 5*time.Second, "the slow task is in flight", func() bool {
-		return strings.Contains(readFile(t, filepath.Join(up.DataDir, "agentplane.log")), `"msg":"replica ready"`) &&
-			inFlight(t, up.URL) > 0
+	testutil.Eventually(t, 5*time.Second, 20*time.Millisecond, func() error {
+		return testutil.Check(strings.Contains(readFile(t, filepath.Join(up.DataDir, "agentplane.log")), `"msg":"replica ready"`) &&
+			inFlight(t, up.URL) > 0, "the slow task is not in flight")
 	})
 	start := time.Now()
 	if err := up.stop(t); err != nil {

@@ -128,9 +128,6 @@ func (c *GatewayConfig) SetDefaults() {
 		if len(c.Redaction.Patterns) == 0 {
 			c.Redaction.Patterns = append([]string(nil), BuiltinPatterns...)
 		}
-		if len(c.Redaction.Fields) == 0 {
-			c.Redaction.Fields = []string{"**"}
-		}
 	}
 }
 

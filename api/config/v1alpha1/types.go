@@ -426,11 +426,6 @@ type Redaction struct {
 	// Custom patterns, applied after the built-in ones.
 	// +optional
 	Custom []CustomPattern `json:"custom,omitempty"`
-	// Fields are the paths of JSON values to redact, dot-separated, where "*" matches any one key
-	// or array element and "**" any number of them, such as "params.message.parts.*.text".
-	// Defaults to ["**"], every string.
-	// +optional
-	Fields []string `json:"fields,omitempty"`
 }
 
 // CustomPattern is a named regular expression (RE2 syntax; matching is linear in the input).

@@ -443,11 +443,5 @@ func (r *Redaction) validate(p *field.Path) field.ErrorList {
 			errs = append(errs, field.Invalid(cp.Child("regex"), c.Regex, "must not match the empty string"))
 		}
 	}
-	for i, f := range r.Fields {
-		fp := p.Child("fields").Index(i)
-		if f == "" || slices.Contains(strings.Split(f, "."), "") {
-			errs = append(errs, field.Invalid(fp, f, `must be dot-separated keys, "*" or "**", such as "params.message.parts.*.text"`))
-		}
-	}
 	return errs
 }

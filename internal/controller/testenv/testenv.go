@@ -144,24 +144,3 @@ func (e *Env) Namespace(t testing.TB) string {
 	t.Cleanup(func() { _ = e.Client.Delete(context.Background(), ns) })
 	return ns.Name
 }
-
-// Eventually polls cond every 50ms until it returns nil or timeout passes, then fails t with the
-// last error.
-func Eventually(t testing.TB, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", timeout, err)
-		}
-		select {
-		case <-t.Context().Done():
-			t.Fatalf("test ended while waiting: %v", err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
