@@ -200,7 +200,9 @@ type reply struct {
 	}
 }
 
-func post(ctx context.Context, url, body string) (reply, error) { return postWith(ctx, client, url, body) }
+func post(ctx context.Context, url, body string) (reply, error) {
+	return postWith(ctx, client, url, body)
+}
 
 // postWith is post through c.
 func postWith(ctx context.Context, c *http.Client, url, body string) (reply, error) {

@@ -149,4 +149,3 @@ func TestLargeTaskSurvivesARestart(t *testing.T) {
 		t.Fatalf("GetTask of the 7 MiB task after restart: %.300s", r.Body)
 	}
 }
-
