@@ -64,6 +64,7 @@ verify-codegen: codegen ## fail if generated code is out of date
 # fixed only in Go 1.27). A count has no deadline, so a slow machine only runs longer.
 FUZZ_TARGETS := \
 	./internal/a2a:FuzzParseRequest \
+	./internal/a2a:FuzzGatewayAndSDKAgree \
 	./internal/manifest:FuzzDecode \
 	./internal/simagent:FuzzParseLatency \
 	./api/config/v1alpha1:FuzzDecode \

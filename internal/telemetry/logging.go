@@ -107,25 +107,30 @@ func NewRequestID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// maxRequestIDLen bounds a request id taken from a client.
-const maxRequestIDLen = 128
-
-// validRequestID reports whether a client's request id may be used as is: 1 to 128 letters,
-// digits and ".-_:". Anything else (control characters, spaces, quotes) is replaced, so that it
-// cannot forge log lines or headers.
+// validRequestID reports whether a client's request id may be used as is: a UUID, or 16 or 32
+// hex digits (a W3C trace or span id, or an id of this gateway's own form). Anything else is
+// replaced by a new id, which the response's X-Request-Id carries back: a free-form id could
+// forge log lines or headers, or carry a patient identifier (an MRN, a name) into every log line
+// of the request.
 func validRequestID(id string) bool {
-	if id == "" || len(id) > maxRequestIDLen {
-		return false
+	switch len(id) {
+	case 16, 32:
+		return isHex(id)
+	case 36:
+		return id[8] == '-' && id[13] == '-' && id[18] == '-' && id[23] == '-' &&
+			isHex(id[:8]+id[9:13]+id[14:18]+id[19:23]+id[24:])
 	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '-', c == '_', c == ':':
-		default:
+	return false
+}
+
+func isHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
 			return false
 		}
 	}
-	return true
+	return s != ""
 }
 
 // HTTPMiddleware gives every request a request id, the client's X-Request-Id when it is valid or

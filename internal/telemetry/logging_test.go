@@ -69,7 +69,14 @@ func TestHTTPMiddlewareRequestID(t *testing.T) {
 		in   string
 		keep bool
 	}{
-		{"abc-123_x:y.z", true},
+		{"0f9a1c2e-7b3d-4e5f-8a9b-0c1d2e3f4a5b", true},
+		{"4bf92f3577b34da6a3ce929d0e0e4736", true},
+		{"00f067aa0ba902b7", true},
+		{"abc-123_x:y.z", false},
+		// Patient identifiers a client might put in its request id never reach the logs.
+		{"MRN-993177", false},
+		{"jane.roe.1970-01-01", false},
+		{"1234567890123456789", false},
 		{"", false},
 		{"evil\nlevel=ERROR", false},
 		{"has space", false},
