@@ -22,7 +22,11 @@ type Record struct {
 	Seq  uint64    `json:"seq"`
 	Time time.Time `json:"time"`
 	// Kind is empty for a call and KindFile for the header record that starts each file.
-	Kind       string `json:"kind,omitempty"`
+	Kind string `json:"kind,omitempty"`
+	// Route is what was called: "a2a" for an agent call, else the route's pattern
+	// ("GET /api/v1/tasks", "GET /agents/{name}/.well-known/agent-card.json", ...).
+	Route      string `json:"route,omitempty"`
+	Reason     string `json:"reason,omitempty"`
 	Subject    string `json:"subject,omitempty"`
 	Tenant     string `json:"tenant,omitempty"`
 	Agent      string `json:"agent,omitempty"`

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -95,4 +96,9 @@ func (a *adminAPI) audit(w http.ResponseWriter, r *http.Request, rd auditReader)
 		recs = []audit.Record{}
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"records": recs})
+}
+
+// auditReader is an audit sink that can list its latest records (audit.Writer can).
+type auditReader interface {
+	Recent(ctx context.Context, n int) ([]audit.Record, error)
 }

@@ -1,40 +1,42 @@
 package gateway
 
 import (
-	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"strings"
 
-	"github.com/agentplane/agentplane/internal/audit"
 	"github.com/agentplane/agentplane/internal/telemetry"
 	"github.com/agentplane/agentplane/internal/ui"
 )
 
 func (g *Gateway) routes() http.Handler {
 	mux := http.NewServeMux()
-	admin := g.requireAdmin
 	api := &adminAPI{source: g.opts.Source, pool: g.tasks.pool, recent: g.tasks.journal.recent, log: g.log}
+	// Every call is audited (A2A calls by serveRPC itself); probes and the static dashboard are
+	// not: they carry nothing of anyone's and come every few seconds.
+	audited := func(pattern string, h http.HandlerFunc) { mux.HandleFunc(pattern, g.audited(h)) }
+	admin := func(pattern string, h http.HandlerFunc) { audited(pattern, g.requireAdmin(h)) }
 	mux.HandleFunc("POST /agents/{name}", g.serveRPC)
 	mux.HandleFunc("POST /agents/{name}/{$}", g.serveRPC)
-	mux.HandleFunc("GET /agents/{name}/.well-known/agent-card.json", g.serveCard)
-	mux.HandleFunc("GET /agents/{name}/.well-known/agent.json", g.serveCard) // A2A v0.2/v0.3 path
-	mux.HandleFunc("GET /agents", g.serveAgentList)
+	audited("GET /agents/{name}/.well-known/agent-card.json", g.serveCard)
+	audited("GET /agents/{name}/.well-known/agent.json", g.serveCard) // A2A v0.2/v0.3 path
+	audited("GET /agents", g.serveAgentList)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeText(w, http.StatusOK, "ok\n") })
 	mux.HandleFunc("GET /readyz", g.serveReady)
-	mux.HandleFunc("GET /api/v1/agents", admin(api.agents))
-	mux.HandleFunc("GET /api/v1/replicas", admin(api.replicas))
-	mux.HandleFunc("GET /api/v1/tasks", admin(api.tasks))
+	admin("GET /api/v1/agents", api.agents)
+	admin("GET /api/v1/replicas", api.replicas)
+	admin("GET /api/v1/tasks", api.tasks)
 	if h := g.opts.Admin; h != nil {
-		mux.HandleFunc("POST /api/v1/apply", admin(h.ServeHTTP))
-		mux.HandleFunc("GET /api/v1/logs/{replica}", admin(h.ServeHTTP))
-		mux.HandleFunc("GET /api/v1/agents/{name}", admin(h.ServeHTTP))
+		admin("POST /api/v1/apply", h.ServeHTTP)
+		admin("GET /api/v1/logs/{replica}", h.ServeHTTP)
+		admin("GET /api/v1/agents/{name}", h.ServeHTTP)
 	}
 	if rd, ok := g.opts.Audit.(auditReader); ok {
-		mux.HandleFunc("GET /api/v1/audit", admin(func(w http.ResponseWriter, r *http.Request) { api.audit(w, r, rd) }))
+		admin("GET /api/v1/audit", func(w http.ResponseWriter, r *http.Request) { api.audit(w, r, rd) })
 	}
 	if g.opts.Metrics != nil {
-		mux.Handle("GET /metrics", admin(g.opts.Metrics.Handler().ServeHTTP))
+		admin("GET /metrics", g.opts.Metrics.Handler().ServeHTTP)
 	}
 	mux.Handle("GET /ui/", ui.Handler())
 	mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
@@ -59,7 +61,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 // serveReady answers 200 when the gateway is not draining and every agent that should have
 // replicas has at least one ready; otherwise 503 with the reasons.
-func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
+func (g *Gateway) serveReady(w http.ResponseWriter, r *http.Request) {
 	if g.draining.Load() {
 		writeText(w, http.StatusServiceUnavailable, "draining\n")
 		return
@@ -79,6 +81,11 @@ func (g *Gateway) serveReady(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	if len(notReady) > 0 {
+		// Which agents are down is for admins: anyone else could probe agent names.
+		if g.opts.Auth != nil && !isAdmin(g.opts.Auth, g.opts.AdminGroup, r) {
+			writeText(w, http.StatusServiceUnavailable, "not ready\n")
+			return
+		}
 		writeText(w, http.StatusServiceUnavailable, "no ready replica: "+strings.Join(notReady, ", ")+"\n")
 		return
 	}
@@ -115,7 +122,10 @@ func (g *Gateway) serveAgentList(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"agents": out})
 }
 
-// baseURL is the gateway's external base URL for links in answers.
+// baseURL is the gateway's external base URL for links in answers (agent cards, GET /agents):
+// the configured advertise URL, else the address the request came in on. The request's Host is
+// used only when it names that same listener (its address, or a loopback name and its port):
+// an unchecked Host would let a caller put any origin into a card that clients cache.
 func (g *Gateway) baseURL(r *http.Request) string {
 	if g.opts.AdvertiseURL != "" {
 		return strings.TrimSuffix(g.opts.AdvertiseURL, "/")
@@ -124,12 +134,27 @@ func (g *Gateway) baseURL(r *http.Request) string {
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	return scheme + "://" + r.Host
+	return scheme + "://" + listenerHost(r)
 }
 
-// auditReader is an audit sink that can list its latest records (audit.Writer can).
-type auditReader interface {
-	Recent(ctx context.Context, n int) ([]audit.Record, error)
+// listenerHost is r's Host when it names the listener the request came in on, else that
+// listener's address.
+func listenerHost(r *http.Request) string {
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return "localhost"
+	}
+	addr := local.String()
+	if r.Host == addr {
+		return r.Host
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	if h, p, err := net.SplitHostPort(r.Host); err == nil && p == port {
+		if ip := net.ParseIP(strings.Trim(h, "[]")); h == "localhost" || (ip != nil && ip.IsLoopback()) {
+			return r.Host
+		}
+	}
+	return addr
 }
 
 // limitConcurrency answers 503 beyond MaxConcurrentRequests requests at once, so that a flood

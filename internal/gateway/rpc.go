@@ -71,11 +71,14 @@ func (g *Gateway) readCall(c *call, name func(string)) outcome {
 		return outcomeUnauthenticated
 	}
 	c.subject = s
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			rpcError(w, http.StatusUnsupportedMediaType, nil, a2a.Errorf(a2a.CodeInvalidRequest, "Content-Type must be application/json, not %q", ct))
-			return outcomeBadRequest
-		}
+	// Exactly one Content-Type, and JSON: a missing one is how a web page posts cross-origin
+	// without a preflight (fetch of a Blob), so it is refused like any other.
+	if cts := r.Header.Values("Content-Type"); len(cts) != 1 {
+		rpcError(w, http.StatusUnsupportedMediaType, nil, a2a.Errorf(a2a.CodeInvalidRequest, "exactly one Content-Type: application/json header is required, got %d", len(cts)))
+		return outcomeBadRequest
+	} else if mt, _, err := mime.ParseMediaType(cts[0]); err != nil || mt != "application/json" {
+		rpcError(w, http.StatusUnsupportedMediaType, nil, a2a.Errorf(a2a.CodeInvalidRequest, "Content-Type must be application/json, not %q", cts[0]))
+		return outcomeBadRequest
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.opts.MaxBodyBytes))
 	if err != nil {
@@ -130,7 +133,13 @@ func (g *Gateway) record(c *call, o outcome, took time.Duration) {
 	if c.agent.Name != "" { // only agents that exist become label values
 		g.opts.Metrics.Request(c.r.Context(), c.agent.Name, method, string(o), took)
 	}
-	rec := audit.Record{Subject: c.subject.Name, Tenant: c.subject.Tenant, Agent: c.r.PathValue("name"), TaskID: c.taskID,
+	// Only what the gateway knows goes into the audit as is: the name of an agent that exists,
+	// the id of a task it found. Anything else the caller wrote there is redacted.
+	agent := c.agent.Name
+	if agent == "" {
+		agent = g.opts.Redact(c.r.PathValue("name"))
+	}
+	rec := audit.Record{Subject: c.subject.Name, Tenant: c.subject.Tenant, Agent: agent, TaskID: c.taskID, Route: "a2a",
 		Method: method, Outcome: string(o), HTTPStatus: status, LatencyMs: took.Milliseconds(), Replica: c.replica}
 	for _, ep := range c.agent.Endpoints {
 		if ep.Name == c.replica {
@@ -271,12 +280,12 @@ func (g *Gateway) lookupTask(c *call, id string) (*store.Task, bool) {
 		rpcError(c.w, http.StatusOK, c.req.ID, a2a.Errorf(a2a.CodeTaskNotFound, "task not found on agent %q: no task id is longer than %d characters", c.agent.Name, maxTaskID))
 		return nil, false
 	}
-	c.taskID = id
 	t, err := g.tasks.journal.store.Get(c.r.Context(), id)
 	if err == nil && t.Agent == c.agent.Name && canSee(g.opts.Auth, c.subject, t) {
-		c.replica = t.Replica
+		c.taskID, c.replica = t.ID, t.Replica
 		return t, true
 	}
+	c.taskID = g.opts.Redact(id) // the caller's text, not a task of the gateway's
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		g.log.Error("task journal read failed", "err", err)
 		rpcError(c.w, http.StatusServiceUnavailable, c.req.ID, a2a.Errorf(a2a.CodeInternalError, "the task journal is unavailable; try again"))

@@ -9,6 +9,7 @@ import (
 	"github.com/agentplane/agentplane/internal/a2a"
 	"github.com/agentplane/agentplane/internal/audit"
 	"github.com/agentplane/agentplane/internal/auth"
+	"github.com/agentplane/agentplane/internal/discovery"
 	"github.com/agentplane/agentplane/internal/store"
 	"github.com/agentplane/agentplane/internal/telemetry"
 )
@@ -26,6 +27,9 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request) (*auth.Su
 		return anonymous, true
 	}
 	s, err := g.opts.Auth.Authenticator.Authenticate(r)
+	if who, ok := r.Context().Value(callerKey{}).(*callerRef); ok && err == nil {
+		who.subject = s
+	}
 	if err != nil {
 		g.log.Info("request not authenticated", "reason", err.Error(), "remote", r.RemoteAddr)
 		w.Header().Set("WWW-Authenticate", auth.Challenge)
@@ -132,4 +136,57 @@ func (g *Gateway) audit(r *http.Request, rec audit.Record) {
 		g.auditBroken.Store(true)
 		g.log.Error("audit record could not be written; the gateway is no longer ready", "err", err)
 	}
+}
+
+// isAdmin reports whether r comes from an authenticated member of the admin group. It answers
+// nothing itself.
+func isAdmin(a *auth.Stack, group string, r *http.Request) bool {
+	s, err := a.Authenticator.Authenticate(r)
+	return err == nil && s.InGroup(group)
+}
+
+// callerKey holds, in a request's context, who the audited call turned out to come from.
+type callerKey struct{}
+
+type callerRef struct{ subject *auth.Subject }
+
+// audited writes an audit record of every call to h, refused or not: who (anonymous until
+// authenticated), which route, the status and its outcome.
+func (g *Gateway) audited(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		start := g.opts.Now()
+		who := &callerRef{subject: anonymous}
+		sw := &statusRecorder{ResponseWriter: w}
+		h(sw, r.WithContext(context.WithValue(r.Context(), callerKey{}, who)))
+		rec := audit.Record{Subject: who.subject.Name, Tenant: who.subject.Tenant, Route: r.Pattern,
+			Outcome: string(outcomeOf(sw.status)), HTTPStatus: sw.status, LatencyMs: g.opts.Now().Sub(start).Milliseconds()}
+		if name := r.PathValue("name"); name != "" {
+			rec.Agent = name
+			if _, ok := discovery.Lookup(g.opts.Source.Snapshot(), name); !ok {
+				rec.Agent = g.opts.Redact(name)
+			}
+		}
+		g.audit(r, rec)
+	}
+}
+
+// outcomeOf names how a call that is not an A2A call ended, from its status.
+func outcomeOf(status int) outcome {
+	switch {
+	case status == 0 || status < 400:
+		return outcomeOK
+	case status == http.StatusUnauthorized:
+		return outcomeUnauthenticated
+	case status == http.StatusForbidden:
+		return outcomeForbidden
+	case status == http.StatusTooManyRequests:
+		return outcomeRateLimited
+	case status == http.StatusRequestEntityTooLarge:
+		return outcomeTooLarge
+	case status == http.StatusNotFound:
+		return outcomeAgentNotFound
+	case status == http.StatusServiceUnavailable:
+		return outcomeUnavailable
+	}
+	return outcomeBadRequest
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/agentplane/agentplane/internal/a2a"
 	"github.com/agentplane/agentplane/internal/audit"
 	"github.com/agentplane/agentplane/internal/auth"
+	"github.com/agentplane/agentplane/internal/discovery"
 	"github.com/agentplane/agentplane/internal/redact"
 	"github.com/agentplane/agentplane/internal/simagent"
 	"github.com/agentplane/agentplane/internal/store"
@@ -46,7 +47,7 @@ type syncBuf struct {
 func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
 func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
-func newSecureGateway(t *testing.T) *secureGateway {
+func newSecureGateway(t *testing.T, extra ...discovery.Agent) *secureGateway {
 	t.Helper()
 	dir := t.TempDir()
 	secretFile := filepath.Join(dir, "jwt.secret")
@@ -98,8 +99,11 @@ audit:
 	}
 	t.Cleanup(func() { aw.Close() })
 	a0 := startAgent(t, "triage", "0", simagent.Config{})
-	src := testutil.NewSource(testutil.Agent("triage", 4, a0), testutil.Agent("billing", 4, a0))
-	g, err := New(Options{Source: src, Journal: store.NewMemory(), Auth: st, Audit: aw, Logger: logger})
+	src := testutil.NewSource(append([]discovery.Agent{testutil.Agent("triage", 4, a0), testutil.Agent("billing", 4, a0)}, extra...)...)
+	red := func(s string) string {
+		return strings.ReplaceAll(strings.ReplaceAll(s, "993177", "[MRN]"), "Jane Roe", "[NAME]")
+	}
+	g, err := New(Options{Source: src, Journal: store.NewMemory(), Auth: st, Audit: aw, Logger: logger, Redact: red})
 	if err != nil {
 		t.Fatal(err)
 	}
