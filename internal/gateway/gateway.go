@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"k8s.io/utils/clock"
+
 	configv1 "github.com/agentplane/agentplane/api/config/v1alpha1"
 	"github.com/agentplane/agentplane/internal/audit"
 	"github.com/agentplane/agentplane/internal/auth"
@@ -103,7 +105,10 @@ type Options struct {
 	Transport http.RoundTripper
 	// Logger; default slog.Default().
 	Logger *slog.Logger
-	// Now is the clock; default time.Now.
+	// Clock is the gateway's one clock: the admission queue's deadlines and timers, card ages,
+	// ejections and latencies all read it. Default the real clock.
+	Clock clock.Clock
+	// Now is Clock.Now unless set; kept for callers that only fake the time of day.
 	Now func() time.Time
 }
 
@@ -137,7 +142,7 @@ func New(opts Options) (*Gateway, error) {
 		source:       opts.Source,
 		policies:     policies.Default(policies.Options{Site: opts.Site, Seed: uint64(opts.Now().UnixNano())}),
 		latency:      balancer.NewEWMA(0),
-		queue:        admission.New(admission.Options{MaxQueue: opts.MaxQueue}),
+		queue:        admission.New(admission.Options{MaxQueue: opts.MaxQueue, Clock: opts.Clock}),
 		tracker:      balancer.NewTracker(),
 		ejector:      health.NewEjector(0, 0),
 		client:       client,
@@ -198,8 +203,11 @@ func withDefaults(opts Options) Options {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
 	if opts.Now == nil {
-		opts.Now = time.Now
+		opts.Now = opts.Clock.Now
 	}
 	return opts
 }
