@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/agentplane/agentplane/internal/testutil"
 )
 
 // groupMembers returns the live processes (not zombies) of process group pgid.
@@ -127,8 +129,9 @@ func TestSecondSignalKillsReplicas(t *testing.T) {
 	if err := up.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 30*time.Second, "the supervisor stops replicas", func() bool {
-		return strings.Contains(readFile(t, filepath.Join(up.DataDir, "agentplane.log")), `"msg":"stopping replicas"`)
+	testutil.Eventually(t, 30*time.Second, 20*time.Millisecond, func() error {
+		return testutil.Check(strings.Contains(readFile(t, filepath.Join(up.DataDir, "agentplane.log")), `"msg":"stopping replicas"`),
+			"the supervisor has not started to stop replicas")
 	})
 	if err := up.cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
