@@ -118,17 +118,21 @@ func TestSlowReplicaIsEjectedAsALatencyOutlier(t *testing.T) {
 		startAgent(t, "triage", "1", simagent.Config{Latency: latency(t, "10ms")}),
 		startAgent(t, "triage", "2", simagent.Config{Latency: latency(t, "10ms")}),
 	}
-	slow := startAgent(t, "triage", "3", simagent.Config{Latency: latency(t, "2s")})
+	slow := startAgent(t, "triage", "3", simagent.Config{Latency: latency(t, "3s")})
 	g, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, append(fast, slow)...)))
-	var wg sync.WaitGroup
-	for i := range 40 {
-		wg.Go(func() {
-			if r := post(t, srv.URL+"/agents/triage", sendV1(i, "x")); r.resp.Error != nil {
-				t.Errorf("task %d: %s", i, r.raw)
-			}
-		})
+	// Waves of 8: enough for every replica to serve, few enough that on a loaded machine the
+	// fast replicas' latency stays far below the slow one's.
+	for wave := range 4 {
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Go(func() {
+				if r := post(t, srv.URL+"/agents/triage", sendV1(wave*8+i, "x")); r.resp.Error != nil {
+					t.Errorf("task %d: %s", wave*8+i, r.raw)
+				}
+			})
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 	if !g.tasks.pool.ejector.Ejected(slow, time.Now()) {
 		t.Fatal("the replica 100 times slower than its peers was not ejected")
 	}
