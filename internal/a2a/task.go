@@ -82,6 +82,9 @@ type sendParams struct {
 	} `json:"configuration"`
 }
 
+// ErrNoMessageID means a send's message has no messageId, which the protocol requires.
+var ErrNoMessageID = errors.New(`"params.message.messageId" is required: a unique id of the message, which the agent uses to recognize a message sent again`)
+
 // ErrNoMessage means a send has no params.message object.
 var ErrNoMessage = errors.New(`"params.message" is required`)
 
@@ -93,6 +96,11 @@ func ParseMessageInfo(params json.RawMessage, d Dialect) (MessageInfo, error) {
 	}
 	if p.Message == nil {
 		return MessageInfo{}, ErrNoMessage
+	}
+	if p.Message.MessageID == "" {
+		// Refused before anything is journaled: the agent would refuse it after a dispatch, and
+		// a re-dispatched task is de-duplicated by it.
+		return MessageInfo{}, ErrNoMessageID
 	}
 	mi := MessageInfo{MessageID: p.Message.MessageID, ContextID: p.Message.ContextID, TaskID: p.Message.TaskID, Blocking: true,
 		Metadata: map[string]string{}}

@@ -394,3 +394,16 @@ type errReader struct{ err error }
 func (e errReader) Read([]byte) (int, error) {
 	return 0, &net.OpError{Op: "read", Net: "tcp", Err: e.err}
 }
+
+// A send without messageId is refused with -32602 naming the field, and nothing is journaled.
+func TestASendWithoutMessageIDIsRefusedBeforeTheJournal(t *testing.T) {
+	a0 := startAgent(t, "triage", "0", simagent.Config{})
+	g, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 1, a0)))
+	r := post(t, srv.URL+"/agents/triage", `{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"role":"ROLE_USER","parts":[{"text":"x"}]}}}`)
+	if r.resp.Error == nil || r.resp.Error.Code != a2a.CodeInvalidParams || !strings.Contains(r.resp.Error.Message, "messageId") {
+		t.Fatalf("send without messageId: %s", r.raw)
+	}
+	if n := len(g.tasks.journal.recent.list("", 10)); n != 0 {
+		t.Fatalf("%d tasks journaled for a refused send", n)
+	}
+}
