@@ -338,7 +338,7 @@ func TestMidStreamFailureEndsWithAnErrorEvent(t *testing.T) {
 		}
 	})
 	_, gw := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, agent)))
-	raw := postStream(t, gw.URL+"/agents/triage", `{"jsonrpc":"2.0","id":1,"method":"SendStreamingMessage","params":{"message":{}}}`)
+	raw := postStream(t, gw.URL+"/agents/triage", `{"jsonrpc":"2.0","id":1,"method":"SendStreamingMessage","params":{"message":{"messageId":"m-1","role":"ROLE_USER","parts":[{"text":"x"}]}}}`)
 	events := strings.Split(strings.TrimSpace(raw), "\n\n")
 	if len(events) != 2 || !strings.Contains(events[0], "TASK_STATE_WORKING") || strings.Contains(events[0], `"t1"`) || !strings.Contains(events[1], fmt.Sprint(a2a.CodeAgentUnavailable)) {
 		t.Fatalf("stream = %q, want the agent's event then an error event", raw)
@@ -471,15 +471,10 @@ func getStatus(t *testing.T, url string) int {
 	return res.StatusCode
 }
 
+// waitFor waits up to 5 s for cond, through the one polling helper.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() error { return testutil.Check(cond(), "condition not met") })
 }
 
 func TestRetryBudgetBoundsExtraRequestsWhenEveryReplicaFails(t *testing.T) {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/agentplane/agentplane/api/v1alpha1"
 	"github.com/agentplane/agentplane/internal/discovery"
+	"github.com/agentplane/agentplane/internal/testutil"
 )
 
 // probeUnit makes a probe's periodSeconds this long in tests, so that the default startup
@@ -144,13 +145,7 @@ func gone(pid int) bool {
 
 func waitGone(t *testing.T, pid int, limit time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !gone(pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("process %d still exists %v later", pid, limit)
-		}
-		time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
-	}
+	testutil.Eventually(t, limit, 10*time.Millisecond, func() error { return testutil.Check(gone(pid), "process %d still exists", pid) })
 }
 
 func TestReplicasBecomeReadyAndStopCleanly(t *testing.T) {

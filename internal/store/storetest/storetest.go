@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/agentplane/agentplane/internal/store"
+	"github.com/agentplane/agentplane/internal/testutil"
 )
 
 // Run runs the suite. open returns a new, empty journal for one subtest and arranges for it to
@@ -257,13 +258,7 @@ func NewTask(id string) *store.Task {
 // Eventually polls cond until it holds or the deadline passes.
 func Eventually(t testing.TB, within time.Duration, cond func() bool, msg string, args ...any) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: "+msg, append([]any{within}, args...)...)
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval, not a wait for the condition
-	}
+	testutil.Eventually(t, within, 5*time.Millisecond, func() error { return testutil.Check(cond(), msg, args...) })
 }
 
 func equalTask(t *testing.T, got, want *store.Task) {
