@@ -21,14 +21,15 @@ func TestTransitions(t *testing.T) {
 		canc = store.StateCanceled
 		rej  = store.StateRejected
 	)
-	cases := []struct {
+	type transition struct {
 		name    string
 		from    store.TaskState
 		started bool
 		change  Change
 		want    store.TaskState
 		err     error
-	}{
+	}
+	cases := []transition{
 		{"first dispatch", acc, false, Dispatch(Dispatcher, r), disp, nil},
 		{"re-dispatch after a failure", disp, true, Dispatch(Dispatcher, r), disp, nil},
 		{"recovery re-dispatches", disp, true, Dispatch(Recovery, r), disp, nil},
@@ -64,14 +65,7 @@ func TestTransitions(t *testing.T) {
 	}
 	for _, terminal := range []store.TaskState{done, fail, canc, rej} {
 		for _, c := range []Change{Dispatch(Dispatcher, r), Answer("x", a2a.StateWorking, nil), End(Client, CanceledByClient, "", nil), Continue(), End(Dispatcher, Exhausted, "", nil)} {
-			cases = append(cases, struct {
-				name    string
-				from    store.TaskState
-				started bool
-				change  Change
-				want    store.TaskState
-				err     error
-			}{"terminal " + string(terminal) + " never changes: " + c.Kind.String(), terminal, true, c, terminal, ErrEnded})
+			cases = append(cases, transition{"terminal " + string(terminal) + " never changes: " + c.Kind.String(), terminal, true, c, terminal, ErrEnded})
 		}
 	}
 	for _, tc := range cases {
