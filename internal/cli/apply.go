@@ -20,7 +20,7 @@ import (
 )
 
 type applyOptions struct {
-	gateway string
+	gateway gatewayTarget
 	files   []string
 	prune   bool
 	reload  bool
@@ -61,13 +61,43 @@ changed, one line per agent.`,
 	return cmd
 }
 
-// gatewayFlag adds --gateway, defaulting to $AGENTPLANE_GATEWAY or the default address of up.
-func gatewayFlag(cmd *cobra.Command, target *string) {
+// gatewayTarget is the gateway a command talks to, and the credential it presents.
+type gatewayTarget struct {
+	URL string
+	// Token is sent as "Authorization: Bearer <token>": an API key or a JWT. Empty sends none.
+	Token string
+}
+
+// authorize adds the target's credential to req.
+func (g gatewayTarget) authorize(req *http.Request) {
+	if g.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+g.Token)
+	}
+}
+
+// gatewayFlag adds --gateway, defaulting to $AGENTPLANE_GATEWAY or the default address of up,
+// and --token, defaulting to $AGENTPLANE_TOKEN, for a gateway with authentication on. The
+// token's value is never printed (not even as the flag's default in --help).
+func gatewayFlag(cmd *cobra.Command, target *gatewayTarget) {
 	gw := os.Getenv("AGENTPLANE_GATEWAY")
 	if gw == "" {
 		gw = defaultGatewayURL
 	}
-	cmd.Flags().StringVar(target, "gateway", gw, "gateway base URL (env AGENTPLANE_GATEWAY)")
+	cmd.Flags().StringVar(&target.URL, "gateway", gw, "gateway base URL (env AGENTPLANE_GATEWAY)")
+	cmd.Flags().StringVar(&target.Token, "token", "", "API key or bearer JWT for a gateway with authentication on (env AGENTPLANE_TOKEN)")
+	cmd.PreRun = chainPreRun(cmd.PreRun, func(*cobra.Command, []string) {
+		if target.Token == "" {
+			target.Token = os.Getenv("AGENTPLANE_TOKEN")
+		}
+	})
+}
+
+// chainPreRun runs a, then b.
+func chainPreRun(a, b func(*cobra.Command, []string)) func(*cobra.Command, []string) {
+	if a == nil {
+		return b
+	}
+	return func(c *cobra.Command, args []string) { a(c, args); b(c, args) }
 }
 
 func runApply(ctx context.Context, streams Streams, o applyOptions) error {
@@ -166,7 +196,8 @@ func printDiff(w io.Writer, d supervisor.Diff) error {
 
 // adminDo sends a request to an admin endpoint of the gateway and decodes its JSON answer into
 // v. An error answer becomes an error with the gateway's message.
-func adminDo(ctx context.Context, method, base, path string, body []byte, v any) error {
+func adminDo(ctx context.Context, method string, gw gatewayTarget, path string, body []byte, v any) error {
+	base := gw.URL
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(base, "/")+path, bytes.NewReader(body))
 	if err != nil {
 		return &exitError{code: 2, err: fmt.Errorf("--gateway %q: %w", base, err)}
@@ -174,6 +205,7 @@ func adminDo(ctx context.Context, method, base, path string, body []byte, v any)
 	if method == http.MethodPost {
 		req.Header.Set("Content-Type", "application/yaml")
 	}
+	gw.authorize(req)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {

@@ -17,7 +17,7 @@ import (
 )
 
 type describeOptions struct {
-	gateway string
+	gateway gatewayTarget
 	output  string
 }
 

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -22,7 +21,7 @@ import (
 const defaultGatewayURL = "http://127.0.0.1:8080"
 
 type getOptions struct {
-	gateway string
+	gateway gatewayTarget
 	output  string
 	agent   string
 	limit   int
@@ -55,24 +54,22 @@ func newGetCommand(streams Streams) *cobra.Command {
 			return &exitError{code: 2, err: fmt.Errorf("unknown resource %q: use agents, replicas or tasks", args[0])}
 		},
 	}
-	gw := os.Getenv("AGENTPLANE_GATEWAY")
-	if gw == "" {
-		gw = defaultGatewayURL
-	}
-	cmd.Flags().StringVar(&o.gateway, "gateway", gw, "gateway base URL (env AGENTPLANE_GATEWAY)")
+	gatewayFlag(cmd, &o.gateway)
 	cmd.Flags().StringVarP(&o.output, "output", "o", "table", "output format: table, json or yaml")
 	cmd.Flags().StringVar(&o.agent, "agent", "", "only replicas or tasks of this agent")
 	cmd.Flags().IntVar(&o.limit, "limit", 50, "how many recent tasks to list")
 	return cmd
 }
 
-func fetchJSON(ctx context.Context, base, path string, v any) error {
+func fetchJSON(ctx context.Context, gw gatewayTarget, path string, v any) error {
+	base := gw.URL
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+path, nil)
 	if err != nil {
 		return err
 	}
+	gw.authorize(req)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("cannot reach the gateway at %s: %w (is agentplane up running? set --gateway)", base, err)

@@ -19,7 +19,7 @@ import (
 )
 
 type logsOptions struct {
-	gateway string
+	gateway gatewayTarget
 	replica int
 	follow  bool
 	tail    int
@@ -66,18 +66,19 @@ func runLogs(ctx context.Context, streams Streams, o logsOptions, arg string, re
 	if o.follow {
 		q.Set("follow", "true")
 	}
-	u := strings.TrimSuffix(o.gateway, "/") + "/api/v1/logs/" + url.PathEscape(name)
+	u := strings.TrimSuffix(o.gateway.URL, "/") + "/api/v1/logs/" + url.PathEscape(name)
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return &exitError{code: 2, err: fmt.Errorf("--gateway %q: %w", o.gateway, err)}
+		return &exitError{code: 2, err: fmt.Errorf("--gateway %q: %w", o.gateway.URL, err)}
 	}
+	o.gateway.authorize(req)
 	client := &http.Client{Transport: &http.Transport{Proxy: nil, ResponseHeaderTimeout: 10 * time.Second}}
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach the gateway at %s: %w (is agentplane up running? set --gateway)", o.gateway, err)
+		return fmt.Errorf("cannot reach the gateway at %s: %w (is agentplane up running? set --gateway)", o.gateway.URL, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -92,7 +93,7 @@ func runLogs(ctx context.Context, streams Streams, o logsOptions, arg string, re
 // resolveReplica names the replica whose log to print: ARG-N with --replica; else ARG if a
 // replica is called so, else the first replica of agent ARG, else ARG if it looks like the
 // name of a replica (that may have been removed; its log stays).
-func resolveReplica(ctx context.Context, streams Streams, gw, arg string, index int, indexSet bool) (string, error) {
+func resolveReplica(ctx context.Context, streams Streams, gw gatewayTarget, arg string, index int, indexSet bool) (string, error) {
 	if indexSet {
 		if msgs := validation.IsDNS1035Label(arg); len(msgs) > 0 {
 			return "", &exitError{code: 2, err: fmt.Errorf("%q is not an agent name: %s", arg, strings.Join(msgs, "; "))}
