@@ -20,28 +20,34 @@ type sdkEnvelope struct {
 
 // sdkReading is what an agent built on the SDK reads from a body: method, id, and the ids in
 // the params that decide what it does (the message's ids for a send, the task's for the rest).
-func sdkReading(body []byte) (method, id, messageID, contextID, taskID string, ok bool) {
+// refuses is true when the SDK could not decode the params for that method: the agent answers
+// with an error and does nothing, so there is nothing to disagree on.
+func sdkReading(body []byte, send bool) (method, id, messageID, contextID, taskID string, refuses, ok bool) {
 	var env sdkEnvelope
 	if json.Unmarshal(body, &env) != nil {
-		return "", "", "", "", "", false
+		return "", "", "", "", "", false, false
 	}
 	id = fmt.Sprint(env.ID)
 	if len(env.Params) == 0 {
-		return env.Method, id, "", "", "", true
+		return env.Method, id, "", "", "", false, true
 	}
-	var send sdk.SendMessageRequest
-	if json.Unmarshal(env.Params, &send) == nil && send.Message != nil {
-		messageID, contextID, taskID = send.Message.ID, send.Message.ContextID, string(send.Message.TaskID)
+	if send {
+		var req sdk.SendMessageRequest
+		if json.Unmarshal(env.Params, &req) != nil || req.Message == nil {
+			return env.Method, id, "", "", "", true, true
+		}
+		return env.Method, id, req.Message.ID, req.Message.ContextID, string(req.Message.TaskID), false, true
 	}
 	var get sdk.GetTaskRequest
-	if json.Unmarshal(env.Params, &get) == nil && get.ID != "" && taskID == "" {
-		taskID = string(get.ID)
+	if json.Unmarshal(env.Params, &get) != nil {
+		return env.Method, id, "", "", "", true, true
 	}
-	return env.Method, id, messageID, contextID, taskID, true
+	return env.Method, id, "", "", string(get.ID), false, true
 }
 
-// gatewayReading is the same from the gateway's parser, for a body it accepts.
-func gatewayReading(r *Request) (method, id, messageID, contextID, taskID string) {
+// gatewayReading is the same from the gateway's parser, for a body it accepts; ok is false when
+// the gateway would still refuse it (a send whose message it cannot read).
+func gatewayReading(r *Request) (method, id, messageID, contextID, taskID string, ok bool) {
 	var v any
 	_ = json.Unmarshal(r.ID, &v)
 	if n, ok := v.(float64); ok {
@@ -49,13 +55,15 @@ func gatewayReading(r *Request) (method, id, messageID, contextID, taskID string
 	}
 	id = fmt.Sprint(v)
 	if r.Info.NewTask() {
-		if mi, err := ParseMessageInfo(r.Params, r.Info.Dialect); err == nil {
-			messageID, contextID, taskID = mi.MessageID, mi.ContextID, mi.TaskID
+		mi, err := ParseMessageInfo(r.Params, r.Info.Dialect)
+		if err != nil {
+			return "", "", "", "", "", false
 		}
+		messageID, contextID, taskID = mi.MessageID, mi.ContextID, mi.TaskID
 	} else if tid, err := r.TaskID(); err == nil {
 		taskID = tid
 	}
-	return r.Method, id, messageID, contextID, taskID
+	return r.Method, id, messageID, contextID, taskID, true
 }
 
 // FuzzGatewayAndSDKAgree is the differential test of the parser: for every body the gateway
@@ -79,11 +87,17 @@ func FuzzGatewayAndSDKAgree(f *testing.F) {
 		if e != nil {
 			return
 		}
-		sm, sid, smsg, sctx, stask, ok := sdkReading(body)
+		gm, gid, gmsg, gctx, gtask, accepted := gatewayReading(r)
+		if !accepted {
+			return
+		}
+		sm, sid, smsg, sctx, stask, refuses, ok := sdkReading(body, r.Info.NewTask())
 		if !ok {
 			t.Fatalf("the gateway accepted a body the SDK cannot decode: %q", body)
 		}
-		gm, gid, gmsg, gctx, gtask := gatewayReading(r)
+		if refuses {
+			return
+		}
 		if sm != gm || sid != gid || smsg != gmsg || sctx != gctx || stask != gtask {
 			t.Fatalf("gateway and SDK disagree on %q:\n gateway: method=%q id=%q message=%q context=%q task=%q\n     sdk: method=%q id=%q message=%q context=%q task=%q",
 				body, gm, gid, gmsg, gctx, gtask, sm, sid, smsg, sctx, stask)
@@ -100,6 +114,8 @@ func TestAmbiguousBodiesAreRefused(t *testing.T) {
 		`{"jsonrpc":"2.0","id":4,"method":"SendMessage","params":{"message":{"messageId":"m","messageId":"n","role":"ROLE_USER","parts":[]}}}`,
 		`{"jsonrpc":"2.0","id":5,"method":"SendMessage","params":{"message":{"messageId":"m","parts":[{"text":"a","Text":"b"}],"role":"ROLE_USER"}}}`,
 		`{"jsonrpc":"2.0","id":7,"method":"GetTask","params":{"id":"t","\u0049d":"u"}}`,
+		`{"jsonrpc":"2.0","id":8,"method":"SendMessage","params":{"message":{"messageId":"m","taskid":"t","role":"ROLE_USER","parts":[]}}}`,
+		`{"jsonrpc":"2.0","id":9,"method":"SendMessage","params":{"messAge":{"tAskId":"0"}}}`,
 	} {
 		if _, e := ParseRequest([]byte(body)); e == nil || e.Code != CodeInvalidRequest {
 			t.Errorf("accepted an ambiguous body: %s (%v)", body, e)
