@@ -211,6 +211,7 @@ maxPods: 60
 		return err
 	}
 	c.procs = append(c.procs, kubelet)
+	c.kubelet = kubelet
 	c.NodeName = RealNodeName
 	if err := waitHTTP(ctx, kubelet, "http://127.0.0.1:"+strconv.Itoa(ports[1])+"/healthz", "", 60*time.Second); err != nil {
 		return err
@@ -227,7 +228,9 @@ func (c *Cluster) waitNodeReady(ctx context.Context, name string, timeout time.D
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("node %s not Ready within %v (%v); kubelet log:\n%s", name, timeout, err, kubelet.Tail())
+			var b strings.Builder
+			c.describeNodes(ctx, &b)
+			return fmt.Errorf("node %s not Ready within %v (%v)\n%skubelet log:\n%s", name, timeout, err, b.String(), kubelet.Tail())
 		}
 		select {
 		case <-ctx.Done():
