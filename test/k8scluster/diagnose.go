@@ -53,7 +53,8 @@ type LogSource struct {
 	Namespace, Selector string
 }
 
-// Diagnose describes the cluster as d asks. It never fails: what it cannot read, it says so.
+// Diagnose describes the cluster as d asks, starting with which of its processes still run. It
+// never fails: what it cannot read, it says so.
 func (c *Cluster) Diagnose(ctx context.Context, d Diagnosis) string {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -66,6 +67,7 @@ func (c *Cluster) Diagnose(ctx context.Context, d Diagnosis) string {
 			namespaces = append(namespaces, o.Namespace)
 		}
 	}
+	c.describeProcesses(&b)
 	c.describeNodes(ctx, &b)
 	for _, ns := range namespaces {
 		c.describePods(ctx, &b, ns)
@@ -135,6 +137,22 @@ func (c *Cluster) describeObject(ctx context.Context, b *strings.Builder, o Obje
 		}
 		b.WriteString(indent(string(st), "  "))
 	}
+}
+
+// describeProcesses says which of the cluster's processes still run, with the end of the log of
+// any that exited: a control plane that lost its scheduler or controller manager schedules or
+// reconciles nothing, and the API server says nothing about it.
+func (c *Cluster) describeProcesses(b *strings.Builder) {
+	var running []string
+	for _, p := range c.procs {
+		select {
+		case <-p.done:
+			fmt.Fprintf(b, "--- %s EXITED (%v); its log (%s) ends:\n%s", p.name, p.err, p.log, tailLines(p.log, diagLogLines))
+		default:
+			running = append(running, p.name)
+		}
+	}
+	fmt.Fprintf(b, "--- processes running: %s\n", strings.Join(running, ", "))
 }
 
 // describeNodes shows each node's readiness, pressure, taints and, for the real node, what its
