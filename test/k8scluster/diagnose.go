@@ -187,6 +187,10 @@ func (c *Cluster) describeNodes(ctx context.Context, b *strings.Builder) {
 		b.WriteString(line + "\n")
 		if n.Name == c.NodeName {
 			b.WriteString("    " + c.nodeRequests(ctx, &n) + "\n")
+			// More networks than pods: some answer for addresses the IPAM hands out again.
+			if links, err := bridgeLinks(); err == nil {
+				fmt.Fprintf(b, "    pod networks on the bridge %s: %d\n", cniBridge, len(links))
+			}
 		}
 	}
 }
