@@ -436,11 +436,12 @@ func removePodNetworks() error {
 	}
 	var errs []error
 	for _, l := range links {
-		if out, err := exec.Command("ip", "link", "delete", l.name).CombinedOutput(); err != nil {
+		// Gone already (the kubelet finished its teardown meanwhile) is fine.
+		if out, err := exec.Command("ip", "link", "delete", l.name).CombinedOutput(); err != nil && !strings.Contains(string(out), "Cannot find device") {
 			errs = append(errs, fmt.Errorf("ip link delete %s: %w: %s", l.name, err, out))
 		}
 		if strings.HasPrefix(l.netns, "cni-") {
-			if out, err := exec.Command("ip", "netns", "delete", l.netns).CombinedOutput(); err != nil {
+			if out, err := exec.Command("ip", "netns", "delete", l.netns).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such file") {
 				errs = append(errs, fmt.Errorf("ip netns delete %s: %w: %s", l.netns, err, out))
 			}
 		}
