@@ -89,20 +89,30 @@ func TestKubernetes(t *testing.T) {
 	}
 	t.Cleanup(func() { opLog.Close() })
 	ctrl.SetLogger(logr.FromSlogHandler(slog.NewJSONHandler(opLog, nil)))
+	discoveryLog, err := os.Create(filepath.Join(dir, "discovery.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { discoveryLog.Close() })
 	t.Logf("cluster up in %v (etcd, kube-apiserver, controller-manager, scheduler, 3×kwok, 6 nodes); logs in %s", c.StartTime.Round(time.Millisecond), dir)
+	// The operator and the gateway's discovery run in this process, each with its log file.
+	d := diagnosis{c: c, logs: []k8scluster.LogSource{
+		{Name: "operator", File: opLog.Name()},
+		{Name: "gateway discovery", File: discoveryLog.Name()},
+	}}
 
-	ok := t.Run("install", func(t *testing.T) { testInstall(t, c) })
+	ok := t.Run("install", func(t *testing.T) { testInstall(t, d) })
 	if !ok {
 		t.FailNow()
 	}
-	startOperator(t, c)
-	src := startDiscovery(t, c)
+	startOperator(t, d)
+	src := startDiscovery(t, d, slog.New(slog.NewJSONHandler(discoveryLog, nil)))
 
-	ok = t.Run("zone spread", func(t *testing.T) { testZoneSpread(t, c, src) })
-	t.Run("drain respects the disruption budget", func(t *testing.T) { testDrain(t, c) })
-	t.Run("delete cleans up", func(t *testing.T) { testDeleteCleansUp(t, c) })
+	ok = t.Run("zone spread", func(t *testing.T) { testZoneSpread(t, d, src) })
+	t.Run("drain respects the disruption budget", func(t *testing.T) { testDrain(t, d) })
+	t.Run("delete cleans up", func(t *testing.T) { testDeleteCleansUp(t, d) })
 	if ok {
-		t.Run("zone loss", func(t *testing.T) { testZoneLoss(t, c, src) })
+		t.Run("zone loss", func(t *testing.T) { testZoneLoss(t, d, src) })
 	}
 
 	// E2E_HOLD=10m keeps the cluster up after the tests, to look around with its kubeconfig.
@@ -117,15 +127,14 @@ func TestKubernetes(t *testing.T) {
 
 // testInstall applies config/default for real (CRD, least-privilege RBAC, operator and gateway
 // Deployments), then checks the samples and the Helm chart against the API server.
-func testInstall(t *testing.T, c *k8scluster.Cluster) {
-	ctx := t.Context()
+func testInstall(t *testing.T, d diagnosis) {
+	ctx, c := t.Context(), d.c
 	start := time.Now()
 	if _, err := c.Kubectl(ctx, nil, "apply", "--server-side", "-k", filepath.Join(repoRoot(), "config", "default")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Kubectl(ctx, nil, "wait", "--for=condition=Established", "--timeout=30s", "crd/agents.agentplane.io"); err != nil {
-		t.Fatal(err)
-	}
+	kubectlWait(t, c, "CRD not established", d.about("", "crd/agents.agentplane.io"),
+		"wait", "--for=condition=Established", "--timeout=30s", "crd/agents.agentplane.io")
 	if _, err := c.Kubectl(ctx, nil, "apply", "--dry-run=server", "-k", filepath.Join(repoRoot(), "config", "default")); err != nil {
 		t.Errorf("config/default does not re-apply cleanly: %v", err)
 	}
@@ -137,7 +146,7 @@ func testInstall(t *testing.T, c *k8scluster.Cluster) {
 	t.Logf("config/default applied and samples validated in %v", time.Since(start).Round(time.Millisecond))
 
 	// The install's own pods pass the namespace's restricted Pod Security level (kwok runs them).
-	waitFor(t, 30*time.Second, func() error {
+	waitFor(t, 30*time.Second, d.about(systemNS, "deployment/agentplane-operator", "deployment/agentplane-gateway"), func() error {
 		for name, want := range map[string]int{"agentplane-operator": 2, "agentplane-gateway": 1} {
 			if n := len(runningPods(t, c, systemNS, map[string]string{"app.kubernetes.io/name": name})); n != want {
 				return fmt.Errorf("%s: %d running pods, want %d", name, n, want)
@@ -213,8 +222,9 @@ func impersonate(cfg *rest.Config, sa string) *rest.Config {
 
 // startOperator runs the operator in this process, as the operator's service account, with
 // leader election — what `agentplane operator` runs.
-func startOperator(t *testing.T, c *k8scluster.Cluster) {
+func startOperator(t *testing.T, d diagnosis) {
 	t.Helper()
+	c := d.c
 	mgr, err := ctrl.NewManager(impersonate(c.Config, "agentplane-operator"), ctrl.Options{
 		Scheme:                  controller.NewScheme(),
 		Cache:                   controller.CacheOptions(),
@@ -238,16 +248,16 @@ func startOperator(t *testing.T, c *k8scluster.Cluster) {
 	select {
 	case <-mgr.Elected():
 	case err := <-done:
-		t.Fatalf("operator stopped: %v", err)
+		t.Fatalf("operator stopped: %v\n%s", err, d.about(systemNS, "lease/agentplane-operator")())
 	case <-time.After(30 * time.Second):
-		t.Fatal("operator not elected within 30s")
+		t.Fatalf("operator not elected within 30s\n%s", d.about(systemNS, "lease/agentplane-operator")())
 	}
 }
 
 // startDiscovery runs the gateway's discovery as the gateway's service account.
-func startDiscovery(t *testing.T, c *k8scluster.Cluster) *kdiscovery.Source {
+func startDiscovery(t *testing.T, d diagnosis, log *slog.Logger) *kdiscovery.Source {
 	t.Helper()
-	src, err := kdiscovery.New(impersonate(c.Config, "agentplane-gateway"), kdiscovery.Options{Namespace: systemNS, Logger: slog.New(slog.DiscardHandler)})
+	src, err := kdiscovery.New(impersonate(d.c.Config, "agentplane-gateway"), kdiscovery.Options{Namespace: systemNS, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,9 +268,9 @@ func startDiscovery(t *testing.T, c *k8scluster.Cluster) *kdiscovery.Source {
 	select {
 	case <-src.Synced():
 	case err := <-done:
-		t.Fatalf("discovery stopped: %v", err)
+		t.Fatalf("discovery stopped: %v\n%s", err, d.about(systemNS)())
 	case <-time.After(30 * time.Second):
-		t.Fatal("discovery not synced within 30s")
+		t.Fatalf("discovery not synced within 30s\n%s", d.about(systemNS)())
 	}
 	return src
 }
@@ -323,7 +333,41 @@ func perZone(pods []placedPod) map[string]int {
 	return m
 }
 
-func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
+// diagnosis is what a failed wait of a suite prints (k8scluster.Diagnosis): the suite's cluster,
+// and the logs of the operator and the gateway acting in it.
+type diagnosis struct {
+	c    *k8scluster.Cluster
+	logs []k8scluster.LogSource
+}
+
+// report describes the cluster when a wait fails.
+type report func() string
+
+// about is the report of a failed wait on objects in ns, named as kubectl names them
+// ("agent/intake", or "agents" for all of them): their status, the namespace's pods, leases and
+// recent events, the nodes, and the logs.
+func (d diagnosis) about(ns string, refs ...string) report {
+	return func() string {
+		dg := k8scluster.Diagnosis{Logs: d.logs}
+		if ns != "" {
+			dg.Namespaces = []string{ns}
+		}
+		for _, r := range refs {
+			dg.Objects = append(dg.Objects, k8scluster.ObjectRef{Namespace: ns, Ref: r})
+		}
+		// Not the test's context: the report is made as the test fails, and must still be read.
+		return d.c.Diagnose(context.Background(), dg)
+	}
+}
+
+// withLogs is d with more logs to show.
+func (d diagnosis) withLogs(logs ...k8scluster.LogSource) diagnosis {
+	return diagnosis{c: d.c, logs: append(slices.Clip(d.logs), logs...)}
+}
+
+// waitFor polls cond until it returns nil, and fails t with cond's last error and rep's
+// description of the cluster after timeout.
+func waitFor(t *testing.T, timeout time.Duration, rep report, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -332,7 +376,7 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %v", timeout, err)
+			t.Fatalf("not within %v: %v\n%s", timeout, err, rep())
 		}
 		select {
 		case <-t.Context().Done():
@@ -340,6 +384,17 @@ func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// kubectlWait runs a kubectl command that waits (wait, rollout status), and fails t with what
+// what names, kubectl's output and rep's description of the cluster when it does not succeed.
+func kubectlWait(t *testing.T, c *k8scluster.Cluster, what string, rep report, args ...string) string {
+	t.Helper()
+	out, err := c.Kubectl(t.Context(), nil, args...)
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", what, err, rep())
+	}
+	return out
 }
 
 func agentReady(t *testing.T, c *k8scluster.Cluster, name string) error {
@@ -355,12 +410,13 @@ func agentReady(t *testing.T, c *k8scluster.Cluster, name string) error {
 
 // testZoneSpread: six replicas over three zones land two per zone, one per node, and the
 // gateway's discovery sees all six ready with their zones.
-func testZoneSpread(t *testing.T, c *k8scluster.Cluster, src *kdiscovery.Source) {
+func testZoneSpread(t *testing.T, d diagnosis, src *kdiscovery.Source) {
+	c := d.c
 	start := time.Now()
 	createAgent(t, c, "spread", 6, func(a *v1alpha1.Agent) { a.Spec.Placement = &v1alpha1.Placement{Zones: zones} })
 	sel := map[string]string{v1alpha1.LabelAgent: "spread"}
 	var pods []placedPod
-	waitFor(t, 60*time.Second, func() error {
+	waitFor(t, 60*time.Second, d.about(systemNS, "agent/spread", "deployment/spread"), func() error {
 		pods = runningPods(t, c, systemNS, sel)
 		if len(pods) != 6 {
 			return fmt.Errorf("%d of 6 replicas running", len(pods))
@@ -379,7 +435,7 @@ func testZoneSpread(t *testing.T, c *k8scluster.Cluster, src *kdiscovery.Source)
 		t.Errorf("replicas on %d nodes, want 6 (one per node, pod anti-affinity)", len(nodes))
 	}
 
-	waitSnapshot(t, src, "spread", func(a discovery.Agent) error {
+	waitSnapshot(t, d, src, "spread", func(a discovery.Agent) error {
 		ready := map[string]int{}
 		for _, e := range a.Endpoints {
 			if e.Ready {
@@ -399,9 +455,9 @@ func testZoneSpread(t *testing.T, c *k8scluster.Cluster, src *kdiscovery.Source)
 	})
 }
 
-func waitSnapshot(t *testing.T, src *kdiscovery.Source, name string, check func(discovery.Agent) error) {
+func waitSnapshot(t *testing.T, d diagnosis, src *kdiscovery.Source, name string, check func(discovery.Agent) error) {
 	t.Helper()
-	waitFor(t, 30*time.Second, func() error {
+	waitFor(t, 30*time.Second, d.about(systemNS, "agent/"+name), func() error {
 		a, ok := discovery.Lookup(src.Snapshot(), name)
 		if !ok {
 			return fmt.Errorf("agent %s not in the gateway's snapshot", name)
@@ -432,11 +488,12 @@ func evict(t *testing.T, c *k8scluster.Cluster, pod string) error {
 // the next until the replacement is ready. All nodes are cordoned (a drain with no spare
 // capacity), so the replacement waits until a node is uncordoned: the refusal does not depend on
 // how fast the replacement would otherwise start.
-func testDrain(t *testing.T, c *k8scluster.Cluster) {
+func testDrain(t *testing.T, d diagnosis) {
+	c := d.c
 	createAgent(t, c, "drain", 3, func(a *v1alpha1.Agent) { a.Spec.MinAvailable = ptr.To[int32](2) })
 	sel := map[string]string{v1alpha1.LabelAgent: "drain"}
 	var pods []placedPod
-	waitFor(t, 60*time.Second, func() error {
+	waitFor(t, 60*time.Second, d.about(systemNS, "agent/drain", "deployment/drain", "poddisruptionbudget/drain"), func() error {
 		if pods = runningPods(t, c, systemNS, sel); len(pods) != 3 {
 			return fmt.Errorf("%d of 3 replicas running", len(pods))
 		}
@@ -474,7 +531,7 @@ func testDrain(t *testing.T, c *k8scluster.Cluster) {
 	}
 
 	setUnschedulable(t, c, pods[0].node, false)
-	waitFor(t, 60*time.Second, func() error {
+	waitFor(t, 60*time.Second, d.about(systemNS, "agent/drain", "deployment/drain", "poddisruptionbudget/drain"), func() error {
 		if n := len(runningPods(t, c, systemNS, sel)); n != 3 {
 			return fmt.Errorf("%d of 3 replicas running", n)
 		}
@@ -483,7 +540,8 @@ func testDrain(t *testing.T, c *k8scluster.Cluster) {
 }
 
 // testDeleteCleansUp: deleting an Agent lets the garbage collector remove everything it owned.
-func testDeleteCleansUp(t *testing.T, c *k8scluster.Cluster) {
+func testDeleteCleansUp(t *testing.T, d diagnosis) {
+	c := d.c
 	var a v1alpha1.Agent
 	if err := c.Client.Get(t.Context(), types.NamespacedName{Namespace: systemNS, Name: "drain"}, &a); err != nil {
 		t.Fatal(err)
@@ -492,7 +550,7 @@ func testDeleteCleansUp(t *testing.T, c *k8scluster.Cluster) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	waitFor(t, 60*time.Second, func() error {
+	waitFor(t, 60*time.Second, d.about(systemNS, "agent/drain", "deployment/drain"), func() error {
 		for _, o := range []client.Object{&appsv1.Deployment{}, &corev1.Service{}, &corev1.ServiceAccount{},
 			&policyv1.PodDisruptionBudget{}, &networkingv1.NetworkPolicy{}} {
 			err := c.Client.Get(t.Context(), types.NamespacedName{Namespace: systemNS, Name: "drain"}, o)
@@ -520,10 +578,11 @@ func testDeleteCleansUp(t *testing.T, c *k8scluster.Cluster) {
 //     nodes (nodeTaintsPolicy: Honor), so the lost zone does not hold them Pending;
 //   - the gateway's discovery shows six ready replicas, none in zone-c, and the old ones as
 //     Terminating and not ready.
-func testZoneLoss(t *testing.T, c *k8scluster.Cluster, src *kdiscovery.Source) {
+func testZoneLoss(t *testing.T, d diagnosis, src *kdiscovery.Source) {
+	c := d.c
 	start := time.Now()
 	c.StopZone("zone-c")
-	waitFor(t, 2*k8scluster.NodeGrace+30*time.Second, func() error {
+	waitFor(t, 2*k8scluster.NodeGrace+30*time.Second, d.about(systemNS), func() error {
 		var nodes corev1.NodeList
 		if err := c.Client.List(t.Context(), &nodes, client.MatchingLabels{corev1.LabelTopologyZone: "zone-c"}); err != nil {
 			return err
@@ -541,7 +600,7 @@ func testZoneLoss(t *testing.T, c *k8scluster.Cluster, src *kdiscovery.Source) {
 	t.Logf("zone-c nodes NotReady after %v", time.Since(start).Round(time.Millisecond))
 
 	sel := map[string]string{v1alpha1.LabelAgent: "spread"}
-	waitFor(t, 90*time.Second, func() error {
+	waitFor(t, 90*time.Second, d.about(systemNS, "agent/spread", "deployment/spread"), func() error {
 		pods := runningPods(t, c, systemNS, sel)
 		if got := perZone(pods); !reflect.DeepEqual(got, map[string]int{"zone-a": 3, "zone-b": 3}) {
 			return fmt.Errorf("ready replicas per zone = %v, want 3 in zone-a and zone-b", got)
@@ -567,7 +626,7 @@ func testZoneLoss(t *testing.T, c *k8scluster.Cluster, src *kdiscovery.Source) {
 		t.Errorf("pods left on zone-c = %v, want the 2 evicted ones, Terminating", terminating)
 	}
 
-	waitSnapshot(t, src, "spread", func(a discovery.Agent) error {
+	waitSnapshot(t, d, src, "spread", func(a discovery.Agent) error {
 		ready := map[string]int{}
 		var gone []string
 		for _, e := range a.Endpoints {

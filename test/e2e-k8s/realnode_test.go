@@ -41,6 +41,7 @@ import (
 // built from this checkout.
 type realNode struct {
 	c          *k8scluster.Cluster
+	d          diagnosis // the operator's and the gateway's pods' logs, and the kubelet's
 	gatewayPod string
 	url        string // the gateway's base URL: its pod IP
 }
@@ -111,18 +112,17 @@ patches:
 	if _, err := c.Kubectl(ctx, nil, "apply", "--server-side", "-k", filepath.Join(dir, "install")); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := c.Kubectl(ctx, nil, "rollout", "status", "-n", systemNS, "--timeout=120s",
-		"deployment/agentplane-operator", "deployment/agentplane-gateway"); err != nil {
-		pods, _ := c.Kubectl(ctx, nil, "get", "pods", "-n", systemNS, "-o", "wide")
-		logs, _ := c.Kubectl(ctx, nil, "logs", "-n", systemNS, "--all-containers", "--prefix", "--tail", "20",
-			"-l", "app.kubernetes.io/part-of=agentplane", "--previous")
-		t.Fatalf("install not ready: %v\n%s\n%s\nlast logs:\n%s", err, out, pods, logs)
-	}
+	d := diagnosis{c: c, logs: []k8scluster.LogSource{
+		{Name: "operator", Namespace: systemNS, Selector: "app.kubernetes.io/name=agentplane-operator"},
+		{Name: "gateway", Namespace: systemNS, Selector: "app.kubernetes.io/name=agentplane-gateway"},
+	}}
+	kubectlWait(t, c, "install not ready", d.about(systemNS, "deployment/agentplane-operator", "deployment/agentplane-gateway"),
+		"rollout", "status", "-n", systemNS, "--timeout=120s", "deployment/agentplane-operator", "deployment/agentplane-gateway")
 	pods, _ := c.Kubectl(ctx, nil, "get", "pods", "-n", systemNS, "-o", "wide")
 	t.Logf("config/default installed: operator ×2 and gateway running as containers in %v:\n%s", time.Since(start).Round(time.Millisecond), pods)
 	gwPod := runningPod(t, c, systemNS, "agentplane-gateway")
-	rn := &realNode{c: c, gatewayPod: gwPod.Name, url: "http://" + gwPod.Status.PodIP + ":8080"}
-	waitFor(t, 30*time.Second, func() error {
+	rn := &realNode{c: c, d: d, gatewayPod: gwPod.Name, url: "http://" + gwPod.Status.PodIP + ":8080"}
+	waitFor(t, 30*time.Second, d.about(systemNS, "deployment/agentplane-gateway"), func() error {
 		res, err := http.Get(rn.url + "/healthz")
 		if err != nil {
 			return err
@@ -142,14 +142,12 @@ patches:
 	if _, err := c.Kubectl(ctx, nil, "apply", "-n", systemNS, "-k", filepath.Join(dir, "samples")); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := c.Kubectl(ctx, nil, "wait", "-n", systemNS, "--for=condition=Ready", "--timeout=180s", "agents", "--all"); err != nil {
-		pods, _ := c.Kubectl(ctx, nil, "get", "pods", "-n", systemNS, "-o", "wide")
-		t.Fatalf("agents not Ready: %v\n%s\n%s", err, out, pods)
-	}
+	kubectlWait(t, c, "agents not Ready", d.about(systemNS, "agents"),
+		"wait", "-n", systemNS, "--for=condition=Ready", "--timeout=180s", "agents", "--all")
 	pods, _ = c.Kubectl(ctx, nil, "get", "pods", "-n", systemNS, "-o", "wide", "-l", v1alpha1.LabelAgent)
 	t.Logf("config/samples (triage ×3, scheduling ×2, radiology ×2) Ready in %v as containers on %s:\n%s",
 		time.Since(start).Round(time.Millisecond), k8scluster.RealNodeName, pods)
-	waitFor(t, 30*time.Second, func() error { return rn.gatewaySees("triage", 3) })
+	waitFor(t, 30*time.Second, d.about(systemNS, "agent/triage"), func() error { return rn.gatewaySees("triage", 3) })
 
 	if !t.Run("tasks in both dialects and streaming", rn.testDialects) {
 		t.FailNow()
@@ -457,7 +455,7 @@ func (rn *realNode) testKillContainer(t *testing.T) {
 
 	// The victim: a replica with tasks in flight right now, so that the kill breaks them.
 	var victim string
-	waitFor(t, 10*time.Second, func() error {
+	waitFor(t, 10*time.Second, rn.d.about(systemNS, "agent/triage"), func() error {
 		reps, err := rn.replicas("triage")
 		if err != nil {
 			return err
@@ -483,7 +481,7 @@ func (rn *realNode) testKillContainer(t *testing.T) {
 		strings.TrimPrefix(cs.ContainerID, "containerd://")[:12], victim, before.Status.PodIP, cs.RestartCount)
 
 	var after *corev1.Pod
-	waitFor(t, 90*time.Second, func() error {
+	waitFor(t, 90*time.Second, rn.d.about(systemNS, "agent/triage", "pod/"+victim), func() error {
 		after = rn.pod(t, victim)
 		s := after.Status.ContainerStatuses[0]
 		if s.RestartCount <= cs.RestartCount || !s.Ready {
@@ -505,7 +503,7 @@ func (rn *realNode) testKillContainer(t *testing.T) {
 		after.Status.PodIP, restartedAt.Sub(killedAt).Round(time.Millisecond))
 
 	// The restarted replica takes tasks again.
-	waitFor(t, 60*time.Second, func() error {
+	waitFor(t, 60*time.Second, rn.d.about(systemNS, "agent/triage"), func() error {
 		if n := l.servedSince(restartedAt)[victim]; n == 0 {
 			return fmt.Errorf("the restarted replica %s has not served a task since it came back", victim)
 		}
@@ -581,10 +579,10 @@ func (rn *realNode) testScale(t *testing.T) {
 
 	start := time.Now()
 	scale(5)
-	waitFor(t, 90*time.Second, func() error { return rn.gatewaySees("triage", 5) })
+	waitFor(t, 90*time.Second, rn.d.about(systemNS, "agent/triage", "deployment/triage"), func() error { return rn.gatewaySees("triage", 5) })
 	upAt := time.Now()
 	t.Logf("scaled 3 → 5: the gateway had 5 ready replicas %v later", upAt.Sub(start).Round(time.Millisecond))
-	waitFor(t, 30*time.Second, func() error {
+	waitFor(t, 30*time.Second, rn.d.about(systemNS, "agent/triage"), func() error {
 		served := l.servedSince(upAt)
 		for _, p := range mustPods(t, runningPods) {
 			if !slices.Contains(old, p) && served[p] == 0 {
@@ -597,7 +595,7 @@ func (rn *realNode) testScale(t *testing.T) {
 
 	start = time.Now()
 	scale(3)
-	waitFor(t, 90*time.Second, func() error {
+	waitFor(t, 90*time.Second, rn.d.about(systemNS, "agent/triage", "deployment/triage"), func() error {
 		names, err := runningPods()
 		if err != nil {
 			return err
@@ -636,7 +634,7 @@ func (rn *realNode) testDelete(t *testing.T) {
 	if _, err := rn.c.Kubectl(ctx, nil, "delete", "agents", "--all", "-n", systemNS, "--wait=true", "--timeout=60s"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 120*time.Second, func() error {
+	waitFor(t, 120*time.Second, rn.d.about(systemNS, "agents"), func() error {
 		out, err := rn.c.Kubectl(ctx, nil, "get", "-n", systemNS, "-o", "name", "-l", v1alpha1.LabelAgent,
 			"deployments,statefulsets,replicasets,pods,services,serviceaccounts,poddisruptionbudgets,horizontalpodautoscalers,networkpolicies")
 		if err != nil {
@@ -653,7 +651,7 @@ func (rn *realNode) testDelete(t *testing.T) {
 	agentContainers := func() ([]string, error) {
 		return rn.c.Containers(ctx, `labels."io.kubernetes.pod.name"~="^(triage|scheduling|radiology)-"`)
 	}
-	waitFor(t, 30*time.Second, func() error {
+	waitFor(t, 30*time.Second, rn.d.about(systemNS), func() error {
 		ids, err := agentContainers()
 		if err != nil {
 			return err
@@ -676,7 +674,7 @@ func (rn *realNode) testDelete(t *testing.T) {
 	t.Logf("no container runs any more %v after the delete", time.Since(start).Round(time.Millisecond))
 	// The kubelet's container garbage collector, which runs once a minute, then removes the
 	// stopped containers and the pod sandboxes.
-	waitFor(t, 120*time.Second, func() error {
+	waitFor(t, 120*time.Second, rn.d.about(systemNS), func() error {
 		ids, err := agentContainers()
 		if err != nil {
 			return err
@@ -687,7 +685,7 @@ func (rn *realNode) testDelete(t *testing.T) {
 		return nil
 	})
 	t.Logf("all containers and pod sandboxes removed from containerd %v after the delete", time.Since(start).Round(time.Millisecond))
-	waitFor(t, 30*time.Second, func() error {
+	waitFor(t, 30*time.Second, rn.d.about(systemNS, "agents"), func() error {
 		res, err := http.Get(rn.url + "/agents")
 		if err != nil {
 			return err
@@ -784,10 +782,10 @@ patches:
 	if _, err := rn.c.Kubectl(ctx, nil, "apply", "-k", overlay); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := rn.c.Kubectl(ctx, nil, "rollout", "status", "-n", ns, "--timeout=90s", "deployment/agentplane-gateway-b"); err != nil {
-		logs, _ := rn.c.Kubectl(ctx, nil, "logs", "-n", ns, "deployment/agentplane-gateway-b", "--tail", "20")
-		t.Fatalf("chart's gateway not ready: %v\n%s\n%s", err, out, logs)
-	}
+	// A failed wait shows the chart's gateway's log too.
+	d := rn.d.withLogs(k8scluster.LogSource{Name: "chart's gateway", Namespace: ns, Selector: "app.kubernetes.io/name=agentplane-gateway"})
+	kubectlWait(t, rn.c, "chart's gateway not ready", d.about(ns, "deployment/agentplane-gateway-b", "persistentvolumeclaim/agentplane-gateway-journal-b"),
+		"rollout", "status", "-n", ns, "--timeout=90s", "deployment/agentplane-gateway-b")
 	gw := runningPod(t, rn.c, ns, "agentplane-gateway")
 	url := "http://" + gw.Status.PodIP + ":8080"
 
@@ -799,9 +797,8 @@ patches:
 	if err := rn.c.Client.Create(ctx, agent); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := rn.c.Kubectl(ctx, nil, "wait", "-n", ns, "--for=condition=Ready", "--timeout=90s", "agent/intake"); err != nil {
-		t.Fatalf("agent intake not Ready: %v\n%s", err, out)
-	}
+	kubectlWait(t, rn.c, "agent intake not Ready", d.about(ns, "agent/intake", "deployment/intake"),
+		"wait", "-n", ns, "--for=condition=Ready", "--timeout=90s", "agent/intake")
 	const marker = "MRN 5120-88 John Doe, shortness of breath since Tuesday"
 	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"messageId":"helm-1","role":"ROLE_USER","parts":[{"text":%q}]}}}`, marker)
 	send := func(token string) (int, string, error) {
@@ -818,7 +815,7 @@ patches:
 		b, _ := io.ReadAll(res.Body)
 		return res.StatusCode, string(b), nil
 	}
-	waitFor(t, 30*time.Second, func() error {
+	waitFor(t, 30*time.Second, d.about(ns, "agent/intake"), func() error {
 		code, b, err := send(token)
 		if err != nil {
 			return err
@@ -868,9 +865,8 @@ patches:
 	if err := rn.c.Client.Create(ctx, records); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := rn.c.Kubectl(ctx, nil, "wait", "-n", ns, "--for=condition=Ready", "--timeout=90s", "agent/records"); err != nil {
-		t.Fatalf("agent records not Ready: %v\n%s", err, out)
-	}
+	kubectlWait(t, rn.c, "agent records not Ready", d.about(ns, "agent/records", "deployment/records"),
+		"wait", "-n", ns, "--for=condition=Ready", "--timeout=90s", "agent/records")
 	rpc := func(base, body string) (map[string]any, error) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/agents/records", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
@@ -896,7 +892,7 @@ patches:
 	}
 	var ids []string
 	for i := range 4 {
-		waitFor(t, 30*time.Second, func() error { // the gateway learns of the new agent
+		waitFor(t, 30*time.Second, d.about(ns, "agent/records"), func() error { // the gateway learns of the new agent
 			v, err := rpc(url, fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"SendMessage","params":{"message":{"messageId":"rec-%d","role":"ROLE_USER","parts":[{"text":"file the visit note"}]},"configuration":{"returnImmediately":true}}}`, i, i))
 			if err != nil {
 				return err
@@ -914,7 +910,7 @@ patches:
 		t.Fatal(err)
 	}
 	var next *corev1.Pod
-	waitFor(t, 90*time.Second, func() error {
+	waitFor(t, 90*time.Second, d.about(ns, "deployment/agentplane-gateway-b"), func() error {
 		var pods corev1.PodList
 		if err := rn.c.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{"app.kubernetes.io/name": "agentplane-gateway"}); err != nil {
 			return err
@@ -930,7 +926,7 @@ patches:
 	})
 	url = "http://" + next.Status.PodIP + ":8080"
 	states := map[string]string{}
-	waitFor(t, 90*time.Second, func() error {
+	waitFor(t, 90*time.Second, d.about(ns, "agent/records"), func() error {
 		for _, id := range ids {
 			v, err := rpc(url, fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"GetTask","params":{"id":%q}}`, id))
 			if err != nil {

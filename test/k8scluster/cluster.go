@@ -60,6 +60,7 @@ type Cluster struct {
 	// the real node, when Options.RealNode
 	kubeletClientCA string
 	containerd      *Proc
+	kubelet         *Proc
 	ctrSocket       string
 	nodeLock        *os.File // held while the real node runs
 	nodeIP          string   // the real node's InternalIP, where pods reach the API server
@@ -484,7 +485,9 @@ func (c *Cluster) waitNodesReady(ctx context.Context, want int, timeout time.Dur
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d nodes ready after %v (err %v)", ready, want, timeout, err)
+			var b strings.Builder
+			c.describeNodes(ctx, &b)
+			return fmt.Errorf("%d of %d nodes ready after %v (err %v)\n%s", ready, want, timeout, err, b.String())
 		}
 		select {
 		case <-ctx.Done():

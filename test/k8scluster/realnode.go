@@ -55,6 +55,9 @@ func RealNodeMissing(bin string) string {
 			missing = append(missing, b+" (Debian packages containerd runc)")
 		}
 	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		missing = append(missing, "ip (Debian package iproute2)")
+	}
 	if _, err := os.Stat(filepath.Join(CNIBinDir, "bridge")); err != nil {
 		missing = append(missing, CNIBinDir+"/bridge (Debian package containernetworking-plugins)")
 	}
@@ -84,6 +87,11 @@ func (c *Cluster) startRealNode(ctx context.Context, opts Options) error {
 	_ = lock.Truncate(0)
 	_, _ = fmt.Fprintf(lock, "pid %d, %s\n", os.Getpid(), c.Dir)
 	c.nodeLock = lock
+	// What an earlier real node left on the bridge holds addresses this one hands out again (its
+	// IPAM starts afresh in Dir): remove it first.
+	if err := removePodNetworks(); err != nil {
+		return fmt.Errorf("pod networks left by an earlier real node: %w", err)
+	}
 
 	base := filepath.Join(c.Dir, "node")
 	ctrd := filepath.Join(base, "containerd")
@@ -211,6 +219,7 @@ maxPods: 60
 		return err
 	}
 	c.procs = append(c.procs, kubelet)
+	c.kubelet = kubelet
 	c.NodeName = RealNodeName
 	if err := waitHTTP(ctx, kubelet, "http://127.0.0.1:"+strconv.Itoa(ports[1])+"/healthz", "", 60*time.Second); err != nil {
 		return err
@@ -227,7 +236,9 @@ func (c *Cluster) waitNodeReady(ctx context.Context, name string, timeout time.D
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("node %s not Ready within %v (%v); kubelet log:\n%s", name, timeout, err, kubelet.Tail())
+			var b strings.Builder
+			c.describeNodes(ctx, &b)
+			return fmt.Errorf("node %s not Ready within %v (%v)\n%skubelet log:\n%s", name, timeout, err, b.String(), kubelet.Tail())
 		}
 		select {
 		case <-ctx.Done():
@@ -317,11 +328,14 @@ func (c *Cluster) stopRealNode() {
 			_ = c.Client.Delete(ctx, &pods.Items[i], client.GracePeriodSeconds(0))
 		}
 	}
-	// Stopped is enough: a stopped sandbox has had its network torn down, and cleanupContainerd
-	// removes what the kubelet's once-a-minute garbage collection has not.
+	// Stopped is not enough: containerd stops a sandbox's task before it tears down the sandbox's
+	// network, so wait for the pods' veths to leave the bridge too. cleanupContainerd removes the
+	// containers the kubelet's once-a-minute garbage collection has not, and reapLeftovers any
+	// network that is still there.
 	for ctx.Err() == nil {
 		ids, err := c.RunningTasks(ctx)
-		if err != nil || len(ids) == 0 {
+		links, lerr := bridgeLinks()
+		if err != nil || lerr != nil || (len(ids) == 0 && len(links) == 0) {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -373,6 +387,66 @@ func (c *Cluster) reapLeftovers() {
 	for _, m := range mounts {
 		_ = syscall.Unmount(m, syscall.MNT_DETACH)
 	}
+	_ = removePodNetworks()
+}
+
+// bridgeLink is the host end of a pod's veth pair on the CNI bridge, and the network namespace
+// (under /var/run/netns) of the pod's end.
+type bridgeLink struct {
+	name, netns string
+}
+
+// bridgeLinks lists what is attached to the CNI bridge: the pods' veths. No bridge, no links.
+func bridgeLinks() ([]bridgeLink, error) {
+	out, err := exec.Command("ip", "-o", "link", "show", "master", cniBridge).CombinedOutput()
+	if err != nil {
+		if strings.Contains(string(out), "does not exist") {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("ip link show master %s: %w: %s", cniBridge, err, out)
+	}
+	var links []bridgeLink
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		// 34: veth03ed0042@if2: <...> master apcni0 ... link-netns cni-3b7db8f1-...
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+		l := bridgeLink{name: name}
+		if i := slices.Index(f, "link-netns"); i >= 0 && i+1 < len(f) {
+			l.netns = f[i+1]
+		}
+		links = append(links, l)
+	}
+	return links, nil
+}
+
+// removePodNetworks deletes every pod network on the CNI bridge: the host end of each veth pair
+// (which takes the pod's end, and its address, with it) and the pod's network namespace. Only
+// the one real node of the machine (see realNodeLock) uses the bridge, so it calls this with
+// the lock held, before its containerd starts and after it stops: a network the kubelet did not
+// tear down (a sandbox stopped as the node stopped, a test binary killed) keeps answering for its
+// address, and the next real node's IPAM, which starts afresh, gives that address to a new pod:
+// the kubelet's probes of the new pod then reach the old namespace and are refused.
+func removePodNetworks() error {
+	links, err := bridgeLinks()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, l := range links {
+		// Gone already (the kubelet finished its teardown meanwhile) is fine.
+		if out, err := exec.Command("ip", "link", "delete", l.name).CombinedOutput(); err != nil && !strings.Contains(string(out), "Cannot find device") {
+			errs = append(errs, fmt.Errorf("ip link delete %s: %w: %s", l.name, err, out))
+		}
+		if strings.HasPrefix(l.netns, "cni-") {
+			if out, err := exec.Command("ip", "netns", "delete", l.netns).CombinedOutput(); err != nil && !strings.Contains(string(out), "No such file") {
+				errs = append(errs, fmt.Errorf("ip netns delete %s: %w: %s", l.netns, err, out))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // hostIP is the first IPv4 address of an interface that is up and not loopback: the kubelet's
