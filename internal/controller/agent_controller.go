@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -59,6 +60,10 @@ type AgentReconciler struct {
 
 var _ reconcile.Reconciler = (*AgentReconciler)(nil)
 
+// statusConflictRetry is how soon a status write that lost a race with another write of the
+// Agent is tried again.
+const statusConflictRetry = 200 * time.Millisecond
+
 // errRejected wraps an apply the API server refused as invalid: retrying cannot help until the
 // Agent changes, so it is reported in the status and not requeued.
 var errRejected = errors.New("rejected by the API server")
@@ -91,7 +96,12 @@ func (r *AgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 		return ctrl.Result{}, err
 	}
 	status := computeStatus(a, obs, applyErr)
-	if err := r.updateStatus(ctx, &agent, status); err != nil {
+	if err := r.updateStatus(ctx, &agent, status); apierrors.IsConflict(err) {
+		// The cached Agent lags the operator's own last write: not a failure. The write's watch
+		// event brings a fresh copy; the requeue is a backstop.
+		logger.V(1).Info("agent status changed meanwhile; trying again", "error", err.Error())
+		return ctrl.Result{RequeueAfter: statusConflictRetry}, nil
+	} else if err != nil {
 		return ctrl.Result{}, err
 	}
 	if applyErr != nil {

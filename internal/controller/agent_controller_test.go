@@ -1,10 +1,12 @@
 package controller_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -18,10 +20,12 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/agentplane/agentplane/api/v1alpha1"
@@ -628,5 +632,37 @@ func TestImmutableChangeIsReportedNotRetried(t *testing.T) {
 	}
 	if q := get(t, ns, "memo", &appsv1.StatefulSet{}).Spec.VolumeClaimTemplates[0].Spec.Resources.Requests[corev1.ResourceStorage]; q.String() != "1Gi" {
 		t.Errorf("memory claim = %s, want the original 1Gi", q.String())
+	}
+}
+
+// A status write that loses a race with another write of the Agent (the cache lags the
+// operator's own last write) is not a reconcile error: it is tried again shortly, quietly.
+func TestStatusConflictIsRetriedNotAnError(t *testing.T) {
+	ns := env.Namespace(t)
+	var conflicts atomic.Int32
+	wc, err := client.NewWithWatch(env.Config, client.Options{Scheme: env.Client.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := interceptor.NewClient(wc, interceptor.Funcs{
+		SubResourcePatch: func(ctx context.Context, cl client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			if sub == "status" && conflicts.Add(1) == 1 {
+				return apierrors.NewConflict(schema.GroupResource{Group: "agentplane.io", Resource: "agents"}, obj.GetName(), errors.New("the object has been modified"))
+			}
+			return cl.SubResource(sub).Patch(ctx, obj, patch, opts...)
+		},
+	})
+	r := &controller.AgentReconciler{Client: c, Recorder: &eventLog{}, Options: controller.Options{GatewayNamespace: "agentplane-system"}}
+	a := newAgent(ns, "triage")
+	if err := env.Client.Create(t.Context(), a); err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Reconcile(t.Context(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(a)})
+	if err != nil || res.RequeueAfter <= 0 {
+		t.Fatalf("reconcile after a status conflict: result %+v, err %v; want a quiet retry", res, err)
+	}
+	reconcileOnce(t, r, a)
+	if got := get(t, ns, "triage", &v1alpha1.Agent{}); got.Status.ObservedGeneration != got.Generation {
+		t.Fatalf("status not written on the retry: %+v", got.Status)
 	}
 }
