@@ -196,16 +196,8 @@ func (d *dispatcher) answer(ctx context.Context, t *store.Task, ep discovery.End
 	if sum.IsTask {
 		result = a2a.ReplaceID(sum.Task, sum.TaskID, t.ID)
 	}
-	d.record(ctx, t, tasks.Answer(sum.TaskID, sum.State, result))
+	d.journal.settle(ctx, t, tasks.Answer(sum.TaskID, sum.State, result))
 	sk.answer(ep, resp.Header, resp.StatusCode, a2a.ReplaceID(out, sum.TaskID, t.ID))
-}
-
-// record journals what the agent said. When that fails the answer still reaches the client;
-// the task stays unfinished in the journal and recovery runs it again (at least once).
-func (d *dispatcher) record(ctx context.Context, t *store.Task, c tasks.Change) {
-	if err := d.journal.apply(ctx, t, c); err != nil && !errors.Is(err, tasks.ErrEnded) {
-		d.log.Error("journaling an agent's answer failed", "task", t.ID, "err", err)
-	}
 }
 
 // relay passes a replica's event stream to sk, journaling the agent's id for the task as soon
@@ -233,7 +225,7 @@ func (d *dispatcher) relay(ctx context.Context, t *store.Task, ep discovery.Endp
 		}
 		sum := a2a.Summarize(r.Result)
 		if sum.TaskID != "" && sum.TaskID != t.UpstreamID {
-			d.record(ctx, t, tasks.Answer(sum.TaskID, a2a.StateWorking, nil))
+			d.journal.settle(ctx, t, tasks.Answer(sum.TaskID, a2a.StateWorking, nil))
 		}
 		sk.event(ep, a2a.ReplaceID(ev.data, sum.TaskID, t.ID))
 		if sum.State.Terminal() || sum.Final || sum.State == a2a.StateInputRequired || sum.State == a2a.StateAuthRequired {
@@ -254,7 +246,7 @@ func (d *dispatcher) streamEnded(ctx context.Context, t *store.Task, ep discover
 		if t.UpstreamID != "" {
 			result, _ = d.fetchTask(ctx, ep, t) // best effort: GetTask answers from it after the replica is gone
 		}
-		d.record(ctx, t, tasks.Answer(t.UpstreamID, final, result))
+		d.journal.settle(ctx, t, tasks.Answer(t.UpstreamID, final, result))
 		return nil
 	case errors.Is(err, io.EOF):
 		return &upstream.ResponseError{Err: upstream.ErrStreamCut}

@@ -120,12 +120,19 @@ func (j *journal) noted(t *store.Task, wasSettled bool) {
 	}
 }
 
-// end ends t for a reason the gateway decides, ignoring that it has already ended. A write that
-// fails is logged: the task stays unfinished in the journal and recovery runs it again.
-func (j *journal) end(ctx context.Context, t *store.Task, e tasks.Ending, reason string) {
-	if err := j.apply(ctx, t, tasks.End(tasks.Dispatcher, e, reason, nil)); err != nil && !errors.Is(err, tasks.ErrEnded) {
-		j.log.Error("recording the end of a task failed", "task", t.ID, "ending", e.String(), "err", err)
+// settle journals a change that records what has already happened (the agent's answer, a
+// cancellation, an end the gateway decided). A task that has ended meanwhile keeps its end. A
+// write that fails is logged, not returned: the caller goes on (the client still gets its
+// answer), the task stays unfinished in the journal and recovery runs it again (at least once).
+func (j *journal) settle(ctx context.Context, t *store.Task, c tasks.Change) {
+	if err := j.apply(ctx, t, c); err != nil && !errors.Is(err, tasks.ErrEnded) {
+		j.log.Error("journaling a task's change failed", "task", t.ID, "change", c.Kind.String(), "err", err)
 	}
+}
+
+// end ends t for a reason the gateway decides; see settle.
+func (j *journal) end(ctx context.Context, t *store.Task, e tasks.Ending, reason string) {
+	j.settle(ctx, t, tasks.End(tasks.Dispatcher, e, reason, nil))
 }
 
 // watchers wakes those who wait for a task to change (SubscribeToTask on a task the gateway

@@ -39,7 +39,8 @@ type pool struct {
 	queueTimeout time.Duration
 }
 
-// slot is a replica slot granted to a task; release must be called when the task leaves it.
+// slot is a replica slot granted to a task; release must be called when the task leaves it,
+// and gives the slot to the task waiting for it, if any.
 type slot struct {
 	agent   discovery.Agent
 	ep      discovery.Endpoint
@@ -126,7 +127,7 @@ func (p *pool) admit(ctx context.Context, t taskRef, pick func(discovery.Agent) 
 	case err != nil:
 		return s, err
 	}
-	s.release = func() { release(); p.queue.Notify(t.agent) }
+	s.release = release // frees the replica slot and hands it to the best waiter
 	return s, nil
 }
 

@@ -76,7 +76,9 @@ func (s *streamSink) answer(ep discovery.Endpoint, header http.Header, status in
 }
 
 func (s *streamSink) event(ep discovery.Endpoint, data []byte) {
-	*s.replica = ep.Name
+	if ep.Name != "" {
+		*s.replica = ep.Name
+	}
 	_ = s.sw.start(ep.Name)
 	_ = s.sw.event(data)
 }

@@ -79,11 +79,7 @@ func (d *dispatcher) continueTask(ctx context.Context, t *store.Task, req *a2a.R
 // forward sends a task-scoped request (GetTask, CancelTask) to the replica that holds t, with
 // the replica's id for the task, and returns the answer with the gateway's.
 func (d *dispatcher) forward(ctx context.Context, t *store.Task, ep discovery.Endpoint, req *a2a.Request, hdr http.Header) ([]byte, error) {
-	params, err := a2a.WithParamID(req.Params, t.UpstreamID)
-	if err != nil {
-		return nil, err
-	}
-	body, err := req.WithParams(params)
+	body, err := withReplicaID(req, t.UpstreamID)
 	if err != nil {
 		return nil, err
 	}
@@ -101,6 +97,16 @@ func (d *dispatcher) forward(ctx context.Context, t *store.Task, ep discovery.En
 	return a2a.ReplaceID(out, t.UpstreamID, t.ID), nil
 }
 
+// withReplicaID is a task-scoped request re-encoded with the replica's id for the task in place
+// of the gateway's.
+func withReplicaID(req *a2a.Request, upstreamID string) ([]byte, error) {
+	params, err := a2a.WithParamID(req.Params, upstreamID)
+	if err != nil {
+		return nil, err
+	}
+	return req.WithParams(params)
+}
+
 // cancel cancels t: on the replica that runs it when there is one, in the journal otherwise
 // (queued, or its replica is gone), where canceling is final.
 func (d *dispatcher) cancel(ctx context.Context, t *store.Task, req *a2a.Request, hdr http.Header) (json.RawMessage, discovery.Endpoint) {
@@ -109,21 +115,14 @@ func (d *dispatcher) cancel(ctx context.Context, t *store.Task, req *a2a.Request
 			var r a2a.Response
 			if json.Unmarshal(out, &r) == nil && r.Error == nil {
 				if sum := a2a.Summarize(r.Result); sum.State.Terminal() {
-					d.clientCancel(ctx, t, r.Result)
+					d.journal.settle(ctx, t, tasks.End(tasks.Client, tasks.CanceledByClient, "canceled by the client", r.Result))
 				}
 			}
 			return out, ep
 		}
 	}
-	d.clientCancel(ctx, t, nil)
+	d.journal.settle(ctx, t, tasks.End(tasks.Client, tasks.CanceledByClient, "canceled by the client", nil))
 	return a2a.Result(req.ID, taskView(t)), discovery.Endpoint{}
-}
-
-func (d *dispatcher) clientCancel(ctx context.Context, t *store.Task, result json.RawMessage) {
-	err := d.journal.apply(ctx, t, tasks.End(tasks.Client, tasks.CanceledByClient, "canceled by the client", result))
-	if err != nil && !errors.Is(err, tasks.ErrEnded) {
-		d.log.Error("journaling a cancellation failed", "task", t.ID, "err", err)
-	}
 }
 
 // subscribe streams t's events to sk until it settles: relayed from the replica that runs it
@@ -145,11 +144,7 @@ func (d *dispatcher) subscribe(ctx context.Context, t *store.Task, req *a2a.Requ
 }
 
 func (d *dispatcher) relaySubscription(ctx context.Context, t *store.Task, ep discovery.Endpoint, req *a2a.Request, sk sink, hdr http.Header) error {
-	params, err := a2a.WithParamID(req.Params, t.UpstreamID)
-	if err != nil {
-		return err
-	}
-	body, err := req.WithParams(params)
+	body, err := withReplicaID(req, t.UpstreamID)
 	if err != nil {
 		return err
 	}
