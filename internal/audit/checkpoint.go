@@ -38,8 +38,6 @@ type Checkpoint struct {
 // checkpointDomain separates checkpoint signatures from record hashes made with the same key.
 const checkpointDomain = "agentplane audit checkpoint v1\n"
 
-const sigSuffixLen = len(`,"sig":"`) + 64 + len(`"}`)
-
 // DefaultCheckpointInterval is how often a Writer takes a checkpoint unless told otherwise.
 const DefaultCheckpointInterval = time.Minute
 
@@ -63,12 +61,7 @@ func (c *Checkpoint) sign(key []byte) ([]byte, error) {
 		return nil, err
 	}
 	c.Sig = checkpointSig(key, body)
-	line := make([]byte, 0, len(body)+sigSuffixLen+1)
-	line = append(line, body[:len(body)-1]...)
-	line = append(line, `,"sig":"`...)
-	line = append(line, c.Sig...)
-	line = append(line, `"}`...)
-	return append(line, '\n'), nil
+	return sealLine(body, "sig", c.Sig), nil
 }
 
 func (c *Checkpoint) canonical() ([]byte, error) {

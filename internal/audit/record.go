@@ -26,7 +26,6 @@ type Record struct {
 	// Route is what was called: "a2a" for an agent call, else the route's pattern
 	// ("GET /api/v1/tasks", "GET /agents/{name}/.well-known/agent-card.json", ...).
 	Route      string `json:"route,omitempty"`
-	Reason     string `json:"reason,omitempty"`
 	Subject    string `json:"subject,omitempty"`
 	Tenant     string `json:"tenant,omitempty"`
 	Agent      string `json:"agent,omitempty"`
@@ -100,12 +99,20 @@ func encodeLine(r *Record, key []byte) ([]byte, error) {
 		return nil, err
 	}
 	r.Hash = sum(key, body)
-	line := make([]byte, 0, len(body)+hashSuffixLen+1)
+	return sealLine(body, "hash", r.Hash), nil
+}
+
+// sealLine is the canonical JSON object body with one more string field, name, appended last,
+// as one line: how a record carries its hash and a checkpoint its signature.
+func sealLine(body []byte, name, value string) []byte {
+	line := make([]byte, 0, len(body)+len(name)+len(value)+8)
 	line = append(line, body[:len(body)-1]...)
-	line = append(line, `,"hash":"`...)
-	line = append(line, r.Hash...)
+	line = append(line, `,"`...)
+	line = append(line, name...)
+	line = append(line, `":"`...)
+	line = append(line, value...)
 	line = append(line, `"}`...)
-	return append(line, '\n'), nil
+	return append(line, '\n')
 }
 
 // decodeLine parses one line (without its newline) and checks that it is exactly what

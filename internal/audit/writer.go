@@ -219,12 +219,7 @@ func (w *Writer) Checkpoint(ctx context.Context) error {
 		return errors.New("audit: no checkpoints configured")
 	}
 	w.mu.Lock()
-	switch {
-	case w.closed:
-		w.mu.Unlock()
-		return ErrClosed
-	case w.err != nil:
-		err := w.err
+	if err := w.unusableLocked(); err != nil {
 		w.mu.Unlock()
 		return err
 	}
@@ -244,6 +239,15 @@ func (w *Writer) Checkpoint(ctx context.Context) error {
 	}
 	c.Time = w.o.Now().UTC()
 	return w.cp.write(c)
+}
+
+// unusableLocked is why no record or checkpoint can be written now: the writer is closed, or an
+// earlier write failed. w.mu is held.
+func (w *Writer) unusableLocked() error {
+	if w.closed {
+		return ErrClosed
+	}
+	return w.err
 }
 
 // fileName is the name of the file whose first record has seq.
@@ -414,16 +418,11 @@ func (w *Writer) rotate() error {
 // (the record is written and will be synced).
 func (w *Writer) Write(ctx context.Context, r Record) error {
 	r.Kind, r.File, r.PrevFile, r.Alg, r.Hash = "", "", "", "", ""
-	for _, p := range []*string{&r.Subject, &r.Tenant, &r.Agent, &r.Method, &r.TaskID, &r.Outcome, &r.Replica, &r.Site} {
+	for _, p := range []*string{&r.Route, &r.Subject, &r.Tenant, &r.Agent, &r.Method, &r.TaskID, &r.Outcome, &r.Replica, &r.Site} {
 		*p = sanitize(*p)
 	}
 	w.mu.Lock()
-	switch {
-	case w.closed:
-		w.mu.Unlock()
-		return ErrClosed
-	case w.err != nil:
-		err := w.err
+	if err := w.unusableLocked(); err != nil {
 		w.mu.Unlock()
 		return err
 	}
