@@ -53,15 +53,17 @@ timed() { # timed NAME CMD...: run CMD, report its wall time
 need() { local b; for b in "${want[@]}"; do [ "$b" = "$1" ] && return 0; done; return 1; }
 missing() { need "$1" && [ ! -x "$BIN/$1" ]; }
 
+# The Kubernetes commands still to build; they share one scratch module.
+kube_cmds=()
+for c in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
+  missing "$c" && kube_cmds+=("$c")
+done
+
 # todo counts the steps of this run (the scratch module is one when it is still to be made), so
 # each progress line says how far along the build is.
 todo=0
 for b in "${want[@]}"; do missing "$b" && todo=$((todo + 1)); done
-kube_missing=0
-for c in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
-  missing "$c" && kube_missing=1
-done
-[ "$kube_missing" = 1 ] && [ ! -f "$WORK/kubernetes/.ready" ] && todo=$((todo + 1))
+[ ${#kube_cmds[@]} -gt 0 ] && [ ! -f "$WORK/kubernetes/.ready" ] && todo=$((todo + 1))
 if [ "$todo" = 0 ]; then
   log "all of ${want[*]} already built in $BIN"
 fi
@@ -69,10 +71,6 @@ fi
 total_start=$SECONDS
 
 # --- Kubernetes: a scratch module requiring k8s.io/kubernetes with a replace per staging module.
-kube_cmds=()
-for c in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet; do
-  missing "$c" && kube_cmds+=("$c")
-done
 if [ ${#kube_cmds[@]} -gt 0 ]; then
   mod="$WORK/kubernetes"
   if [ ! -f "$mod/.ready" ]; then
