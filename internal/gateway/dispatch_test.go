@@ -53,12 +53,7 @@ func journaled(t *testing.T, g *Gateway, id string, want store.TaskState) *store
 // the open response (the caller closes it: a client that goes away).
 func firstEventTaskID(t *testing.T, url, body string) (string, *http.Response) {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, url, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := postJSON(t, url, body)
 	sc := bufio.NewScanner(res.Body)
 	for sc.Scan() {
 		line := sc.Text()

@@ -80,7 +80,8 @@ type rpcReply struct {
 	raw     string
 }
 
-func post(t *testing.T, url, body string) rpcReply {
+// postJSON POSTs a JSON-RPC body and returns the open response; the caller closes its body.
+func postJSON(t *testing.T, url, body string) *http.Response {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, url, strings.NewReader(body))
 	if err != nil {
@@ -91,6 +92,12 @@ func post(t *testing.T, url, body string) rpcReply {
 	if err != nil {
 		t.Fatalf("POST %s: %v", url, err)
 	}
+	return res
+}
+
+func post(t *testing.T, url, body string) rpcReply {
+	t.Helper()
+	res := postJSON(t, url, body)
 	defer res.Body.Close()
 	raw, _ := io.ReadAll(res.Body)
 	r := rpcReply{status: res.StatusCode, header: res.Header, replica: res.Header.Get(HeaderReplica), raw: string(raw)}
@@ -103,12 +110,7 @@ func post(t *testing.T, url, body string) rpcReply {
 // postStream POSTs a JSON-RPC body and returns the whole answer, an event stream or not.
 func postStream(t *testing.T, url, body string) string {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, url, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := postJSON(t, url, body)
 	defer res.Body.Close()
 	raw, _ := io.ReadAll(res.Body)
 	return string(raw)

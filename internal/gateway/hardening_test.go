@@ -44,7 +44,9 @@ func auditRecords(t *testing.T, dir string) []audit.Record {
 	return out
 }
 
-func (s *secureGateway) do(t *testing.T, method, path, token, contentType string, body string, header ...string) (int, string) {
+// do sends one request to the gateway; header holds extra name, value pairs ("Host" sets the
+// request's host).
+func (s *secureGateway) do(t *testing.T, method, path, token, contentType string, body string, header ...string) (int, http.Header, string) {
 	t.Helper()
 	req, _ := http.NewRequestWithContext(t.Context(), method, s.url+path, strings.NewReader(body))
 	if contentType != "" {
@@ -66,13 +68,13 @@ func (s *secureGateway) do(t *testing.T, method, path, token, contentType string
 	}
 	defer res.Body.Close()
 	raw, _ := io.ReadAll(res.Body)
-	return res.StatusCode, string(raw)
+	return res.StatusCode, res.Header, string(raw)
 }
 
 // Finding 1: method smuggling through a parser differential is refused, and nothing runs.
 func TestMethodSmugglingIsRefused(t *testing.T) {
 	s := newSecureGateway(t)
-	code, body := s.do(t, http.MethodPost, "/agents/triage", keyAlice, "application/json",
+	code, _, body := s.do(t, http.MethodPost, "/agents/triage", keyAlice, "application/json",
 		`{"jsonrpc":"2.0","id":1,"method":"ListTasks","Method":"SendMessage","params":{"message":{"messageId":"m","role":"ROLE_USER","parts":[{"text":"x"}]}}}`)
 	if code != http.StatusOK || !strings.Contains(body, `"code":-32600`) || !strings.Contains(body, "differ only in case") {
 		t.Fatalf("smuggled method: %d %s", code, body)
@@ -83,13 +85,13 @@ func TestMethodSmugglingIsRefused(t *testing.T) {
 func TestContentTypeIsRequiredExactlyOnce(t *testing.T) {
 	s := newSecureGateway(t)
 	send := sendV1(1, "x")
-	if code, body := s.do(t, http.MethodPost, "/agents/triage", keyAlice, "", send); code != http.StatusUnsupportedMediaType {
+	if code, _, body := s.do(t, http.MethodPost, "/agents/triage", keyAlice, "", send); code != http.StatusUnsupportedMediaType {
 		t.Fatalf("no Content-Type: %d %s", code, body)
 	}
-	if code, body := s.do(t, http.MethodPost, "/agents/triage", keyAlice, "application/json", send, "Content-Type", "text/plain"); code != http.StatusUnsupportedMediaType {
+	if code, _, body := s.do(t, http.MethodPost, "/agents/triage", keyAlice, "application/json", send, "Content-Type", "text/plain"); code != http.StatusUnsupportedMediaType {
 		t.Fatalf("two Content-Types: %d %s", code, body)
 	}
-	if code, body := s.do(t, http.MethodPost, "/agents/triage", keyAlice, "application/json; charset=utf-8", send); code != http.StatusOK {
+	if code, _, body := s.do(t, http.MethodPost, "/agents/triage", keyAlice, "application/json; charset=utf-8", send); code != http.StatusOK {
 		t.Fatalf("one JSON Content-Type: %d %s", code, body)
 	}
 }
@@ -97,11 +99,11 @@ func TestContentTypeIsRequiredExactlyOnce(t *testing.T) {
 // Finding 3: /readyz names the agents that are down only to admins.
 func TestReadyzNamesAgentsOnlyToAdmins(t *testing.T) {
 	s := newSecureGateway(t, discovery.Agent{Name: "crashy", Desired: 1, MaxConcurrency: 1})
-	code, body := s.do(t, http.MethodGet, "/readyz", "", "", "")
+	code, _, body := s.do(t, http.MethodGet, "/readyz", "", "", "")
 	if code != http.StatusServiceUnavailable || strings.Contains(body, "crashy") {
 		t.Fatalf("anonymous /readyz: %d %q", code, body)
 	}
-	code, body = s.do(t, http.MethodGet, "/readyz", keyOps, "", "")
+	code, _, body = s.do(t, http.MethodGet, "/readyz", keyOps, "", "")
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "crashy") {
 		t.Fatalf("admin /readyz: %d %q", code, body)
 	}
@@ -148,11 +150,11 @@ func TestCardURLIgnoresAForeignHost(t *testing.T) {
 	a0 := startAgent(t, "triage", "0", simagent.Config{})
 	_, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 1, a0)))
 	s := &secureGateway{url: srv.URL}
-	_, card := s.do(t, http.MethodGet, "/agents/triage/.well-known/agent-card.json", "", "", "", "Host", "evil.example")
+	_, _, card := s.do(t, http.MethodGet, "/agents/triage/.well-known/agent-card.json", "", "", "", "Host", "evil.example")
 	if strings.Contains(card, "evil.example") || !strings.Contains(card, strings.TrimPrefix(srv.URL, "http://")) {
 		t.Fatalf("card served for Host evil.example:\n%s", card)
 	}
-	_, card = s.do(t, http.MethodGet, "/agents/triage/.well-known/agent-card.json", "", "", "")
+	_, _, card = s.do(t, http.MethodGet, "/agents/triage/.well-known/agent-card.json", "", "", "")
 	if !strings.Contains(card, srv.URL+"/agents/triage") {
 		t.Fatalf("card for the gateway's own address:\n%s", card)
 	}

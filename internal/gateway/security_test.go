@@ -114,20 +114,10 @@ audit:
 
 func (s *secureGateway) post(t *testing.T, agent, token, body string) (int, http.Header, a2a.Response, string) {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, s.url+"/agents/"+agent, strings.NewReader(body))
-	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	raw, _ := io.ReadAll(res.Body)
+	code, header, raw := s.do(t, http.MethodPost, "/agents/"+agent, token, "application/json", body)
 	var r a2a.Response
-	_ = jsonUnmarshal(raw, &r)
-	return res.StatusCode, res.Header, r, string(raw)
+	_ = jsonUnmarshal([]byte(raw), &r)
+	return code, header, r, raw
 }
 
 func signJWT(t *testing.T, secret string, claims jwt.MapClaims) string {
