@@ -36,6 +36,9 @@ type Record struct {
 	LatencyMs  int64  `json:"latencyMs,omitempty"`
 	Replica    string `json:"replica,omitempty"`
 	Site       string `json:"site,omitempty"`
+	// Via is, for a task another gateway of the fleet forwarded here, that gateway's id: the
+	// Subject is the caller it authenticated.
+	Via string `json:"via,omitempty"`
 	// File is, in a header record, the name this file was created with.
 	File string `json:"file,omitempty"`
 	// PrevFile is, in a header record, the name of the file before it in the chain.

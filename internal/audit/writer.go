@@ -418,7 +418,7 @@ func (w *Writer) rotate() error {
 // (the record is written and will be synced).
 func (w *Writer) Write(ctx context.Context, r Record) error {
 	r.Kind, r.File, r.PrevFile, r.Alg, r.Hash = "", "", "", "", ""
-	for _, p := range []*string{&r.Route, &r.Subject, &r.Tenant, &r.Agent, &r.Method, &r.TaskID, &r.Outcome, &r.Replica, &r.Site} {
+	for _, p := range []*string{&r.Route, &r.Subject, &r.Tenant, &r.Agent, &r.Method, &r.TaskID, &r.Outcome, &r.Replica, &r.Site, &r.Via} {
 		*p = sanitize(*p)
 	}
 	w.mu.Lock()

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/agentplane/agentplane/internal/discovery"
+	"github.com/agentplane/agentplane/internal/fleet"
 	"github.com/agentplane/agentplane/internal/gateway"
 	"github.com/agentplane/agentplane/internal/store"
 	"github.com/agentplane/agentplane/internal/telemetry"
@@ -29,6 +32,11 @@ type gatewayFlags struct {
 	journalKeyFile string
 	journalKey     string // read from journalKeyFile by checkJournal
 	site           string
+	gatewayID      string
+	fleetURL       string
+	fleetKeyFile   string
+	fleetBeat      time.Duration
+	spillAfter     time.Duration
 	logLevel       string
 	drainTimeout   time.Duration
 	taskTimeout    time.Duration
@@ -53,6 +61,11 @@ func (g *gatewayFlags) bind(f *pflag.FlagSet) {
 	f.Int64Var(&g.maxBody, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest request body the gateway accepts")
 	f.IntVar(&g.maxQueue, "max-queue", 0, "tasks that may wait per agent for a free replica slot before more are refused with 429 (0: 1000)")
 	f.StringVar(&g.pprofListen, "pprof-listen", "", "serve Go's profiling endpoints (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060 (default: off)")
+	f.StringVar(&g.gatewayID, "gateway-id", "", "this gateway's id in its fleet, stable across restarts so that it takes back its own unfinished tasks (default: the host name, or for up an id kept in DATA_DIR)")
+	f.StringVar(&g.fleetURL, "fleet-url", "", "base URL at which the other gateways of the fleet reach this one to hand it tasks (default: --advertise-url; empty: it takes none)")
+	f.StringVar(&g.fleetKeyFile, "fleet-key-file", "", "file holding the key (at least 32 bytes) every gateway of the fleet shares to sign the tasks they forward to each other; without it no task spills to or from another gateway (docs/sites.md)")
+	f.DurationVar(&g.fleetBeat, "fleet-heartbeat", fleet.DefaultInterval, "how often this gateway tells the fleet it is alive and what it can serve; it is taken for dead, and its tasks are taken over, after 3 missed")
+	f.DurationVar(&g.spillAfter, "spill-after", gateway.DefaultSpillAfter, "send a task to another site's gateway when it would wait longer than this for a replica here (negative: never)")
 	f.BoolVar(&g.insecureRemote, "insecure-listen-remote", false, "allow a non-loopback --listen address although the gateway has no authentication configured")
 }
 
@@ -105,13 +118,52 @@ func (g *gatewayFlags) openJournal(ctx context.Context, logger *slog.Logger) (*s
 	}, nil
 }
 
+// joinFleet makes the gateway a member of the fleet of gateways that share the NATS system of
+// an external journal (--nats-url): heartbeats, leases, and with --fleet-key-file spilling. It
+// returns a nil Fleet for the embedded journal, which no other gateway shares.
+func (g *gatewayFlags) joinFleet(ctx context.Context, j *store.JetStream, defaultID func() (string, error), logger *slog.Logger) (*fleet.Fleet, *fleet.Signer, error) {
+	if g.natsURL == "" {
+		if g.fleetKeyFile != "" || g.fleetURL != "" {
+			return nil, nil, &exitError{code: 2, err: errors.New("--fleet-key-file and --fleet-url need --nats-url: gateways form a fleet through a NATS server they share")}
+		}
+		return nil, nil, nil
+	}
+	if g.fleetBeat < 100*time.Millisecond {
+		return nil, nil, &exitError{code: 2, err: fmt.Errorf("--fleet-heartbeat %s: must be at least 100ms", g.fleetBeat)}
+	}
+	id := g.gatewayID
+	if id == "" {
+		var err error
+		if id, err = defaultID(); err != nil {
+			return nil, nil, err
+		}
+	}
+	var signer *fleet.Signer
+	if g.fleetKeyFile != "" {
+		b, err := os.ReadFile(g.fleetKeyFile)
+		if err != nil {
+			return nil, nil, &exitError{code: 2, err: fmt.Errorf("--fleet-key-file: %w", err)}
+		}
+		if signer, err = fleet.NewSigner([]byte(strings.TrimRight(string(b), "\r\n")), nil); err != nil {
+			return nil, nil, &exitError{code: 2, err: fmt.Errorf("--fleet-key-file %s: %w", g.fleetKeyFile, err)}
+		}
+	}
+	url := cmp.Or(g.fleetURL, g.advertiseURL)
+	f, err := fleet.New(ctx, fleet.Options{Conn: j.Conn(), ID: id, Site: g.site, URL: strings.TrimSuffix(url, "/"),
+		Interval: g.fleetBeat, Logger: logger})
+	if err != nil {
+		return nil, nil, &exitError{code: 2, err: err}
+	}
+	return f, signer, nil
+}
+
 // options is the gateway's configuration from the shared flags; security is applied on top.
 func (g *gatewayFlags) options(src discovery.Source, journal store.Journal, logger *slog.Logger) gateway.Options {
 	return gateway.Options{
 		Source: src, Journal: journal, AdvertiseURL: g.advertiseURL, MaxBodyBytes: g.maxBody,
 		TaskTimeout: g.taskTimeout, DrainTimeout: g.drainTimeout, Logger: logger,
 		Metrics: telemetry.NewMetrics(telemetry.Options{Version: Version}),
-		Site:    g.site, MaxQueue: g.maxQueue,
+		Site:    g.site, MaxQueue: g.maxQueue, SpillAfter: g.spillAfter,
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -30,13 +31,14 @@ type getOptions struct {
 func newGetCommand(streams Streams) *cobra.Command {
 	o := getOptions{}
 	cmd := &cobra.Command{
-		Use:   "get agents|replicas|tasks",
-		Short: "List agents, replicas or recent tasks of a running gateway",
+		Use:   "get agents|replicas|tasks|gateways|sites",
+		Short: "List agents, replicas, recent tasks, or the gateways and sites of the fleet, of a running gateway",
 		Example: `  agentplane get agents
   agentplane get replicas --agent triage -o json
-  agentplane get tasks --limit 20`,
+  agentplane get tasks --limit 20
+  agentplane get gateways`,
 		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{"agents", "replicas", "tasks"},
+		ValidArgs: []string{"agents", "replicas", "tasks", "gateways", "sites"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch o.output {
 			case "table", "json", "yaml":
@@ -50,8 +52,12 @@ func newGetCommand(streams Streams) *cobra.Command {
 				return getReplicas(cmd.Context(), streams, o)
 			case "tasks", "task":
 				return getTasks(cmd.Context(), streams, o)
+			case "gateways", "gateway", "gw":
+				return getGateways(cmd.Context(), streams, o)
+			case "sites", "site":
+				return getSites(cmd.Context(), streams, o)
 			}
-			return &exitError{code: 2, err: fmt.Errorf("unknown resource %q: use agents, replicas or tasks", args[0])}
+			return &exitError{code: 2, err: fmt.Errorf("unknown resource %q: use agents, replicas, tasks, gateways or sites", args[0])}
 		},
 	}
 	gatewayFlag(cmd, &o.gateway)
@@ -195,6 +201,101 @@ func getTasks(ctx context.Context, streams Streams, o getOptions) error {
 	for _, t := range resp.Tasks {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", t.ID, t.Agent, t.State, orDash(t.Replica), t.Attempts,
 			(time.Duration(t.LatencyMs) * time.Millisecond).String(), age(now, t.CreatedAt), orDash(t.Reason))
+	}
+	return tw.Flush()
+}
+
+func getGateways(ctx context.Context, streams Streams, o getOptions) error {
+	var resp gateway.FleetStatus
+	if err := fetchJSON(ctx, o.gateway, "/api/v1/fleet", &resp); err != nil {
+		return err
+	}
+	if o.output != "table" {
+		return printData(streams.Out, o.output, resp.Members)
+	}
+	if len(resp.Members) == 0 {
+		fmt.Fprintln(streams.Err, "this gateway is in no fleet (it uses the embedded journal; see docs/sites.md)")
+		return nil
+	}
+	tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "GATEWAY\tSITE\tURL\tAGENTS\tREADY\tIN-FLIGHT/SLOTS\tQUEUED\tRTT\tLAST-SEEN\tAGE")
+	now := time.Now()
+	for _, m := range resp.Members {
+		var ready, slots, inFlight, queued int
+		for _, l := range m.Agents {
+			ready += l.Ready
+			slots += l.Slots
+			inFlight += l.InFlight
+			queued += l.Queued
+		}
+		name, rtt := m.ID, "-"
+		if m.Self {
+			name += " (this)"
+		} else if m.RTT > 0 {
+			rtt = m.RTT.Round(100 * time.Microsecond).String()
+		}
+		if m.Draining {
+			name += " (draining)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d/%d\t%d\t%s\t%s\t%s\n", name, orDash(m.Site), orDash(m.URL), len(m.Agents),
+			ready, inFlight, slots, queued, rtt, age(now, m.LastSeen), age(now, m.Started))
+	}
+	return tw.Flush()
+}
+
+// SiteStatus is one entry of `agentplane get sites -o json`: the live gateways of a site and
+// what they serve together.
+type SiteStatus struct {
+	Site     string   `json:"site"`
+	Gateways []string `json:"gateways"`
+	Agents   []string `json:"agents"`
+	Ready    int      `json:"ready"`
+	Slots    int      `json:"slots"`
+	InFlight int      `json:"inFlight"`
+	Queued   int      `json:"queued"`
+}
+
+func getSites(ctx context.Context, streams Streams, o getOptions) error {
+	var resp gateway.FleetStatus
+	if err := fetchJSON(ctx, o.gateway, "/api/v1/fleet", &resp); err != nil {
+		return err
+	}
+	by := map[string]*SiteStatus{}
+	var sites []*SiteStatus
+	for _, m := range resp.Members {
+		s, ok := by[m.Site]
+		if !ok {
+			s = &SiteStatus{Site: m.Site}
+			by[m.Site] = s
+			sites = append(sites, s)
+		}
+		s.Gateways = append(s.Gateways, m.ID)
+		for name, l := range m.Agents {
+			if !slices.Contains(s.Agents, name) {
+				s.Agents = append(s.Agents, name)
+			}
+			s.Ready += l.Ready
+			s.Slots += l.Slots
+			s.InFlight += l.InFlight
+			s.Queued += l.Queued
+		}
+	}
+	for _, s := range sites {
+		slices.Sort(s.Agents)
+	}
+	slices.SortFunc(sites, func(a, b *SiteStatus) int { return strings.Compare(a.Site, b.Site) })
+	if o.output != "table" {
+		return printData(streams.Out, o.output, sites)
+	}
+	if len(sites) == 0 {
+		fmt.Fprintln(streams.Err, "this gateway is in no fleet (it uses the embedded journal; see docs/sites.md)")
+		return nil
+	}
+	tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SITE\tGATEWAYS\tAGENTS\tREADY\tIN-FLIGHT/SLOTS\tQUEUED")
+	for _, s := range sites {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d/%d\t%d\n", orDash(s.Site), len(s.Gateways), orDash(strings.Join(s.Agents, ",")),
+			s.Ready, s.InFlight, s.Slots, s.Queued)
 	}
 	return tw.Flush()
 }

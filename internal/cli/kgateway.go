@@ -116,7 +116,12 @@ func serveKubeGateway(ctx context.Context, streams Streams, o kgatewayOptions, s
 		return err
 	}
 	defer closeJournal()
+	fl, signer, err := o.joinFleet(ctx, journal, hostID, logger)
+	if err != nil {
+		return err
+	}
 	gopts := o.options(src, journal, logger)
+	gopts.Fleet, gopts.FleetSigner = fl, signer
 	closeSecurity, err := sec.apply(&gopts, o.dataDir, logger, o.maxBodySet)
 	if err != nil {
 		return err
@@ -135,4 +140,13 @@ func serveKubeGateway(ctx context.Context, streams Streams, o kgatewayOptions, s
 	logger.Info("gateway listening", "addr", ln.Addr().String(), "namespace", o.namespace, "agents", len(src.Snapshot()))
 	fmt.Fprintf(streams.Err, "agentplane gateway listening on %s for the agents of namespace %s\n", ln.Addr(), o.namespace)
 	return gw.Start(ctx)
+}
+
+// hostID is the gateway's default fleet id on Kubernetes: its pod's name.
+func hostID() (string, error) {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "", fmt.Errorf("gateway id: no host name (%v): set --gateway-id", err)
+	}
+	return h, nil
 }

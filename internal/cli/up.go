@@ -1,17 +1,20 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/spf13/cobra"
 
 	"github.com/agentplane/agentplane/api/v1alpha1"
@@ -119,9 +122,14 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 	}
 	defer closeJournal()
 
+	fl, signer, err := o.joinFleet(ctx, journal, func() (string, error) { return persistentID(o.dataDir, o.site) }, logger)
+	if err != nil {
+		return err
+	}
+
 	var gatewayURL string // set once the gateway listens, before any replica starts
 	sup, err := supervisor.New(agents, supervisor.Options{
-		DataDir: o.dataDir, Grace: o.grace, Logger: logger,
+		DataDir: o.dataDir, Grace: o.grace, Logger: logger, Site: o.site,
 		ReplicaEnv: func(agent string, _ int) ([]string, func(), error) {
 			return replicaEnv(&sec, gatewayURL, agent)
 		},
@@ -140,6 +148,7 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 	})
 	gopts := o.options(sup, journal, logger)
 	gopts.Admin = admin
+	gopts.Fleet, gopts.FleetSigner = fl, signer
 	closeSecurity, err := sec.apply(&gopts, o.dataDir, logger, o.maxBodySet)
 	if err != nil {
 		return err
@@ -216,6 +225,27 @@ func checkListen(addr string, allowRemote bool) error {
 	return fmt.Errorf("--listen %q is not a loopback address, and the gateway has no authentication configured: "+
 		"anyone who reaches it could call the agents. Listen on 127.0.0.1, or pass --insecure-listen-remote if you mean it", addr)
 }
+
+// persistentID is the gateway id `up` keeps in dataDir: made once from the host name, the site
+// and a random suffix, then the same at every start, so that a restarted gateway takes back its
+// own unfinished tasks at once.
+func persistentID(dataDir, site string) (string, error) {
+	path := filepath.Join(dataDir, "gateway-id")
+	if b, err := os.ReadFile(path); err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id, nil
+		}
+	}
+	host, _ := os.Hostname()
+	id := strings.Trim(nonID.ReplaceAllString(strings.Join([]string{host, site}, "-"), "-"), "-")
+	id = cmp.Or(id, "gateway") + "-" + uuid.NewString()[:8]
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("gateway id: %w", err)
+	}
+	return id, nil
+}
+
+var nonID = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
 
 // lockDataDir holds an exclusive lock on the data directory, so that two agentplane processes
 // never supervise (or clean up) each other's replicas.

@@ -37,6 +37,12 @@ type Endpoint struct {
 	State string `json:"state"`
 	// Site and Zone place the replica.
 	Site string `json:"site,omitempty"`
+	// Gateway marks another gateway of the fleet that serves the agent at its own site: tasks
+	// spill there when this site cannot take them (see package fleet).
+	Gateway bool `json:"gateway,omitempty"`
+	// Capacity, when set, is how many tasks the endpoint takes at once in place of the agent's
+	// maxConcurrency: a peer gateway's free slots.
+	Capacity int `json:"capacity,omitempty"`
 	Zone string `json:"zone,omitempty"`
 	// PID of the replica's process in embedded mode; 0 when not running or not known.
 	PID int `json:"pid,omitempty"`
@@ -73,11 +79,11 @@ type Agent struct {
 	Endpoints    []Endpoint `json:"replicas"`
 }
 
-// ReadyCount is how many endpoints are ready.
+// ReadyCount is how many replicas are ready (peer gateways are not replicas).
 func (a *Agent) ReadyCount() int {
 	n := 0
 	for _, e := range a.Endpoints {
-		if e.Ready {
+		if e.Ready && !e.Gateway {
 			n++
 		}
 	}

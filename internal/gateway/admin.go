@@ -9,6 +9,7 @@ import (
 
 	"github.com/agentplane/agentplane/internal/audit"
 	"github.com/agentplane/agentplane/internal/discovery"
+	"github.com/agentplane/agentplane/internal/fleet"
 )
 
 // adminAPI serves the gateway's own admin endpoints (GET /api/v1/agents, replicas, tasks and
@@ -18,6 +19,24 @@ type adminAPI struct {
 	pool   *pool
 	recent *recentTasks
 	log    *slog.Logger
+	fleet  *fleet.Fleet
+}
+
+// FleetStatus is the answer of GET /api/v1/fleet: the live gateways of the fleet as this one
+// sees them, itself first. Without a fleet, Members is empty.
+type FleetStatus struct {
+	Self    string         `json:"self,omitempty"`
+	Site    string         `json:"site,omitempty"`
+	Journal string         `json:"journal,omitempty"`
+	Members []fleet.Member `json:"members"`
+}
+
+func (a *adminAPI) fleetStatus(w http.ResponseWriter, _ *http.Request) {
+	out := FleetStatus{Members: []fleet.Member{}}
+	if f := a.fleet; f != nil {
+		out = FleetStatus{Self: f.ID(), Site: f.Site(), Journal: f.Journal(), Members: f.Members()}
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // AgentStatus is one entry of GET /api/v1/agents.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentplane/agentplane/internal/a2a"
 	"github.com/agentplane/agentplane/internal/discovery"
+	"github.com/agentplane/agentplane/internal/fleet"
 	"github.com/agentplane/agentplane/internal/gateway/admission"
 	"github.com/agentplane/agentplane/internal/gateway/balancer"
 	"github.com/agentplane/agentplane/internal/gateway/retry"
@@ -54,6 +55,10 @@ type dispatcher struct {
 	asyncWorkers int
 	// hardStop ends every task still running when the gateway's drain deadline passes.
 	hardStop context.Context
+	// signer signs the tokens of tasks forwarded to peer gateways; nil forwards none. site is
+	// this gateway's.
+	signer *fleet.Signer
+	site   string
 }
 
 // taskContext is the context a task runs in: not canceled when its client leaves, only when the
@@ -139,7 +144,7 @@ func (d *dispatcher) timeout(agent discovery.Agent) time.Duration {
 
 // exchange sends body to ep and relays the answer, a JSON-RPC answer or an event stream.
 func (d *dispatcher) exchange(ctx context.Context, t *store.Task, ep discovery.Endpoint, sk sink, hdr http.Header, body []byte, n int, prevErr error) error {
-	resp, err := d.client.Send(ctx, ep.URL, a2a.Dialect(t.Dialect), body, sk.streaming(), hdr)
+	resp, err := d.send(ctx, t, ep, a2a.Dialect(t.Dialect), body, sk.streaming(), hdr)
 	if err != nil {
 		return err
 	}
@@ -266,7 +271,7 @@ func (d *dispatcher) fetchTask(ctx context.Context, ep discovery.Endpoint, t *st
 		method = "tasks/get"
 	}
 	body, _ := json.Marshal(map[string]any{"jsonrpc": a2a.Version, "id": 1, "method": method, "params": map[string]string{"id": t.UpstreamID}})
-	resp, err := d.client.Send(ctx, ep.URL, a2a.Dialect(t.Dialect), body, false, http.Header{})
+	resp, err := d.send(ctx, t, ep, a2a.Dialect(t.Dialect), body, false, http.Header{})
 	if err != nil {
 		return nil, err
 	}

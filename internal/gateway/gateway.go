@@ -19,6 +19,7 @@ import (
 	"github.com/agentplane/agentplane/internal/audit"
 	"github.com/agentplane/agentplane/internal/auth"
 	"github.com/agentplane/agentplane/internal/discovery"
+	"github.com/agentplane/agentplane/internal/fleet"
 	"github.com/agentplane/agentplane/internal/gateway/admission"
 	"github.com/agentplane/agentplane/internal/gateway/balancer"
 	"github.com/agentplane/agentplane/internal/gateway/balancer/policies"
@@ -62,8 +63,20 @@ type Options struct {
 	// Metrics records what the gateway does; nil means no metrics.
 	Metrics *telemetry.Metrics
 	// Site is the gateway's own site: its replicas are preferred, others used only when they
-	// are saturated or down. Empty prefers none.
+	// are saturated or down. Empty prefers none. With a Site, a task of an agent whose
+	// allowedSites exclude it is refused here: its request may not be journaled at this site.
 	Site string
+	// Fleet makes the gateway a member of a fleet of gateways (package fleet): it reports its
+	// load in the fleet's heartbeats, owns the tasks it runs by a lease, and claims those of
+	// gateways of its journal that leave. Nil: a gateway on its own.
+	Fleet *fleet.Fleet
+	// FleetSigner signs and verifies the tokens of tasks gateways forward to each other. With a
+	// Fleet, it turns spilling on; without it the gateway forwards no task and takes none.
+	FleetSigner *fleet.Signer
+	// SpillAfter is how long a task may expect to wait for this site's replicas before it goes
+	// to a peer gateway with room (default DefaultSpillAfter); negative never spills. A task
+	// also spills when no replica here is ready.
+	SpillAfter time.Duration
 	// MaxQueue bounds the tasks waiting per agent for a replica slot; more are refused (429).
 	// 0 means the admission package's default.
 	MaxQueue int
@@ -136,6 +149,10 @@ func New(opts Options) (*Gateway, error) {
 		return nil, errors.New("gateway: Options.Journal is required")
 	}
 	opts = withDefaults(opts)
+	local := opts.Source
+	if opts.Fleet != nil {
+		opts.Source = &fleetSource{local: local, fleet: opts.Fleet, spill: opts.FleetSigner != nil && opts.SpillAfter >= 0}
+	}
 	g := &Gateway{opts: opts, log: opts.Logger}
 	client := upstream.NewClient(opts.Transport, opts.Now)
 	p := &pool{
@@ -150,17 +167,22 @@ func New(opts Options) (*Gateway, error) {
 		log:          opts.Logger,
 		now:          opts.Now,
 		queueTimeout: opts.QueueTimeout,
+		spillAfter:   opts.SpillAfter,
 	}
 	j := &journal{store: opts.Journal, now: opts.Now, log: opts.Logger, metrics: opts.Metrics,
 		recent: newRecentTasks(), watch: &watchers{},
 		backoff: []time.Duration{50 * time.Millisecond, 250 * time.Millisecond, time.Second}}
+	if opts.Fleet != nil {
+		j.self, j.alive = opts.Fleet.ID(), opts.Fleet.Alive
+		opts.Fleet.Report(func() map[string]fleet.Load { return p.fleetLoad(local) }, g.draining.Load)
+	}
 	hardStop, stop := context.WithCancel(context.Background())
 	g.stopAllTasks = stop
 	g.tasks = &dispatcher{pool: p, journal: j, client: client, budget: retry.NewBudget(0, 0, 0),
 		metrics: opts.Metrics, log: opts.Logger, now: opts.Now, redact: opts.Redact, charge: tokenCharger(opts.Auth, opts.Metrics, opts.Now),
 		maxAttempts: opts.MaxAttempts, taskTimeout: opts.TaskTimeout, queueTimeout: opts.QueueTimeout,
 		maxSSELine: opts.MaxSSELineBytes, maxJSONDepth: opts.MaxJSONDepth, asyncWorkers: opts.AsyncConcurrency,
-		hardStop: hardStop}
+		hardStop: hardStop, signer: opts.FleetSigner, site: opts.Site}
 	opts.Metrics.SetSnapshot(p.snapshot)
 	g.handler = g.routes()
 	return g, nil
@@ -203,6 +225,9 @@ func withDefaults(opts Options) Options {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.SpillAfter == 0 {
+		opts.SpillAfter = DefaultSpillAfter
+	}
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
@@ -240,6 +265,12 @@ func (g *Gateway) Start(ctx context.Context) error {
 		}
 	})
 	bg.Go(func() { _ = g.tasks.pool.Start(poolCtx) })
+	if f := g.opts.Fleet; f != nil {
+		// Heartbeats go on while the gateway drains (its leases hold until its tasks end);
+		// claiming other gateways' tasks stops when it starts to drain.
+		bg.Go(func() { _ = f.Start(poolCtx) })
+		bg.Go(func() { g.tasks.claimOrphans(consumeCtx, f) })
+	}
 
 	srv := &http.Server{
 		Handler:           g.handler,

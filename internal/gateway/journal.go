@@ -28,6 +28,18 @@ type journal struct {
 	broken atomic.Bool
 	// backoff is the wait before each retry of a failed write (not of a conflict).
 	backoff []time.Duration
+	// self is this gateway's id in its fleet, the owner of the tasks it runs; empty outside a
+	// fleet. alive reports whether another gateway still holds its leases.
+	self  string
+	alive func(id string) bool
+}
+
+// errOwnedElsewhere means another live gateway has dispatched the task: it runs it.
+var errOwnedElsewhere = errors.New("another gateway of the fleet runs the task")
+
+// ownedElsewhere reports whether t is being run by another gateway that holds its lease.
+func (j *journal) ownedElsewhere(t *store.Task) bool {
+	return t.Owner != j.self && t.State == store.StateDispatched && j.alive != nil && j.alive(t.Owner)
 }
 
 // errJournal wraps a journal write that failed for good.
@@ -35,6 +47,7 @@ var errJournal = errors.New("the task journal cannot be written")
 
 // create writes a new task: the write that makes it exist.
 func (j *journal) create(ctx context.Context, t *store.Task) error {
+	t.Owner = j.self
 	err := j.retry(ctx, func() error { return j.store.Create(ctx, t) })
 	if err != nil {
 		return err
@@ -56,6 +69,9 @@ func (j *journal) apply(ctx context.Context, t *store.Task, c tasks.Change) erro
 		next := *t
 		if err := tasks.Apply(&next, c, j.now()); err != nil {
 			return err
+		}
+		if c.Kind == tasks.KindDispatch || c.Kind == tasks.KindContinue {
+			next.Owner = j.self // whoever sends the task to an agent owns it
 		}
 		if !tasks.Journaled(&next, c) {
 			*t = next
@@ -81,6 +97,9 @@ func (j *journal) apply(ctx context.Context, t *store.Task, c tasks.Change) erro
 			return fmt.Errorf("%w: re-reading task after a conflict: %w", errJournal, gerr)
 		}
 		*t = *fresh
+		if c.Kind == tasks.KindDispatch && j.ownedElsewhere(t) {
+			return errOwnedElsewhere
+		}
 	}
 	return fmt.Errorf("%w: task %s kept changing concurrently", errJournal, t.ID)
 }

@@ -37,6 +37,10 @@ type pool struct {
 	now      func() time.Time
 	// queueTimeout bounds how long a task waits in the admission queue for a slot.
 	queueTimeout time.Duration
+	// spillAfter is the expected wait for a local replica beyond which a task goes to a peer
+	// gateway with room; negative never spills. Peers are endpoints only when the source lists
+	// them (a fleet with a key).
+	spillAfter time.Duration
 }
 
 // slot is a replica slot granted to a task; release must be called when the task leaves it,
@@ -51,6 +55,9 @@ type slot struct {
 type taskRef struct {
 	agent, tenant, contextID string
 	priority                 admission.Priority
+	// local keeps the task on this gateway's replicas: it was forwarded here by a peer (one hop
+	// at most), or it is not a task.
+	local bool
 }
 
 func refOf(t *store.Task) taskRef {
@@ -58,7 +65,7 @@ func refOf(t *store.Task) taskRef {
 	if err != nil {
 		p = admission.Normal
 	}
-	return taskRef{agent: t.Agent, tenant: t.Tenant, contextID: t.ContextID, priority: p}
+	return taskRef{agent: t.Agent, tenant: t.Tenant, contextID: t.ContextID, priority: p, local: t.Origin != ""}
 }
 
 // acquire gets a replica slot for a task. When every eligible replica is at capacity the task
@@ -67,7 +74,16 @@ func refOf(t *store.Task) taskRef {
 // Replicas in tried are avoided while another one has room.
 func (p *pool) acquire(ctx context.Context, t taskRef, tried map[string]bool) (slot, error) {
 	return p.admit(ctx, t, func(agent discovery.Agent) (discovery.Endpoint, func(), error) {
-		return p.pick(agent, tried, t.contextID)
+		ep, rel, err := p.pick(agent, tried, t.contextID, false)
+		if err != nil && !t.local && p.spillable(agent, err) {
+			// The site cannot take the task soon enough: a peer gateway with room may.
+			if pep, prel, perr := p.pick(agent, tried, t.contextID, true); perr == nil {
+				return pep, prel, nil
+			} else if errors.Is(err, balancer.ErrUnavailable) && errors.Is(perr, balancer.ErrSaturated) {
+				err = perr // no replica here, peers busy: wait for either
+			}
+		}
+		return ep, rel, err
 	})
 }
 
@@ -80,13 +96,21 @@ func (p *pool) acquireOn(ctx context.Context, t taskRef, url string) (slot, erro
 		if !ok || !ep.Ready {
 			return discovery.Endpoint{}, nil, errNoReplica
 		}
-		rel, ok := p.tracker.TryAcquire(url, max(agent.MaxConcurrency, 1))
+		limit := max(agent.MaxConcurrency, 1)
+		if ep.Gateway {
+			limit = maxPeerContinuations // the peer gateway queues them itself
+		}
+		rel, ok := p.tracker.TryAcquire(url, limit)
 		if !ok {
 			return discovery.Endpoint{}, nil, balancer.ErrSaturated
 		}
 		return ep, rel, nil
 	})
 }
+
+// maxPeerContinuations bounds the continuations sent at once to a peer gateway that holds
+// their tasks.
+const maxPeerContinuations = 1 << 16
 
 func (p *pool) admit(ctx context.Context, t taskRef, pick func(discovery.Agent) (discovery.Endpoint, func(), error)) (slot, error) {
 	var s slot
@@ -134,31 +158,72 @@ func (p *pool) admit(ctx context.Context, t taskRef, pick func(discovery.Agent) 
 // errAgentRemoved means the agent of a waiting task is no longer served.
 var errAgentRemoved = errors.New("the agent was removed")
 
+// spillable reports whether a task the site's replicas could not take (err) may go to a peer
+// gateway: when none of them is ready, or when the wait they promise is longer than spillAfter
+// (never for a stateful agent with a ready replica here: its conversations live here).
+func (p *pool) spillable(agent discovery.Agent, err error) bool {
+	if p.spillAfter < 0 {
+		return false
+	}
+	if errors.Is(err, balancer.ErrUnavailable) || errors.Is(err, balancer.ErrResidency) {
+		return true
+	}
+	if !errors.Is(err, balancer.ErrSaturated) || agent.State == discovery.AgentStateful {
+		return false
+	}
+	return p.expectedWait(agent) > p.spillAfter
+}
+
+// expectedWait is how long a task arriving now would wait for one of the site's replicas: the
+// tasks ahead of it in the queue, served by every ready replica slot at the replicas' recent task
+// duration. Unknown (0) until a task has been timed.
+func (p *pool) expectedWait(agent discovery.Agent) time.Duration {
+	now := p.now()
+	var slots int
+	var sum time.Duration
+	var timed int
+	for _, e := range agent.Endpoints {
+		if e.Gateway || !e.Ready || p.ejected(e.URL, now) {
+			continue
+		}
+		slots += max(agent.MaxConcurrency, 1)
+		if v, ok := p.latency.Value(e.URL, now); ok {
+			sum += v
+			timed++
+		}
+	}
+	if slots == 0 || timed == 0 {
+		return 0
+	}
+	ahead := p.queue.Stats(agent.Name).Depth + 1
+	return time.Duration(float64(sum/time.Duration(timed)) * float64(ahead) / float64(slots))
+}
+
 // pick chooses a replica for a task with the agent's balancing policy (filters: residency,
 // ready, not ejected, capacity, own site first; then load and latency scores; then power of two
 // choices, or bounded-load consistent hashing on contextID for stateful agents) and counts the
-// task on it at once, so that concurrent picks never exceed a replica's capacity.
-func (p *pool) pick(agent discovery.Agent, tried map[string]bool, contextID string) (discovery.Endpoint, func(), error) {
-	ep, rel, err := p.pickAmong(agent, tried, contextID)
+// task on it at once, so that concurrent picks never exceed a replica's capacity. With peers it
+// chooses among peer gateways instead of replicas.
+func (p *pool) pick(agent discovery.Agent, tried map[string]bool, contextID string, peers bool) (discovery.Endpoint, func(), error) {
+	ep, rel, err := p.pickAmong(agent, tried, contextID, peers)
 	if errors.Is(err, balancer.ErrSaturated) && len(tried) > 0 {
 		// Every untried replica is busy: a replica that failed this task once but is not ejected
 		// is better than waiting.
-		ep, rel, err = p.pickAmong(agent, nil, contextID)
+		ep, rel, err = p.pickAmong(agent, nil, contextID, peers)
 	}
 	return ep, rel, err
 }
 
-func (p *pool) pickAmong(agent discovery.Agent, tried map[string]bool, contextID string) (discovery.Endpoint, func(), error) {
+func (p *pool) pickAmong(agent discovery.Agent, tried map[string]bool, contextID string, peers bool) (discovery.Endpoint, func(), error) {
 	now := p.now()
-	capacity := max(agent.MaxConcurrency, 1)
 	cands := make([]balancer.Candidate, 0, len(agent.Endpoints))
 	eps := make([]discovery.Endpoint, 0, len(agent.Endpoints))
 	for _, e := range agent.Endpoints {
-		if e.URL == "" || tried[e.URL] {
+		if e.URL == "" || tried[e.URL] || e.Gateway != peers {
 			continue
 		}
 		lat, _ := p.latency.Value(e.URL, now)
-		cands = append(cands, balancer.Candidate{Key: e.URL, InFlight: p.tracker.InFlight(e.URL), Capacity: capacity,
+		cands = append(cands, balancer.Candidate{Key: e.URL, InFlight: p.tracker.InFlight(e.URL), Capacity: capacityOf(agent, e),
 			Site: e.Site, Zone: e.Zone, Ready: e.Ready, Ejected: p.ejector.Ejected(e.URL, now), Latency: lat})
 		eps = append(eps, e)
 	}
@@ -179,12 +244,21 @@ func (p *pool) pickAmong(agent discovery.Agent, tried map[string]bool, contextID
 		if err != nil {
 			return discovery.Endpoint{}, nil, err
 		}
-		if rel, ok := p.tracker.TryAcquire(cands[i].Key, capacity); ok {
+		if rel, ok := p.tracker.TryAcquire(cands[i].Key, cands[i].Capacity); ok {
 			return eps[i], rel, nil
 		}
 		cands[i].InFlight = cands[i].Capacity // taken meanwhile by a concurrent pick
 	}
 	return discovery.Endpoint{}, nil, &balancer.NoReplicaError{Policy: pol.Name, Stage: "capacity", Candidates: len(cands), Err: balancer.ErrSaturated}
+}
+
+// capacityOf is how many tasks endpoint e takes at once: a peer gateway's free slots, or the
+// agent's maxConcurrency.
+func capacityOf(agent discovery.Agent, e discovery.Endpoint) int {
+	if e.Gateway {
+		return e.Capacity
+	}
+	return max(agent.MaxConcurrency, 1)
 }
 
 // readyOutside reports whether an agent with a residency rule has ready replicas outside it.

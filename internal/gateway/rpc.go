@@ -16,6 +16,7 @@ import (
 	"github.com/agentplane/agentplane/internal/audit"
 	"github.com/agentplane/agentplane/internal/auth"
 	"github.com/agentplane/agentplane/internal/discovery"
+	"github.com/agentplane/agentplane/internal/fleet"
 	"github.com/agentplane/agentplane/internal/gateway/admission"
 	"github.com/agentplane/agentplane/internal/gateway/upstream"
 	"github.com/agentplane/agentplane/internal/store"
@@ -41,6 +42,7 @@ type call struct {
 	req     *a2a.Request
 	taskID  string // the gateway task id the call created or named
 	replica string // the replica that last served it
+	origin  string // the peer gateway that forwarded the call, if one did
 }
 
 // serveRPC is the A2A front door: authenticate → limits → parse → authorize → rate limit →
@@ -66,11 +68,21 @@ func (g *Gateway) serveRPC(w http.ResponseWriter, r *http.Request) {
 // how the call ended) when it stops there.
 func (g *Gateway) readCall(c *call, name func(string)) outcome {
 	w, r := c.w, c.r
-	s, ok := g.authenticate(w, r)
-	if !ok {
+	var s *auth.Subject
+	if r.Header.Get(fleet.Header) != "" {
+		fs, claims, ok := g.fleetCaller(w, r)
+		if !ok {
+			return outcomeUnauthenticated
+		}
+		s, c.origin = fs, claims.Origin
+	} else if s, ok := g.authenticate(w, r); ok {
+		c.subject = s
+	} else {
 		return outcomeUnauthenticated
 	}
-	c.subject = s
+	if s != nil {
+		c.subject = s
+	}
 	// Exactly one Content-Type, and JSON: a missing one is how a web page posts cross-origin
 	// without a preflight (fetch of a Blob), so it is refused like any other.
 	if cts := r.Header.Values("Content-Type"); len(cts) != 1 {
@@ -140,7 +152,7 @@ func (g *Gateway) record(c *call, o outcome, took time.Duration) {
 		agent = g.opts.Redact(c.r.PathValue("name"))
 	}
 	rec := audit.Record{Subject: c.subject.Name, Tenant: c.subject.Tenant, Agent: agent, TaskID: c.taskID, Route: "a2a",
-		Method: method, Outcome: string(o), HTTPStatus: status, LatencyMs: took.Milliseconds(), Replica: c.replica}
+		Method: method, Outcome: string(o), HTTPStatus: status, LatencyMs: took.Milliseconds(), Replica: c.replica, Via: c.origin}
 	for _, ep := range c.agent.Endpoints {
 		if ep.Name == c.replica {
 			rec.Site = ep.Site
@@ -166,6 +178,10 @@ func (g *Gateway) serveSend(c *call) outcome {
 			return outcomeTaskNotFound
 		}
 		return g.serveTask(c, t, func(ctx context.Context, sk sink) outcome { return g.tasks.continueTask(ctx, t, c.req, sk, c.r.Header) })
+	}
+	if refusal := g.residencyRefusal(c.agent); refusal != nil {
+		rpcErrorFor(c.w, c.req.ID, refusal)
+		return outcomeRefused
 	}
 	t, err := g.newTask(c, mi)
 	if err != nil {
@@ -243,8 +259,8 @@ func (g *Gateway) newTask(c *call, mi a2a.MessageInfo) (*store.Task, error) {
 	}
 	now := g.opts.Now()
 	return &store.Task{Priority: prio.String(),
-		ID: newID(), Agent: c.agent.Name, Subject: c.subject.Name, Tenant: c.subject.Tenant,
-		ContextID: contextID, MessageID: mi.MessageID,
+		ID: newID(), Agent: c.agent.Name, Subject: c.subject.Name, Tenant: c.subject.Tenant, Groups: c.subject.Groups,
+		ContextID: contextID, MessageID: mi.MessageID, Origin: c.origin,
 		Method: c.req.Method, Dialect: string(d), Async: async, Request: body, Trace: telemetry.TraceCarrier(c.r.Context()),
 		State: store.StateAccepted, CreatedAt: now, UpdatedAt: now,
 	}, nil
@@ -333,7 +349,7 @@ func (g *Gateway) serveTaskOp(c *call) outcome {
 // serveOther forwards methods the gateway does not track (ListTasks, push notification configs,
 // the extended card) to one ready replica.
 func (g *Gateway) serveOther(c *call) outcome {
-	sl, err := g.tasks.pool.acquire(c.r.Context(), taskRef{agent: c.agent.Name, tenant: c.subject.Tenant, priority: admission.Normal}, nil)
+	sl, err := g.tasks.pool.acquire(c.r.Context(), taskRef{agent: c.agent.Name, tenant: c.subject.Tenant, priority: admission.Normal, local: true}, nil)
 	if err != nil {
 		rpcError(c.w, http.StatusServiceUnavailable, c.req.ID, a2a.Errorf(a2a.CodeAgentUnavailable, "agent %q: %v", c.agent.Name, err))
 		return outcomeUnavailable

@@ -85,7 +85,7 @@ func (d *dispatcher) forward(ctx context.Context, t *store.Task, ep discovery.En
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*upstream.CardTimeout)
 	defer cancel()
-	resp, err := d.client.Send(ctx, ep.URL, req.Info.Dialect, body, false, hdr)
+	resp, err := d.send(ctx, t, ep, req.Info.Dialect, body, false, hdr)
 	if err != nil {
 		d.pool.failed(ep, err)
 		return nil, err
@@ -148,7 +148,7 @@ func (d *dispatcher) relaySubscription(ctx context.Context, t *store.Task, ep di
 	if err != nil {
 		return err
 	}
-	resp, err := d.client.Send(ctx, ep.URL, req.Info.Dialect, body, true, hdr)
+	resp, err := d.send(ctx, t, ep, req.Info.Dialect, body, true, hdr)
 	if err != nil {
 		return err
 	}
@@ -223,8 +223,8 @@ func (d *dispatcher) runQueued(qctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	if tasks.Settled(t.State) {
-		return nil
+	if tasks.Settled(t.State) || d.journal.ownedElsewhere(t) {
+		return nil // ended, or run by a live gateway of the fleet (which claims it if it dies)
 	}
 	ctx, span := startQueuedTask(ctx, t)
 	defer span()
@@ -241,56 +241,73 @@ func (d *dispatcher) runQueued(qctx context.Context, id string) error {
 	return ctx.Err() // the gateway is stopping: leave it queued
 }
 
-// recover re-queues every task that was in flight when the gateway last stopped. Blocking and
-// streaming tasks lost their client with the gateway; they become queued tasks, so that they
-// still end, and their result waits in the journal for GetTask.
+// recover re-queues every task this gateway left in flight when it last stopped (in a fleet:
+// the tasks it owns; those of other gateways are theirs, or claimed once their owner is known
+// to be gone). Blocking and streaming tasks lost their client with the gateway; they become
+// queued tasks, so that they still end, and their result waits in the journal for GetTask.
 func (d *dispatcher) recover(ctx context.Context) error {
 	pending, err := d.journal.store.Pending(ctx)
 	if err != nil {
 		return err
 	}
+	n := 0
 	for _, t := range pending {
-		if tasks.Settled(t.State) {
+		if tasks.Settled(t.State) || (t.Owner != "" && t.Owner != d.journal.self) {
 			continue
 		}
-		if !t.Async {
-			if err := d.asQueued(ctx, t); err != nil {
-				d.log.Error("recovering a task failed", "task", t.ID, "err", err)
-				continue
+		if err := d.requeue(ctx, t, "re-dispatched after a gateway restart"); err != nil {
+			if errors.Is(err, errQueue) {
+				return err
 			}
+			d.log.Error("recovering a task failed", "task", t.ID, "err", err)
+			continue
 		}
-		if err := d.journal.store.Enqueue(ctx, t.ID); err != nil {
-			return err
-		}
+		n++
 	}
-	if len(pending) > 0 {
-		d.log.Info("re-queued tasks left in flight by the last run", "tasks", len(pending))
+	if n > 0 {
+		d.log.Info("re-queued tasks left in flight by the last run", "tasks", n)
 	}
 	return nil
 }
 
-// asQueued turns a blocking or streaming task whose client is gone into a queued one, sent as a
-// blocking request so that the gateway's consumer gets the result.
-func (d *dispatcher) asQueued(ctx context.Context, t *store.Task) error {
-	req, perr := a2a.ParseRequestLimit(t.Request, d.maxJSONDepth)
-	var resend []byte
-	err := error(perr)
-	if perr == nil {
-		yes := true
-		var params json.RawMessage
-		if params, err = a2a.EditSend(req.Params, req.Info.Dialect, "", "", &yes); err == nil {
-			req.Method = blockingMethod(req.Info)
-			resend, err = req.WithParams(params)
+// errQueue wraps a failure to queue a task.
+var errQueue = errors.New("queueing the task failed")
+
+// requeue journals t, by compare-and-set, as a queued task of this gateway with reason (a
+// blocking or streaming task, whose client is gone, becomes one sent as a blocking request, so
+// that the gateway's consumer gets the result), then queues it. It returns store.ErrConflict
+// when t changed meanwhile (another gateway claimed it first).
+func (d *dispatcher) requeue(ctx context.Context, t *store.Task, reason string) error {
+	if !t.Async {
+		resend, err := d.asQueued(t)
+		if err != nil {
+			return d.journal.apply(ctx, t, tasks.End(tasks.Recovery, tasks.Unrecoverable, "the journaled request could not be sent again", nil))
 		}
+		t.Async, t.Request = true, resend
 	}
-	if err != nil {
-		return d.journal.apply(ctx, t, tasks.End(tasks.Recovery, tasks.Unrecoverable, "the journaled request could not be sent again", nil))
-	}
-	t.Async, t.Request, t.Reason = true, resend, "re-dispatched after a gateway restart"
+	t.Owner, t.Reason = d.journal.self, reason
 	if err := d.journal.store.Update(ctx, t); err != nil {
-		return fmt.Errorf("%w: %w", errJournal, err)
+		return err
+	}
+	if err := d.journal.store.Enqueue(ctx, t.ID); err != nil {
+		return fmt.Errorf("%w: %w", errQueue, err)
 	}
 	return nil
+}
+
+// asQueued is the request of a blocking or streaming task re-encoded as a blocking send.
+func (d *dispatcher) asQueued(t *store.Task) ([]byte, error) {
+	req, perr := a2a.ParseRequestLimit(t.Request, d.maxJSONDepth)
+	if perr != nil {
+		return nil, perr
+	}
+	yes := true
+	params, err := a2a.EditSend(req.Params, req.Info.Dialect, "", "", &yes)
+	if err != nil {
+		return nil, err
+	}
+	req.Method = blockingMethod(req.Info)
+	return req.WithParams(params)
 }
 
 // blockingMethod is the non-streaming send of a dialect.

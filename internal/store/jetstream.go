@@ -337,6 +337,10 @@ func (j *JetStream) setup(ctx context.Context) error {
 // Limits returns the limits Create and Update enforce.
 func (j *JetStream) Limits() Limits { return j.opts.Limits }
 
+// Conn is the journal's NATS connection, which the gateway's fleet membership shares. Close
+// closes it.
+func (j *JetStream) Conn() *nats.Conn { return j.nc }
+
 // Close drains the connection (pending acknowledgements and publishes are sent) and stops the
 // embedded server, waiting for it to finish. Cancel the contexts of running Consume calls
 // first: Consume fails once the journal is closed.

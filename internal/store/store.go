@@ -38,6 +38,16 @@ type Task struct {
 	Agent      string `json:"agent"`
 	Subject    string `json:"subject,omitempty"` // who asked
 	Tenant     string `json:"tenant,omitempty"`
+	// Groups of the subject when it asked, so that a gateway the task is forwarded to
+	// authorizes it as the gateway that accepted it did.
+	Groups []string `json:"groups,omitempty"`
+	// Owner is the id of the gateway that runs the task; empty for a gateway outside a fleet.
+	// Its lease on the task holds while it sends fleet heartbeats (package fleet); when they
+	// stop, another gateway of the journal claims the task by compare-and-set on Revision.
+	Owner string `json:"owner,omitempty"`
+	// Origin is, for a task another gateway forwarded here, that gateway's id: such a task runs
+	// on this gateway's own replicas only (one hop).
+	Origin string `json:"origin,omitempty"`
 	ContextID  string `json:"contextId,omitempty"`
 	MessageID  string `json:"messageId,omitempty"`
 	Method     string `json:"method"`  // the JSON-RPC method of the original request

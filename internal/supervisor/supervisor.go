@@ -46,6 +46,8 @@ type Options struct {
 	// ReplicaEnv, when set, gives extra environment variables for each start of a replica (such
 	// as its own gateway credential) and a function called when that process has exited.
 	ReplicaEnv func(agent string, replica int) (env []string, done func(), err error)
+	// Site is the site of replicas whose agent sets no spec.placement.site: this machine's.
+	Site string
 }
 
 // Defaults for Options.
@@ -247,7 +249,8 @@ func (s *Supervisor) resolve(agents []v1alpha1.Agent) ([]*v1alpha1.Agent, []*age
 		for _, e := range a.Spec.Env {
 			spec.env = append(spec.env, e.Name+"="+e.Value)
 		}
-		if pl := a.Spec.Placement; pl != nil {
+		spec.site = s.opts.Site
+		if pl := a.Spec.Placement; pl != nil && pl.Site != "" {
 			spec.site = pl.Site
 		}
 		var p v1alpha1.Probes

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/agentplane/agentplane/internal/a2a"
+	"github.com/agentplane/agentplane/internal/fleet"
 	"github.com/agentplane/agentplane/internal/telemetry"
 )
 
@@ -77,6 +78,17 @@ func (c *Client) Send(ctx context.Context, base string, d a2a.Dialect, body []by
 	if err != nil {
 		return nil, err
 	}
+	return c.post(ctx, target, body, stream, in, nil)
+}
+
+// SendPeer sends a JSON-RPC request to another gateway of the fleet at url (its A2A endpoint of
+// the agent, which takes either dialect), with the signed fleet token that stands for the
+// original caller. Errors are typed as for Send.
+func (c *Client) SendPeer(ctx context.Context, url string, body []byte, stream bool, in http.Header, token string) (*http.Response, error) {
+	return c.post(ctx, url, body, stream, in, http.Header{fleet.Header: {token}})
+}
+
+func (c *Client) post(ctx context.Context, target string, body []byte, stream bool, in, extra http.Header) (*http.Response, error) {
 	up, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		return nil, &DialError{Err: err}
@@ -91,6 +103,9 @@ func (c *Client) Send(ctx context.Context, base string, d a2a.Dialect, body []by
 		if v := in.Values(h); len(v) > 0 {
 			up.Header[h] = v
 		}
+	}
+	for k, v := range extra {
+		up.Header[k] = v
 	}
 	telemetry.Inject(ctx, up.Header) // with tracing on, the agent's parent is this dispatch
 	resp, err := c.http.Do(up)
