@@ -195,7 +195,7 @@ func (p *pool) expectedWait(agent discovery.Agent) time.Duration {
 	if slots == 0 || timed == 0 {
 		return 0
 	}
-	ahead := p.queue.Stats(agent.Name).Depth + 1
+	ahead := p.queue.Waiting(agent.Name) + 1 // under the queue's lock: Stats would wait for it
 	return time.Duration(float64(sum/time.Duration(timed)) * float64(ahead) / float64(slots))
 }
 

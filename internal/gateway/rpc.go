@@ -75,14 +75,14 @@ func (g *Gateway) readCall(c *call, name func(string)) outcome {
 			return outcomeUnauthenticated
 		}
 		s, c.origin = fs, claims.Origin
-	} else if s, ok := g.authenticate(w, r); ok {
-		c.subject = s
 	} else {
-		return outcomeUnauthenticated
+		as, ok := g.authenticate(w, r)
+		if !ok {
+			return outcomeUnauthenticated
+		}
+		s = as
 	}
-	if s != nil {
-		c.subject = s
-	}
+	c.subject = s
 	// Exactly one Content-Type, and JSON: a missing one is how a web page posts cross-origin
 	// without a preflight (fetch of a Blob), so it is refused like any other.
 	if cts := r.Header.Values("Content-Type"); len(cts) != 1 {

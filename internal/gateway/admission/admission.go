@@ -329,6 +329,18 @@ func (q *Queue) Stats(agent string) Stats {
 }
 
 // Depth returns how many requests wait for agent.
+// Waiting is Depth without waiting for the agent's queue lock: safe to call from a TryFunc,
+// which runs under it.
+func (q *Queue) Waiting(agent string) int {
+	q.mu.Lock()
+	aq := q.agents[agent]
+	q.mu.Unlock()
+	if aq == nil {
+		return 0
+	}
+	return int(aq.waiting.Load())
+}
+
 func (q *Queue) Depth(agent string) int {
 	q.mu.Lock()
 	aq := q.agents[agent]

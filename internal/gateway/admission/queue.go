@@ -3,6 +3,7 @@ package admission
 import (
 	"container/list"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -14,6 +15,7 @@ type agentQueue struct {
 	mu         sync.Mutex
 	classes    [numClasses]class
 	depth      int
+	waiting    atomic.Int64 // depth, readable without mu (from a TryFunc)
 	stats      Stats
 	recentWait time.Duration
 }
@@ -66,6 +68,7 @@ func (aq *agentQueue) push(w *waiter) {
 	w.tq = tq
 	w.elem = tq.fifo.PushBack(w)
 	aq.depth++
+	aq.waiting.Store(int64(aq.depth))
 }
 
 // best returns the waiter to serve next, or nil.
@@ -105,4 +108,5 @@ func (aq *agentQueue) remove(w *waiter) {
 	}
 	w.done = true
 	aq.depth--
+	aq.waiting.Store(int64(aq.depth))
 }
