@@ -138,8 +138,8 @@ func (l *Lab) Leftovers() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range rules {
-		left = append(left, "iptables "+strings.Join(r, " "))
+	for range rules {
+		left = append(left, "iptables rule "+strings.Join(forwardRule(l.name), " "))
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -352,8 +352,8 @@ func (l *Lab) remove(ctx context.Context, name string) error {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	for _, rule := range rules {
-		if _, err := runCommand(ctx, "iptables", append([]string{"-D"}, rule...)...); err != nil {
+	for range rules {
+		if _, err := runCommand(ctx, "iptables", append([]string{"-D"}, forwardRule(name)...)...); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -420,28 +420,36 @@ func forwardFiltered(chain string) bool {
 	return strings.TrimSpace(chain) != "-P FORWARD ACCEPT"
 }
 
-// forwardRule is the lab's ACCEPT rule as `iptables -S` prints it.
+// forwardRule is the lab's ACCEPT rule: the chain, then the rule's match and target.
 func forwardRule(name string) []string {
 	return []string{"FORWARD", "-i", name, "-o", name, "-m", "comment", "--comment", ruleComment + name, "-j", "ACCEPT"}
 }
 
-// rules are the firewall rules of lab name, as arguments for iptables -D.
-func (l *Lab) rules(ctx context.Context, name string) ([][]string, error) {
+// rules counts the firewall rules of lab name: forwardRule(name), which is all a lab adds.
+func (l *Lab) rules(ctx context.Context, name string) (int, error) {
 	if _, err := exec.LookPath("iptables"); err != nil {
-		return nil, nil
+		return 0, nil
 	}
 	chain, err := runCommand(ctx, "iptables", "-S", "FORWARD")
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
-	var rules [][]string
+	return countRules(chain, name), nil
+}
+
+// countRules counts the rules of lab name in `iptables -S FORWARD` output, which quotes the
+// comment.
+func countRules(chain, name string) int {
+	n := 0
 	for line := range strings.Lines(chain) {
 		fields := strings.Fields(line)
-		if len(fields) > 1 && fields[0] == "-A" && slices.Contains(fields, ruleComment+name) {
-			rules = append(rules, fields[1:])
+		if len(fields) > 1 && fields[0] == "-A" && slices.ContainsFunc(fields, func(f string) bool {
+			return strings.Trim(f, `"`) == ruleComment+name
+		}) {
+			n++
 		}
 	}
-	return rules, nil
+	return n
 }
 
 // run runs the ip command.
