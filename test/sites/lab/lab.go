@@ -340,10 +340,9 @@ func (l *Lab) remove(ctx context.Context, name string) error {
 			errs = append(errs, err)
 		}
 	}
-	// Veths first: deleting one end deletes its peer, also in a namespace kept alive by a process.
-	links := found.links[name]
-	slices.SortFunc(links, func(a, b string) int { return len(b) - len(a) })
-	for _, link := range links {
+	// A veth went with its namespace, unless a process kept the namespace alive; deleting the
+	// host end then deletes its peer too.
+	for _, link := range found.links[name] {
 		if _, err := l.run(ctx, "link", "delete", link); err != nil && l.linkExists(ctx, link) {
 			errs = append(errs, err)
 		}
