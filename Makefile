@@ -13,7 +13,7 @@ FUZZTIME  ?= 200000x
 STATICCHECK_VERSION    := v0.8.2
 CONTROLLER_GEN_VERSION := v0.23.0
 
-.PHONY: help build run test test-short lint fmt vet staticcheck verify-tidy codegen verify-codegen fuzz clean
+.PHONY: help build run test test-short test-sites lint fmt vet staticcheck verify-tidy codegen verify-codegen fuzz clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -30,6 +30,11 @@ test: ## run every test with the race detector (unit, fuzz seeds, end-to-end)
 test-short: ## unit tests only, without the end-to-end suite
 	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /test/e2e)
 
+# The sites suite needs root: network namespaces, a bridge and veths (test/sites/lab). Without
+# root it is skipped, except in CI, where it fails.
+test-sites: ## multi-site end-to-end tests: sites in network namespaces, real nats-servers, delayed links (root)
+	$(GO) test -race -tags e2esites -count=1 -timeout 20m -v ./test/sites/...
+
 lint: verify-tidy vet staticcheck ## go mod tidy check, gofmt, go vet and staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
@@ -39,6 +44,7 @@ verify-tidy: ## fail if go.mod or go.sum is not what go mod tidy makes it
 vet:
 	$(GO) vet ./...
 	$(GO) vet -tags e2ek8s ./test/e2e-k8s/...
+	$(GO) vet -tags e2esites ./test/sites/...
 
 $(TOOLS)/staticcheck-$(STATICCHECK_VERSION):
 	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
@@ -47,6 +53,7 @@ $(TOOLS)/staticcheck-$(STATICCHECK_VERSION):
 staticcheck: $(TOOLS)/staticcheck-$(STATICCHECK_VERSION)
 	$< ./...
 	$< -tags e2ek8s ./test/e2e-k8s/...
+	$< -tags e2esites ./test/sites/...
 
 $(TOOLS)/controller-gen-$(CONTROLLER_GEN_VERSION):
 	GOBIN=$(TOOLS) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
