@@ -29,6 +29,7 @@ type gatewayFlags struct {
 	configFile     string
 	natsURL        string
 	journalSync    string
+	journalReplica int
 	journalKeyFile string
 	journalKey     string // read from journalKeyFile by checkJournal
 	site           string
@@ -56,6 +57,7 @@ func (g *gatewayFlags) bind(f *pflag.FlagSet) {
 	f.StringVar(&g.natsURL, "nats-url", "", "external NATS JetStream server for the task journal (default: one embedded in this process, stored in DATA_DIR/jetstream)")
 	f.StringVar(&g.journalKeyFile, "journal-key-file", "", "file holding the key (at least 32 bytes) that encrypts the embedded task journal at rest with AES-GCM; tasks hold requests, which may hold patient data (default: not encrypted)")
 	f.StringVar(&g.journalSync, "journal-sync", "interval", `"always": fsync every journal write before answering (survives power loss; slower); "interval": let the OS flush (survives a crash of agentplane, not of the machine)`)
+	f.IntVar(&g.journalReplica, "journal-replicas", 1, "copies of the task journal on an external NATS cluster (--nats-url): 3 on a 3-server cluster keeps every task when a server, or a site of a stretched cluster, is lost")
 	f.DurationVar(&g.drainTimeout, "drain-timeout", gateway.DefaultDrainTimeout, "on shutdown, how long in-flight tasks may take to finish")
 	f.DurationVar(&g.taskTimeout, "task-timeout", gateway.DefaultTaskTimeout, "longest one dispatch of a task may take, unless the agent sets spec.taskTimeout; a replica that takes longer is taken for hung and the task goes to another replica")
 	f.Int64Var(&g.maxBody, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest request body the gateway accepts")
@@ -105,7 +107,7 @@ func (g *gatewayFlags) openJournal(ctx context.Context, logger *slog.Logger) (*s
 	// The journal keeps any request the gateway accepts: the body limit is the gateway's (flag
 	// or config file), and the journal's is set well above any sane one, so that it never
 	// refuses what the gateway let in (a request it cannot keep is still refused, with 413).
-	opts := store.Options{URL: g.natsURL, DataDir: g.dataDir, Sync: g.journalSync, EncryptionKey: g.journalKey, Logger: logger,
+	opts := store.Options{URL: g.natsURL, DataDir: g.dataDir, Replicas: g.journalReplica, Sync: g.journalSync, EncryptionKey: g.journalKey, Logger: logger,
 		Limits: store.Limits{MaxRequestBytes: max(journalRequestLimit, 2*g.maxBody)}}
 	j, err := store.Open(ctx, opts)
 	if err != nil {

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/agentplane/agentplane/internal/a2a"
@@ -32,6 +34,11 @@ type fleetSource struct {
 	local discovery.Source
 	fleet *fleet.Fleet
 	spill bool // peers are endpoints (a fleet key is set)
+
+	// seen remembers the agents peers served, so that a task for one of them while no peer
+	// serves it is refused for what it is (its residency, no ready replica), not as unknown.
+	mu   sync.Mutex
+	seen map[string]fleet.Load
 }
 
 func (s *fleetSource) Snapshot() []discovery.Agent {
@@ -46,16 +53,19 @@ func (s *fleetSource) Snapshot() []discovery.Agent {
 		a.Endpoints = append(slices.Clone(a.Endpoints), s.peers(a.Name)...)
 		out = append(out, a)
 	}
-	for name, l := range s.fleet.Agents() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.seen == nil {
+		s.seen = map[string]fleet.Load{}
+	}
+	maps.Copy(s.seen, s.fleet.Agents())
+	for _, name := range slices.Sorted(maps.Keys(s.seen)) {
 		if seen[name] {
 			continue
 		}
-		peers := s.peers(name)
-		if len(peers) == 0 {
-			continue
-		}
+		l := s.seen[name]
 		out = append(out, discovery.Agent{Name: name, State: l.State, MaxConcurrency: max(l.MaxConcurrency, 1),
-			AllowedSites: slices.Clone(l.AllowedSites), Endpoints: peers})
+			AllowedSites: slices.Clone(l.AllowedSites), Endpoints: s.peers(name)})
 	}
 	return out
 }
