@@ -254,11 +254,38 @@ func Open(ctx context.Context, opts Options) (*JetStream, error) {
 		return nil, fmt.Errorf("store: connect to JetStream: %w", err)
 	}
 	j.nc = nc
-	if err := j.setup(ctx); err != nil {
+	if err := j.setupRetrying(ctx); err != nil {
 		_ = j.Close()
 		return nil, err
 	}
+	if err := j.collectBlobs(ctx); err != nil {
+		// Housekeeping: the journal works without it, and the next start tries again.
+		j.log.Warn("journal could not remove blobs no task names", "err", err)
+	}
 	return j, nil
+}
+
+// setupAttempt bounds one attempt of setup: a JetStream cluster that has just started may drop
+// the first API requests while it elects its leaders, and a dropped request would otherwise
+// wait for the whole start-up deadline.
+const setupAttempt = 5 * time.Second
+
+// setupRetrying runs setup until it succeeds or ctx ends.
+func (j *JetStream) setupRetrying(ctx context.Context) error {
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(ctx, setupAttempt)
+		err := j.setup(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		j.log.Info("JetStream not ready yet; trying again", "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // setup creates or updates the bucket, the stream and the consumer.
@@ -326,10 +353,6 @@ func (j *JetStream) setup(ctx context.Context) error {
 	})
 	if err != nil {
 		return fmt.Errorf("store: create consumer %s: %w", name, err)
-	}
-	if err := j.collectBlobs(ctx); err != nil {
-		// Housekeeping: the journal works without it, and the next start tries again.
-		j.log.Warn("journal could not remove blobs no task names", "err", err)
 	}
 	return nil
 }
