@@ -201,6 +201,13 @@ type summary struct {
 	Latencies   []time.Duration    `json:"-"`
 	PerSecondOK map[int]int        `json:"-"`
 	Extra       map[string]float64 `json:"extra,omitempty"`
+	// sitekill: tasks in flight on the lost site, how many of them completed anyway, after how
+	// long the first and the last did (from the kill), and requests sent again (at-least-once).
+	Orphaned     int           `json:"orphaned,omitempty"`
+	OrphansDone  int           `json:"orphansCompleted,omitempty"`
+	Takeover     time.Duration `json:"firstOrphanCompleted,omitempty"`
+	TakeoverLast time.Duration `json:"lastOrphanCompleted,omitempty"`
+	Resent       int           `json:"resent,omitempty"`
 }
 
 func summarize(target string, ss []sample, window time.Duration) summary {

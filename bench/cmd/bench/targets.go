@@ -256,6 +256,7 @@ type replicaStatus struct {
 	Ready    bool   `json:"ready"`
 	PID      int    `json:"pid"`
 	Restarts int    `json:"restarts"`
+	Gateway  bool   `json:"gateway"` // another site's gateway, in a fleet
 }
 
 func getReplicas(base string) ([]replicaStatus, error) {
