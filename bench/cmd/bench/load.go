@@ -104,6 +104,11 @@ func warm(ctx context.Context, c *http.Client, url func() string, n int) {
 // goroutine whatever happens to the others, and waits for the last one. At sc.kill it calls
 // kill once.
 func openLoop(ctx context.Context, c *http.Client, d *deployment, sc scenario, cfg config, kill func()) []sample {
+	return openLoopFunc(ctx, sc, cfg, func(id int) sample { return send(ctx, c, d.url(), sc.name, id) }, kill)
+}
+
+// openLoopFunc is openLoop with do as one request: it runs do(id) at every arrival.
+func openLoopFunc(ctx context.Context, sc scenario, cfg config, do func(id int) sample, kill func()) []sample {
 	rnd := rand.New(rand.NewPCG(uint64(cfg.seed), 99))
 	var mu sync.Mutex
 	var out []sample
@@ -137,7 +142,7 @@ func openLoop(ctx context.Context, c *http.Client, d *deployment, sc scenario, c
 			continue
 		}
 		wg.Go(func() {
-			s := send(ctx, c, d.url(), sc.name, id)
+			s := do(id)
 			<-inflight
 			s.at = at
 			mu.Lock()
@@ -196,6 +201,13 @@ type summary struct {
 	Latencies   []time.Duration    `json:"-"`
 	PerSecondOK map[int]int        `json:"-"`
 	Extra       map[string]float64 `json:"extra,omitempty"`
+	// sitekill: tasks in flight on the lost site, how many of them completed anyway, after how
+	// long the first and the last did (from the kill), and requests sent again (at-least-once).
+	Orphaned     int           `json:"orphaned,omitempty"`
+	OrphansDone  int           `json:"orphansCompleted,omitempty"`
+	Takeover     time.Duration `json:"firstOrphanCompleted,omitempty"`
+	TakeoverLast time.Duration `json:"lastOrphanCompleted,omitempty"`
+	Resent       int           `json:"resent,omitempty"`
 }
 
 func summarize(target string, ss []sample, window time.Duration) summary {

@@ -34,11 +34,13 @@ type config struct {
 	haproxyMaxconn   bool
 	seed             int
 	keep             bool
+	poll             time.Duration
+	fleetHeartbeat   time.Duration
 	noInstall        bool
 }
 
 var (
-	allScenarios = []string{"a70", "a90", "slow", "kill", "burst", "overhead"}
+	allScenarios = []string{"a70", "a90", "slow", "kill", "burst", "sitekill", "overhead"}
 	allTargets   = []string{"direct", "haproxy", "nginx", "agentplane"}
 )
 
@@ -63,6 +65,8 @@ func run() int {
 	flag.IntVar(&cfg.proxyThreads, "proxy-threads", 2, "HAProxy nbthread and nginx worker_processes")
 	flag.BoolVar(&cfg.haproxyMaxconn, "haproxy-maxconn", true, "give HAProxy servers maxconn = max-concurrency (HAProxy queues the rest)")
 	flag.IntVar(&cfg.seed, "seed", 1, "random seed of arrivals and service times")
+	flag.DurationVar(&cfg.poll, "poll", 100*time.Millisecond, "sitekill: how often a fleet client polls GetTask")
+	flag.DurationVar(&cfg.fleetHeartbeat, "fleet-heartbeat", time.Second, "sitekill: the fleet gateways' --fleet-heartbeat (a site is taken for lost after 3 missed)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the scratch directory (configs, logs)")
 	flag.BoolVar(&cfg.noInstall, "no-install", false, "do not apt-get install missing haproxy/nginx")
 	flag.Parse()
@@ -137,11 +141,15 @@ func run() int {
 			continue
 		}
 		res := scenarioResult{sc: sc}
-		for _, target := range cfg.targets {
+		targets, run := cfg.targets, runOne
+		if sc.sites {
+			targets, run = siteTargets(cfg.targets), runSites
+		}
+		for _, target := range targets {
 			if ctx.Err() != nil {
 				break
 			}
-			s, err := runOne(ctx, e, sc, target)
+			s, err := run(ctx, e, sc, target)
 			if err != nil {
 				logf("%s/%s: %v", sc.name, target, err)
 				res.failed = append(res.failed, fmt.Sprintf("%s: %v", target, err))

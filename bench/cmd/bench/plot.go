@@ -5,6 +5,7 @@ import (
 	"image/color"
 	"math"
 	"os"
+	"slices"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -54,8 +55,10 @@ func plotLatencies(path string, results []scenarioResult) error {
 		p.X.Label.Text = "percentile"
 		p.Y.Label.Text = "latency (ms)"
 		p.X.Tick.Marker = percentileTicks{}
-		p.Y.Scale = plot.LogScale{}
-		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+		if slices.ContainsFunc(res.sums, func(s summary) bool { return len(s.Latencies) > 0 }) {
+			p.Y.Scale = plot.LogScale{} // a log scale panics on a panel without data
+			p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+		}
 		p.Add(plotter.NewGrid())
 		p.Legend.Top = true
 		p.Legend.Left = true

@@ -117,6 +117,10 @@ func (r *report) markdown(b *strings.Builder) {
 			r.overhead(b, res)
 			continue
 		}
+		if sc.sites {
+			r.sites(b, res)
+			continue
+		}
 		fmt.Fprintf(b, "Arrivals: %s.\n\n", sc.rateNote)
 		fmt.Fprintf(b, "| target | sent | ok | errors | lost | p50 | p90 | p99 | p99.9 | ok/s | proxy CPU / req | notes |\n")
 		fmt.Fprintf(b, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
@@ -144,6 +148,30 @@ func notes(s summary) string {
 		n = append(n, fmt.Sprintf("%s: %d", k, s.Why[k]))
 	}
 	return strings.Join(n, "; ")
+}
+
+func (r *report) sites(b *strings.Builder, res scenarioResult) {
+	sc := res.sc
+	fmt.Fprintf(b, "Two sites on 127.0.0.1, each one `agentplane up` with %d simagent replicas (latency `%s`); "+
+		"site a's gateway and replicas get SIGKILL at %v. Arrivals: %s. "+
+		"*haproxy*: two independent gateways (own journals) behind HAProxy (health checks 1s, fall 2), blocking sends; "+
+		"*haproxy-resend*: the same with `retry-on empty-response` (HAProxy sends a request whose gateway died to the other one: at-least-once); "+
+		"*agentplane-fleet*: both gateways share one journal on a nats-server (heartbeat %v, lease over after 3 missed), "+
+		"clients send with returnImmediately and poll GetTask every %v, at the other gateway when theirs fails. "+
+		"*lost*: accepted, never completed (a 502 from HAProxy, a dropped connection, a task that never ended). "+
+		"*in flight on the lost site*: haproxy: lost + re-sent; fleet: tasks accepted by site a, not ended at the kill. "+
+		"*first/last completed*: after the kill, of those.\n\n",
+		sitesReplicas(r.cfg), sc.lat, sc.kill, sc.rateNote, r.cfg.fleetHeartbeat, r.cfg.poll)
+	fmt.Fprintf(b, "| target | sent | ok | errors | lost | p50 | p90 | p99 | in flight on the lost site | of them completed | first completed | last completed | re-sent | notes |\n")
+	fmt.Fprintf(b, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	for _, s := range res.sums {
+		fmt.Fprintf(b, "| %s | %d | %d | %d | %d | %s | %s | %s | %d | %d | %s | %s | %d | %s |\n", s.Target, s.Sent, s.OK, s.Errors, s.Lost,
+			ms(s.P50), ms(s.P90), ms(s.P99), s.Orphaned, s.OrphansDone, ms(s.Takeover), ms(s.TakeoverLast), s.Resent, notes(s))
+	}
+	for _, f := range res.failed {
+		fmt.Fprintf(b, "\nFailed to run: %s\n", f)
+	}
+	b.WriteString("\n")
 }
 
 func (r *report) overhead(b *strings.Builder, res scenarioResult) {

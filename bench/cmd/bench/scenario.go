@@ -18,6 +18,7 @@ type scenario struct {
 	slowFactor  float64
 	kill        time.Duration // when > 0: SIGKILL one replica at this offset
 	closed      bool          // closed loop (overhead) instead of open loop
+	sites       bool          // two sites, one lost at kill (sitekill); its own targets
 	concurrency int           // closed-loop workers
 }
 
@@ -86,6 +87,13 @@ func scenarios(cfg config, mean time.Duration) []scenario {
 			},
 			rateNote: fmt.Sprintf("%.1f/s, %.1f/s from %v to %v", 0.5*capacity, 2*capacity, d/4, d/2), lat: cfg.latency, slow: -1},
 	}
+	// sitekill: two sites of sitesReplicas each at 70% of one site's capacity, so the site left
+	// can carry the whole load once the other is lost.
+	siteMean, _ := meanLatency(sitesLatency)
+	siteCap := float64(sitesReplicas(cfg)*cfg.maxConc) / siteMean.Seconds()
+	scs = append(scs, scenario{name: "sitekill", title: "(f) site loss: one of two gateways SIGKILLed with its replicas at 1/3 of the run",
+		duration: d, rate: func(time.Duration) float64 { return 0.7 * siteCap }, lat: sitesLatency, slow: -1, kill: d / 3, sites: true,
+		rateNote: fmt.Sprintf("%.1f/s (70%% of one site's capacity, 35%% of both)", 0.7*siteCap)})
 	for _, n := range cfg.overheadConc {
 		scs = append(scs, scenario{name: fmt.Sprintf("overhead-c%d", n),
 			title:    fmt.Sprintf("(e) forwarding overhead: trivial backend (latency 0), closed loop, %d client(s)", n),

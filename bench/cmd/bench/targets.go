@@ -256,6 +256,7 @@ type replicaStatus struct {
 	Ready    bool   `json:"ready"`
 	PID      int    `json:"pid"`
 	Restarts int    `json:"restarts"`
+	Gateway  bool   `json:"gateway"` // another site's gateway, in a fleet
 }
 
 func getReplicas(base string) ([]replicaStatus, error) {
@@ -277,13 +278,11 @@ func getReplicas(base string) ([]replicaStatus, error) {
 // shellQuote quotes s for /bin/sh.
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
-func startAgentplane(ctx context.Context, e env, sc scenario, dir string) (*deployment, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
+// writeManifest writes, into dir, the Agent manifest of `agentplane up` for n replicas of the
+// scenario, whose replica i gets the flags of the bench's replica first+i, and returns its path.
+func writeManifest(e env, sc scenario, dir string, n, first int) (string, error) {
 	spec := map[string]any{
-		"replicas":       e.cfg.replicas,
+		"replicas":       n,
 		"maxConcurrency": e.cfg.maxConc,
 		"probes":         map[string]any{"readiness": map[string]any{"periodSeconds": 1, "failureThreshold": 2}},
 	}
@@ -292,9 +291,9 @@ func startAgentplane(ctx context.Context, e env, sc scenario, dir string) (*depl
 	// simagent, so the supervised pid is the simagent's.
 	var script strings.Builder
 	script.WriteString(`case "$AGENTPLANE_REPLICA" in `)
-	for i := range e.cfg.replicas {
+	for i := range n {
 		var q []string
-		for _, a := range append([]string{e.bin}, replicaArgs(e.cfg, sc, i)...) {
+		for _, a := range append([]string{e.bin}, replicaArgs(e.cfg, sc, first+i)...) {
 			q = append(q, shellQuote(a))
 		}
 		fmt.Fprintf(&script, "%d) exec %s;; ", i, strings.Join(q, " "))
@@ -305,7 +304,16 @@ func startAgentplane(ctx context.Context, e env, sc scenario, dir string) (*depl
 		"metadata": map[string]any{"name": "bench"}, "spec": spec}
 	b, _ := json.MarshalIndent(manifest, "", "  ")
 	mpath := filepath.Join(dir, "bench-agent.yaml") // JSON is YAML
-	if err := os.WriteFile(mpath, b, 0o644); err != nil {
+	return mpath, os.WriteFile(mpath, b, 0o644)
+}
+
+func startAgentplane(ctx context.Context, e env, sc scenario, dir string) (*deployment, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	mpath, err := writeManifest(e, sc, dir, e.cfg.replicas, 0)
+	if err != nil {
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
