@@ -74,7 +74,7 @@ type Options struct {
 	Logger *slog.Logger
 
 	// Unexported knobs for tests.
-	ackWait    time.Duration // how long a delivered id stays with its handler without news; default 30s
+	ackWait    time.Duration // how long a delivered id stays with its handler without news; default 10s
 	retryDelay time.Duration // first redelivery delay after a handler error; default 1s
 	pollWait   time.Duration // longest single pull request; default 5s
 	blobGrace  time.Duration // longest write, for blob expiry and collection; default blobGrace
@@ -176,7 +176,7 @@ func (o *Options) setDefaults() error {
 		o.Logger = slog.Default()
 	}
 	if o.ackWait == 0 {
-		o.ackWait = 30 * time.Second
+		o.ackWait = 10 * time.Second
 	}
 	if o.retryDelay == 0 {
 		o.retryDelay = time.Second
@@ -724,7 +724,7 @@ func (j *JetStream) publishID(ctx context.Context, id, msgID string) (*jetstream
 // errClosed is returned by Consume when the journal was closed under it.
 var errClosed = errors.New("store: journal closed")
 
-// Consume implements Journal. Each delivered id keeps the consumer's ack wait (30s) extended
+// Consume implements Journal. Each delivered id keeps the consumer's ack wait (10s) extended
 // while its handler runs; a handler error sends it back with a delay that doubles per delivery
 // (1s, 2s, 4s, ... at most a minute). Within one process an id is never handled twice at once;
 // a second copy is sent back until the first returns. Across gateways sharing a consumer, the

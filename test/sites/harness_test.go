@@ -257,10 +257,8 @@ type rpcAnswer struct {
 
 var seq atomic.Int64
 
-// call POSTs one JSON-RPC request to agent at base with client c.
+// call POSTs one JSON-RPC request to agent at base with client c, within ctx.
 func call(ctx context.Context, c *http.Client, base, agent, body string) (rpcAnswer, int, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/agents/"+agent, strings.NewReader(body))
 	if err != nil {
 		return rpcAnswer{}, 0, err
@@ -286,6 +284,8 @@ func call(ctx context.Context, c *http.Client, base, agent, body string) (rpcAns
 func sendAsync(ctx context.Context, c *http.Client, base, agent string) (id string, a rpcAnswer, err error) {
 	n := seq.Add(1)
 	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"SendMessage","params":{"message":{"messageId":"sites-%d","role":"ROLE_USER","parts":[{"text":"study %d"}]},"configuration":{"returnImmediately":true}}}`, n, n, n)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	a, _, err = call(ctx, c, base, agent, body)
 	if err != nil || a.Error != nil {
 		return "", a, err
@@ -309,6 +309,8 @@ func cmpOr(a, b string) string {
 
 // getTask reads a task's state at base.
 func getTask(ctx context.Context, c *http.Client, base, agent, id string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	a, _, err := call(ctx, c, base, agent, fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"GetTask","params":{"id":%q}}`, id))
 	if err != nil {
 		return "", err
@@ -367,7 +369,7 @@ func count(results []*taskResult) tally {
 }
 
 // report logs and prints the scenario line and checks its promise.
-func report(t *testing.T, name string, tl tally, extra string) {
+func report(t *testing.T, name string, tl tally, extra string, lostOnes ...*taskResult) {
 	t.Helper()
 	line := tl.line(name)
 	fmt.Println(line)
@@ -375,6 +377,9 @@ func report(t *testing.T, name string, tl tally, extra string) {
 		fmt.Printf("sites: scenario=%s measured %s\n", name, extra)
 	}
 	if tl.lost != 0 || tl.violations != 0 || tl.tasks != tl.completed+tl.failed+tl.lost {
+		for _, r := range lostOnes {
+			t.Logf("lost: task %s accepted by %s", r.id, r.acceptedBy)
+		}
 		t.Errorf("%s: a task was lost, or ran where it may not", line)
 	}
 }
@@ -390,6 +395,10 @@ type load struct {
 	readers func() []string // base URLs a task can be read from
 	client  *http.Client
 	within  time.Duration // how long a task may take to end once accepted
+	// blocking sends wait for the task's end on the gateway that took it (which runs it, or
+	// spills it), instead of returning at once to be read by id: queued tasks are taken by
+	// whichever gateway of the journal is free, which is load sharing of another kind.
+	blocking bool
 }
 
 func (l load) run(ctx context.Context) []*taskResult {
@@ -425,6 +434,14 @@ func (l load) one(ctx context.Context, i int, r *taskResult) {
 			break
 		}
 		base := targets[i%len(targets)]
+		if l.blocking {
+			if l.sendBlocking(ctx, base, r, start) {
+				return
+			}
+			i++
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
 		id, a, err := sendAsync(ctx, l.client, base, l.agent)
 		switch {
 		case err == nil && a.Error == nil && id != "":
@@ -460,6 +477,35 @@ func (l load) one(ctx context.Context, i int, r *taskResult) {
 		}
 		time.Sleep(150 * time.Millisecond)
 	}
+}
+
+// sendBlocking sends a blocking message and records its end; it returns false when the
+// gateway could not be reached or refused it, for the caller to try another.
+func (l load) sendBlocking(ctx context.Context, base string, r *taskResult, start time.Time) bool {
+	n := seq.Add(1)
+	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"SendMessage","params":{"message":{"messageId":"sites-%d","role":"ROLE_USER","parts":[{"text":"study %d"}]}}}`, n, n, n)
+	ctx, cancel := context.WithTimeout(ctx, l.within)
+	defer cancel()
+	a, _, err := call(ctx, l.client, base, l.agent, body)
+	if err != nil {
+		return false
+	}
+	if a.Error != nil {
+		r.refused = &a
+		return false
+	}
+	var res struct {
+		Task struct {
+			ID     string `json:"id"`
+			Status struct {
+				State string `json:"state"`
+			} `json:"status"`
+		} `json:"task"`
+	}
+	_ = json.Unmarshal(a.Result, &res)
+	r.accepted, r.acceptedBy, r.id = true, base, res.Task.ID
+	r.state, r.took, r.finished = res.Task.Status.State, time.Since(start), time.Now()
+	return true
 }
 
 // percentile of the durations of completed tasks.
