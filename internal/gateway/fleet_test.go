@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -132,7 +133,11 @@ func TestFleetTakesOverTasksOfADeadGateway(t *testing.T) {
 			req.Header.Set("Content-Type", "application/json")
 			res, err := http.DefaultClient.Do(req)
 			if err == nil {
+				body, _ := io.ReadAll(res.Body)
 				res.Body.Close()
+				if !strings.Contains(string(body), "TASK_STATE_COMPLETED") {
+					err = fmt.Errorf("HTTP %d without a result", res.StatusCode) // the gateway stopped first
+				}
 			}
 			answers <- answer{err}
 		}()
@@ -156,7 +161,7 @@ func TestFleetTakesOverTasksOfADeadGateway(t *testing.T) {
 	a.stop()
 	for range 3 {
 		if (<-answers).err == nil {
-			t.Error("a client of the dead gateway got an answer")
+			t.Error("a client of the dead gateway got its result from it")
 		}
 	}
 

@@ -11,6 +11,7 @@
     replicas: "../api/v1/replicas",
     tasks: "../api/v1/tasks?limit=50",
     audit: "../api/v1/audit?limit=50",
+    fleet: "../api/v1/fleet",
   };
 
   const $ = (id) => document.getElementById(id);
@@ -307,6 +308,34 @@
     ])));
   }
 
+  // renderFleet shows the gateways of the fleet; the section stays hidden outside a fleet.
+  function renderFleet(res) {
+    const section = $("fleet-section");
+    const members = res && res.status === 200 && res.body && Array.isArray(res.body.members) ? res.body.members : [];
+    if (!members.length) { section.hidden = true; return; }
+    section.hidden = false;
+    $("fleet").tBodies[0].replaceChildren(...members.map((m) => {
+      let ready = 0, slots = 0, inFlight = 0, queued = 0;
+      const agents = m.agents && typeof m.agents === "object" ? m.agents : {};
+      for (const k in agents) {
+        const l = agents[k] || {};
+        ready += num(l.ready); slots += num(l.slots); inFlight += num(l.inFlight); queued += num(l.queued);
+      }
+      const name = (m.id || "—") + (m.self ? " (this)" : "") + (m.draining ? " (draining)" : "");
+      return el("tr", { dataset: { gateway: m.id || "" } }, [
+        el("td", { className: "mono", text: name }),
+        el("td", { text: m.site || "—" }),
+        el("td", { className: "mono", text: m.url || "—" }),
+        el("td", { text: Object.keys(agents).sort().join(", ") || "—" }),
+        el("td", { className: "num", text: ready }),
+        el("td", { className: "num", text: inFlight + " / " + slots }),
+        el("td", { className: "num", text: queued }),
+        el("td", { className: "num", text: m.self || !m.rtt ? "—" : fmtDuration(m.rtt / 1e6) }),
+        el("td", { text: m.lastSeen ? fmtAgo(m.lastSeen) : "—" }),
+      ]);
+    }));
+  }
+
   // --- connection state & auth --------------------------------------------------------------
   let lastOK = 0;
   function setConn(ok, msg) {
@@ -343,9 +372,10 @@
     try {
       const wantAudit = n % AUDIT_EVERY === 0;
       n++;
-      const [ar, rr, tr, au] = await Promise.all([
+      const [ar, rr, tr, au, fr] = await Promise.all([
         get(api.agents), get(api.replicas), get(api.tasks).catch(() => ({ status: 0 })),
         wantAudit ? get(api.audit).catch(() => ({ status: 0 })) : Promise.resolve(null),
+        get(api.fleet).catch(() => ({ status: 0 })),
       ]);
       for (const st of [ar.status, rr.status]) {
         if (st === 401 || st === 403) {
@@ -362,6 +392,7 @@
       if (changed("tasks", tr)) tasks = renderTasks(tr); else tasks = tr.status === 200 && tr.body && Array.isArray(tr.body.tasks) ? tr.body.tasks : null;
       if (changed("summary", [agents, replicas, tasks])) renderSummary(agents, replicas, tasks);
       if (au && changed("audit", au)) renderAudit(au);
+      if (changed("fleet", fr)) renderFleet(fr);
       lastOK = Date.now();
       setConn(true, "Live · updated " + new Date(lastOK).toLocaleTimeString([], { hour12: false }));
     } catch (e) {
