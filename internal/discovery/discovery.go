@@ -42,8 +42,8 @@ type Endpoint struct {
 	Gateway bool `json:"gateway,omitempty"`
 	// Capacity, when set, is how many tasks the endpoint takes at once in place of the agent's
 	// maxConcurrency: a peer gateway's free slots.
-	Capacity int `json:"capacity,omitempty"`
-	Zone string `json:"zone,omitempty"`
+	Capacity int    `json:"capacity,omitempty"`
+	Zone     string `json:"zone,omitempty"`
 	// PID of the replica's process in embedded mode; 0 when not running or not known.
 	PID int `json:"pid,omitempty"`
 	// Restarts counts how often the replica was restarted.

@@ -194,7 +194,9 @@ func TestFleetSpillsToAPeerGateway(t *testing.T) {
 	a := startMember(t, nurl, "gw-clinic", "clinic", testutil.NewSource(down), signer)
 	b := startMember(t, nurl, "gw-hub", "hub", testutil.NewSource(testutil.Agent("triage", 4, replica)), signer)
 	waitMembers(t, a, 2)
-	eventuallyTrue(t, 5*time.Second, func() bool { return len(a.fleet.Peers("triage")) == 1 && a.fleet.Peers("triage")[0].Agents["triage"].Ready == 1 },
+	eventuallyTrue(t, 5*time.Second, func() bool {
+		return len(a.fleet.Peers("triage")) == 1 && a.fleet.Peers("triage")[0].Agents["triage"].Ready == 1
+	},
 		"the clinic never saw the hub serve triage")
 
 	r := post(t, a.url+"/agents/triage", sendV1(1, "referral"))

@@ -34,10 +34,10 @@ func (s TaskState) Terminal() bool {
 
 // Task is one journaled task.
 type Task struct {
-	ID         string `json:"id"` // the gateway task id clients see
-	Agent      string `json:"agent"`
-	Subject    string `json:"subject,omitempty"` // who asked
-	Tenant     string `json:"tenant,omitempty"`
+	ID      string `json:"id"` // the gateway task id clients see
+	Agent   string `json:"agent"`
+	Subject string `json:"subject,omitempty"` // who asked
+	Tenant  string `json:"tenant,omitempty"`
 	// Groups of the subject when it asked, so that a gateway the task is forwarded to
 	// authorizes it as the gateway that accepted it did.
 	Groups []string `json:"groups,omitempty"`
@@ -47,7 +47,7 @@ type Task struct {
 	Owner string `json:"owner,omitempty"`
 	// Origin is, for a task another gateway forwarded here, that gateway's id: such a task runs
 	// on this gateway's own replicas only (one hop).
-	Origin string `json:"origin,omitempty"`
+	Origin     string `json:"origin,omitempty"`
 	ContextID  string `json:"contextId,omitempty"`
 	MessageID  string `json:"messageId,omitempty"`
 	Method     string `json:"method"`  // the JSON-RPC method of the original request
