@@ -77,7 +77,8 @@ FUZZ_TARGETS := \
 	./api/config/v1alpha1:FuzzDecode \
 	./internal/auth:FuzzParseAuthorization \
 	./internal/redact:FuzzString \
-	./internal/store:FuzzKeyEncoding
+	./internal/store:FuzzKeyEncoding \
+	./internal/fleet:FuzzPeerInput
 
 fuzz: ## run each fuzz test for FUZZTIME executions (default 200000x; a duration such as 30s also works)
 	@set -e; for t in $(FUZZ_TARGETS); do \

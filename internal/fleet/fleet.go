@@ -329,6 +329,9 @@ func (f *Fleet) stop() {
 	}
 	_ = f.opts.Conn.FlushTimeout(time.Second)
 	f.unsubscribe()
+	f.mu.Lock()
+	f.notifyLocked() // releases whoever waits on Changed
+	f.mu.Unlock()
 }
 
 func (f *Fleet) unsubscribe() {
