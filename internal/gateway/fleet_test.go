@@ -112,6 +112,20 @@ func waitMembers(t *testing.T, m *fleetMember, n int) {
 	eventuallyTrue(t, 5*time.Second, func() bool { return len(m.fleet.Members()) == n }, "gateway %s never saw %d members", m.id, n)
 }
 
+// postForwarded sends a message to url as a peer gateway would, with a fleet token; the
+// caller closes the body.
+func postForwarded(t *testing.T, url, token string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, url, strings.NewReader(sendV1(1, "x")))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(fleet.Header, token)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
 // A gateway that dies leaves its unfinished tasks in the journal with its lease; another gateway
 // of the journal claims them once its heartbeats stop and runs them to their end.
 func TestFleetTakesOverTasksOfADeadGateway(t *testing.T) {
@@ -236,13 +250,7 @@ func TestFleetForwardsOneHopAtMost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequest(http.MethodPost, b.url+"/agents/triage", strings.NewReader(sendV1(1, "x")))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set(fleet.Header, token)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := postForwarded(t, b.url+"/agents/triage", token)
 	var r struct {
 		Error *struct{ Message string } `json:"error"`
 	}
@@ -273,13 +281,7 @@ func TestFleetRefusesForeignTokens(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		req, _ := http.NewRequest(http.MethodPost, b.url+"/agents/triage", strings.NewReader(sendV1(1, "x")))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set(fleet.Header, token)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		res := postForwarded(t, b.url+"/agents/triage", token)
 		res.Body.Close()
 		if res.StatusCode != http.StatusUnauthorized {
 			t.Errorf("%s: HTTP %d, want 401", name, res.StatusCode)
