@@ -59,6 +59,7 @@ type dispatcher struct {
 	// this gateway's.
 	signer *fleet.Signer
 	site   string
+	fleet  *fleet.Fleet // nil outside a fleet
 }
 
 // taskContext is the context a task runs in: not canceled when its client leaves, only when the

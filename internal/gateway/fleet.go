@@ -15,6 +15,7 @@ import (
 	"github.com/agentplane/agentplane/internal/auth"
 	"github.com/agentplane/agentplane/internal/discovery"
 	"github.com/agentplane/agentplane/internal/fleet"
+	"github.com/agentplane/agentplane/internal/gateway/upstream"
 	"github.com/agentplane/agentplane/internal/store"
 	"github.com/agentplane/agentplane/internal/tasks"
 )
@@ -149,6 +150,37 @@ func (d *dispatcher) send(ctx context.Context, t *store.Task, ep discovery.Endpo
 		return nil, err
 	}
 	return d.client.SendPeer(ctx, ep.URL, body, stream, hdr, token)
+}
+
+// ownerGateway is the live peer gateway that runs t, as an endpoint, when t runs elsewhere in
+// the fleet and this gateway may reach it (a fleet key is set).
+func (d *dispatcher) ownerGateway(t *store.Task) (discovery.Endpoint, bool) {
+	if d.fleet == nil || d.signer == nil || t.Owner == "" || t.Owner == d.journal.self || tasks.Settled(t.State) {
+		return discovery.Endpoint{}, false
+	}
+	for _, m := range d.fleet.Members() {
+		if m.ID == t.Owner && m.URL != "" {
+			return discovery.Endpoint{Agent: t.Agent, Name: peerName(m.ID), URL: strings.TrimSuffix(m.URL, "/") + "/agents/" + t.Agent,
+				Site: m.Site, Gateway: true, Ready: true}, true
+		}
+	}
+	return discovery.Endpoint{}, false
+}
+
+// forwardToOwner sends a task-scoped request to the gateway that runs t; the task's id is the
+// same there (one journal).
+func (d *dispatcher) forwardToOwner(ctx context.Context, t *store.Task, ep discovery.Endpoint, req *a2a.Request, hdr http.Header) ([]byte, error) {
+	body, err := req.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*upstream.CardTimeout)
+	defer cancel()
+	resp, err := d.send(ctx, t, ep, req.Info.Dialect, body, false, hdr)
+	if err != nil {
+		return nil, err
+	}
+	return upstream.ReadAnswer(resp)
 }
 
 // fleetCaller authenticates a task forwarded by a peer gateway: the token names the original

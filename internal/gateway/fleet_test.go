@@ -319,3 +319,29 @@ func TestFleetResidencyRefusesOutsideAllowedSites(t *testing.T) {
 		t.Fatalf("at an allowed site: %s", r.raw)
 	}
 }
+
+// CancelTask sent to any gateway of the fleet reaches the gateway that runs the task, which
+// cancels it as its own (on the replica that holds it, once the agent has said its id for it).
+func TestFleetCancelReachesTheGatewayThatRunsTheTask(t *testing.T) {
+	nurl := startNATS(t)
+	slow := startAgent(t, "triage", "0", simagent.Config{Latency: latency(t, "5s")})
+	signer := testSigner(t, fleetKey)
+	a := startMember(t, nurl, "gw-a", "hub", testutil.NewSource(testutil.Agent("triage", 4, slow)), signer)
+	b := startMember(t, nurl, "gw-b", "hub", testutil.NewSource(testutil.Agent("triage", 4, testutil.ClosedURL(t))), signer)
+	waitMembers(t, b, 2)
+	send := `{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"messageId":"m-c","role":"ROLE_USER","parts":[{"text":"x"}]},"configuration":{"returnImmediately":true}}}`
+	r := post(t, a.url+"/agents/triage", send)
+	id, _ := taskState(t, r.resp.Result)
+	eventuallyTrue(t, 5*time.Second, func() bool {
+		got, err := a.journal.Get(t.Context(), id)
+		return err == nil && got.State == store.StateDispatched && got.Owner == "gw-a"
+	}, "gateway A never dispatched the task")
+	c := post(t, b.url+"/agents/triage", fmt.Sprintf(`{"jsonrpc":"2.0","id":2,"method":"CancelTask","params":{"id":%q}}`, id))
+	if _, st := taskState(t, c.resp.Result); st != "TASK_STATE_CANCELED" || c.replica != "gw:gw-a" {
+		t.Fatalf("CancelTask at gateway B: replica %q: %s", c.replica, c.raw)
+	}
+	got, err := b.journal.Get(t.Context(), id)
+	if err != nil || got.State != store.StateCanceled {
+		t.Fatalf("the journal after the cancellation: %+v, %v", got, err)
+	}
+}

@@ -182,7 +182,7 @@ func New(opts Options) (*Gateway, error) {
 		metrics: opts.Metrics, log: opts.Logger, now: opts.Now, redact: opts.Redact, charge: tokenCharger(opts.Auth, opts.Metrics, opts.Now),
 		maxAttempts: opts.MaxAttempts, taskTimeout: opts.TaskTimeout, queueTimeout: opts.QueueTimeout,
 		maxSSELine: opts.MaxSSELineBytes, maxJSONDepth: opts.MaxJSONDepth, asyncWorkers: opts.AsyncConcurrency,
-		hardStop: hardStop, signer: opts.FleetSigner, site: opts.Site}
+		hardStop: hardStop, signer: opts.FleetSigner, site: opts.Site, fleet: opts.Fleet}
 	opts.Metrics.SetSnapshot(p.snapshot)
 	g.handler = g.routes()
 	return g, nil

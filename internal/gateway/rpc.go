@@ -335,7 +335,7 @@ func (g *Gateway) serveTaskOp(c *call) outcome {
 			rpcError(c.w, http.StatusOK, c.req.ID, a2a.Errorf(a2a.CodeTaskNotCancelable, "task %q is already %s", id, tasks.WireState(t.State)))
 			return outcomeNotCancelable
 		}
-		out, ep := g.tasks.cancel(c.r.Context(), t, c.req, c.r.Header)
+		out, ep := g.tasks.cancel(c.r.Context(), t, c.req, c.r.Header, c.origin != "")
 		writeAnswer(c.w, nil, http.StatusOK, ep, out)
 		if ep.Name == "" {
 			return outcomeJournal

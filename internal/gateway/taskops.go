@@ -109,7 +109,15 @@ func withReplicaID(req *a2a.Request, upstreamID string) ([]byte, error) {
 
 // cancel cancels t: on the replica that runs it when there is one, in the journal otherwise
 // (queued, or its replica is gone), where canceling is final.
-func (d *dispatcher) cancel(ctx context.Context, t *store.Task, req *a2a.Request, hdr http.Header) (json.RawMessage, discovery.Endpoint) {
+func (d *dispatcher) cancel(ctx context.Context, t *store.Task, req *a2a.Request, hdr http.Header, forwarded bool) (json.RawMessage, discovery.Endpoint) {
+	if ep, ok := d.ownerGateway(t); ok && !forwarded {
+		// Another gateway of the fleet runs it: it cancels it on the replica that holds it.
+		out, err := d.forwardToOwner(ctx, t, ep, req, hdr)
+		if err == nil {
+			return out, ep
+		}
+		d.log.Info("forwarding a cancellation to the gateway that runs the task failed; canceling it in the journal", "task", t.ID, "gateway", t.Owner, "err", err)
+	}
 	if ep, ok := d.owner(t); ok {
 		if out, err := d.forward(ctx, t, ep, req, hdr); err == nil {
 			var r a2a.Response
