@@ -326,12 +326,14 @@ const (
 // checkOutlier ejects ep when its latency is an outlier among agent's replicas.
 func (p *pool) checkOutlier(agent discovery.Agent, ep discovery.Endpoint, now time.Time) {
 	own, ok := p.latency.Value(ep.URL, now)
-	if !ok {
+	if !ok || ep.Gateway {
 		return
 	}
 	var all []time.Duration
 	for _, e := range agent.Endpoints {
-		if v, ok := p.latency.Value(e.URL, now); ok && e.Ready {
+		// Replicas only: a peer gateway's latency (another site, its own queue) says nothing of
+		// whether a replica here is sick.
+		if v, ok := p.latency.Value(e.URL, now); ok && e.Ready && !e.Gateway {
 			all = append(all, v)
 		}
 	}

@@ -56,8 +56,8 @@
 // Asynchronous task ids go to the work-queue stream "<prefix>_async" (subject
 // "<prefix>.async") and are read by the durable pull consumer "<prefix>-dispatch", shared by
 // every gateway using the same prefix. A delivered id stays with its handler while the handler
-// runs (the 30 s ack wait is extended every 10 s); it is removed when the handler returns nil,
-// and delivered again after an error (after 1 s, doubling per delivery up to a minute) or when
+// runs (the 10 s ack wait is extended every 3 s); it is removed when the handler returns nil,
+// and delivered again after an error (after 1 s, doubling per delivery up to 10 s) or when
 // the process dies without an answer (after the ack wait). Delivery is at least once: a handler
 // must tolerate seeing an id again, which it does by reading the task and updating it with
 // compare-and-set. Within one process an id is never handled twice at once.

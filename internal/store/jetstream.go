@@ -726,7 +726,7 @@ var errClosed = errors.New("store: journal closed")
 
 // Consume implements Journal. Each delivered id keeps the consumer's ack wait (10s) extended
 // while its handler runs; a handler error sends it back with a delay that doubles per delivery
-// (1s, 2s, 4s, ... at most a minute). Within one process an id is never handled twice at once;
+// (1s, 2s, 4s, ... at most 10s). Within one process an id is never handled twice at once;
 // a second copy is sent back until the first returns. Across gateways sharing a consumer, the
 // caller's compare-and-set on the task decides.
 func (j *JetStream) Consume(ctx context.Context, max int, handle func(ctx context.Context, id string) error) error {

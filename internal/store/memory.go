@@ -264,9 +264,9 @@ func (m *Memory) signalLocked() {
 }
 
 // retryBackoff is the delay before delivery number attempt+1 after attempt failed ones: base
-// doubled per failure, at most a minute.
+// doubled per failure, at most 10 s.
 func retryBackoff(base time.Duration, attempt int) time.Duration {
-	const maxDelay = time.Minute
+	const maxDelay = 10 * time.Second
 	d := base
 	for i := 1; i < attempt && d < maxDelay; i++ {
 		d *= 2

@@ -3,6 +3,7 @@
 package sites
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -338,6 +339,7 @@ type taskResult struct {
 	refused    *rpcAnswer
 	took       time.Duration
 	finished   time.Time
+	streamed   bool // sent as a stream that the gateway took
 }
 
 // tally is a scenario's count, printed as the line the suite promises.
@@ -399,6 +401,10 @@ type load struct {
 	// spills it), instead of returning at once to be read by id: queued tasks are taken by
 	// whichever gateway of the journal is free, which is load sharing of another kind.
 	blocking bool
+	// streaming sends half the tasks as streams (SendStreamingMessage): its first event
+	// carries the task id, so a client whose stream breaks with its gateway reads the result
+	// by id from another.
+	streaming bool
 }
 
 func (l load) run(ctx context.Context) []*taskResult {
@@ -442,6 +448,16 @@ func (l load) one(ctx context.Context, i int, r *taskResult) {
 			time.Sleep(200 * time.Millisecond)
 			continue
 		}
+		if l.streaming && i%4 < 2 { // half the tasks, to every gateway
+			if done, ok := l.sendStream(ctx, base, r, start); done {
+				return
+			} else if ok {
+				break // accepted: the stream broke; read it by id below
+			}
+			i++
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
 		id, a, err := sendAsync(ctx, l.client, base, l.agent)
 		switch {
 		case err == nil && a.Error == nil && id != "":
@@ -477,6 +493,59 @@ func (l load) one(ctx context.Context, i int, r *taskResult) {
 		}
 		time.Sleep(150 * time.Millisecond)
 	}
+}
+
+// sendStream sends a streaming message and reads its events. done: the task ended on the
+// stream. ok: the gateway took it (an event named its id), even if the stream then broke.
+func (l load) sendStream(ctx context.Context, base string, r *taskResult, start time.Time) (done, ok bool) {
+	n := seq.Add(1)
+	body := fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"SendStreamingMessage","params":{"message":{"messageId":"sites-%d","role":"ROLE_USER","parts":[{"text":"study %d"}]}}}`, n, n, n)
+	ctx, cancel := context.WithTimeout(ctx, l.within)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/agents/"+l.agent, strings.NewReader(body))
+	if err != nil {
+		return false, false
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := l.client.Do(req)
+	if err != nil {
+		return false, false
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		line, found := strings.CutPrefix(sc.Text(), "data:")
+		if !found {
+			continue
+		}
+		var ev struct {
+			Result struct {
+				Task struct {
+					ID     string                 `json:"id"`
+					Status struct{ State string } `json:"status"`
+				} `json:"task"`
+				StatusUpdate struct {
+					TaskID string                 `json:"taskId"`
+					Status struct{ State string } `json:"status"`
+				} `json:"statusUpdate"`
+			} `json:"result"`
+			Error *struct{ Code int } `json:"error"`
+		}
+		if json.Unmarshal([]byte(strings.TrimSpace(line)), &ev) != nil || ev.Error != nil {
+			return false, r.accepted
+		}
+		if id := cmpOr(ev.Result.Task.ID, ev.Result.StatusUpdate.TaskID); id != "" && !r.accepted {
+			r.accepted, r.acceptedBy, r.id, r.streamed = true, base, id, true
+		}
+		switch st := cmpOr(ev.Result.Task.Status.State, ev.Result.StatusUpdate.Status.State); st {
+		case "TASK_STATE_COMPLETED", "TASK_STATE_FAILED", "TASK_STATE_CANCELED", "TASK_STATE_REJECTED":
+			r.state, r.took, r.finished = st, time.Since(start), time.Now()
+			return true, true
+		}
+	}
+	return false, r.accepted
 }
 
 // sendBlocking sends a blocking message and records its end; it returns false when the

@@ -4,6 +4,9 @@ package sites
 
 import (
 	"fmt"
+	"os"
+	"strings"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -46,7 +49,7 @@ func lost(results []*taskResult) []*taskResult {
 
 // Topology (a): one site, a 3-server JetStream cluster, two gateways. One gateway is killed with
 // kill -9 under load: the other claims its unfinished tasks and runs them; its clients read the
-// results by task id from the survivor.
+// results by task id from the survivor (half of them streaming clients, whose stream breaks).
 func TestGatewayKilledUnderLoad(t *testing.T) {
 	w := newWorld(t)
 	site := w.lab.AddSite("hospital")
@@ -60,14 +63,14 @@ func TestGatewayKilledUnderLoad(t *testing.T) {
 		w.natsServer(site, "n"+strconv.Itoa(i), func(p string) { cfg.WriteFile(t, p) }, site.Addr(monitorPort+i))
 	}
 	m := w.manifest("hospital", agentSpec{name: "triage", replicas: 2, maxConcurrency: 4, latency: "lognormal:1s,3s"})
-	g1 := w.startGateway(site, "gw-1", gatewayPort, "nats://"+site.Addr(clientPort), m, "--journal-replicas", "3")
-	g2 := w.startGateway(site, "gw-2", gatewayPort+1, "nats://"+site.Addr(clientPort+1), m, "--journal-replicas", "3")
+	g1 := w.startGateway(site, "gw-1", gatewayPort, "nats://"+site.Addr(clientPort), m, "--journal-replicas", "3", "--log-level", "debug")
+	g2 := w.startGateway(site, "gw-2", gatewayPort+1, "nats://"+site.Addr(clientPort+1), m, "--journal-replicas", "3", "--log-level", "debug")
 	g1.waitFleet("gw-1", "gw-2")
 	g2.waitFleet("gw-1", "gw-2")
 
 	live := &livePool{}
 	live.set(g1.url(), g2.url())
-	ld := load{agent: "triage", n: 60, every: 100 * time.Millisecond, targets: live.get, readers: live.get}
+	ld := load{agent: "triage", n: 60, every: 100 * time.Millisecond, targets: live.get, readers: live.get, streaming: true}
 	var killed time.Time
 	var resumed atomic.Int64 // ns after the kill when the survivor claimed the first task
 	done := make(chan struct{})
@@ -89,19 +92,34 @@ func TestGatewayKilledUnderLoad(t *testing.T) {
 	}()
 	results := ld.run(t.Context())
 	<-done
-	fromDead := 0
+	fromDead, streamsBroken := 0, 0
 	for _, r := range results {
 		if r.acceptedBy == g2.url() && r.finished.After(killed) {
 			fromDead++
+			if r.streamed {
+				streamsBroken++ // a streaming client that read its result by id from gw-1
+			}
 		}
 	}
 	if fromDead == 0 {
 		t.Errorf("no task accepted by the killed gateway was still running when it died: the scenario proves nothing")
 	}
 	tl := count(results)
-	report(t, "gateway-kill", tl, fmt.Sprintf("tasks_of_dead_gateway=%d resumed_after=%v heartbeat=%v p50=%v p99=%v",
-		fromDead, time.Duration(resumed.Load()).Round(10*time.Millisecond), heartbeat,
-		percentile(results, 0.5).Round(10*time.Millisecond), percentile(results, 0.99).Round(10*time.Millisecond)))
+	report(t, "gateway-kill", tl, fmt.Sprintf("tasks_of_dead_gateway=%d of_them_streams_resumed_by_id=%d resumed_after=%v heartbeat=%v p50=%v p99=%v",
+		fromDead, streamsBroken, time.Duration(resumed.Load()).Round(10*time.Millisecond), heartbeat,
+		percentile(results, 0.5).Round(10*time.Millisecond), percentile(results, 0.99).Round(10*time.Millisecond)), lost(results)...)
+	for _, r := range lost(results) {
+		a, _, err := call(t.Context(), http.DefaultClient, g1.url(), "triage", fmt.Sprintf(`{"jsonrpc":"2.0","id":1,"method":"GetTask","params":{"id":%q}}`, r.id))
+		t.Logf("lost task %s (streamed %v) as gw-1 has it: %s %v", r.id, r.streamed, a.Result, err)
+		for _, g := range []*gateway{g1, g2} {
+			b, _ := os.ReadFile(filepath.Join(w.dir, g.id, "agentplane.log"))
+			for _, line := range strings.Split(string(b), "\n") {
+				if strings.Contains(line, r.id) || strings.Contains(line, "async") || strings.Contains(line, "journal") {
+					t.Logf("%s: %s", g.id, line)
+				}
+			}
+		}
+	}
 	if resumed.Load() == 0 {
 		t.Errorf("the surviving gateway never claimed a task of the dead one")
 	}
