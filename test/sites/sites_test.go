@@ -4,11 +4,11 @@ package sites
 
 import (
 	"fmt"
-	"os"
-	"strings"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
