@@ -170,6 +170,20 @@ func (f *fakeAPI) routes(mux *http.ServeMux) {
 		}
 		write(w, map[string]any{"tasks": f.tasks})
 	})
+	mux.HandleFunc("GET /api/v1/fleet", func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if !f.authorized(w, r) {
+			return
+		}
+		now := time.Now().UTC()
+		write(w, map[string]any{"self": "gw-clinic-a", "site": "clinic-a", "members": []map[string]any{
+			{"id": "gw-clinic-a", "site": "clinic-a", "url": "https://gw.clinic-a.example", "self": true, "lastSeen": now,
+				"agents": map[string]any{"triage": map[string]any{"ready": 3, "slots": 12, "inFlight": 5, "queued": 0}}},
+			{"id": "gw-hub", "site": "hospital", "url": "https://gw.hospital.example", "lastSeen": now, "rtt": 38_000_000,
+				"agents": map[string]any{"triage": map[string]any{"ready": 4, "slots": 16, "inFlight": 2}, "radiology": map[string]any{"ready": 2, "slots": 4, "queued": 1}}},
+		}})
+	})
 	mux.HandleFunc("GET /api/v1/audit", func(w http.ResponseWriter, r *http.Request) {
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -369,6 +383,10 @@ func TestDashboardShowsAgentsAndFollowsAKilledReplica(t *testing.T) {
 	}
 
 	// Recent tasks update live, and API data is shown as text, never parsed as HTML.
+	waitFor(bctx, t, "the fleet: this gateway and its peer at the hospital", `!document.getElementById("fleet-section").hidden && document.querySelectorAll("#fleet tbody tr[data-gateway]").length === 2`, 5*time.Second)
+	if got := eval[string](bctx, t, `[...document.querySelectorAll("#fleet tbody tr[data-gateway='gw-hub'] td")].map(e => e.textContent).join("|")`); !strings.Contains(got, "hospital") || !strings.Contains(got, "radiology, triage") || !strings.Contains(got, "2 / 20") || !strings.Contains(got, "38 ms") {
+		t.Errorf("the hub's fleet row: %q", got)
+	}
 	waitFor(bctx, t, "the task list", `document.querySelectorAll("#tasks tbody tr[data-task]").length >= 9`, 5*time.Second)
 	first := eval[string](bctx, t, `document.querySelector("#tasks tbody tr[data-task]").dataset.task`)
 	waitFor(bctx, t, "a newer task at the top", fmt.Sprintf(`document.querySelector("#tasks tbody tr[data-task]").dataset.task !== %q`, first), 5*time.Second)
