@@ -15,7 +15,6 @@ import (
 	"github.com/agentplane/agentplane/internal/auth"
 	"github.com/agentplane/agentplane/internal/discovery"
 	"github.com/agentplane/agentplane/internal/fleet"
-	"github.com/agentplane/agentplane/internal/gateway/upstream"
 	"github.com/agentplane/agentplane/internal/store"
 	"github.com/agentplane/agentplane/internal/tasks"
 )
@@ -76,10 +75,18 @@ func (s *fleetSource) peers(agent string) []discovery.Endpoint {
 	var eps []discovery.Endpoint
 	for _, m := range s.fleet.Peers(agent) {
 		l := m.Agents[agent]
-		eps = append(eps, discovery.Endpoint{Agent: agent, Name: peerName(m.ID), URL: strings.TrimSuffix(m.URL, "/") + "/agents/" + agent,
-			Site: m.Site, Gateway: true, Ready: l.Ready > 0, State: discovery.StateRunning, Capacity: max(l.Free(), 0)})
+		ep := peerEndpoint(m, agent)
+		ep.Ready, ep.Capacity = l.Ready > 0, max(l.Free(), 0)
+		eps = append(eps, ep)
 	}
 	return eps
+}
+
+// peerEndpoint is gateway m of the fleet as an endpoint of agent: its A2A URL for the agent, at
+// its site.
+func peerEndpoint(m fleet.Member, agent string) discovery.Endpoint {
+	return discovery.Endpoint{Agent: agent, Name: peerName(m.ID), URL: strings.TrimSuffix(m.URL, "/") + "/agents/" + agent,
+		Site: m.Site, Gateway: true, State: discovery.StateRunning}
 }
 
 // Changed wakes on a change of the local agents or of the fleet.
@@ -102,27 +109,16 @@ func (p *pool) fleetLoad(local discovery.Source) map[string]fleet.Load {
 	now := p.now()
 	out := map[string]fleet.Load{}
 	for _, a := range local.Snapshot() {
+		c := p.localCapacity(a, now)
 		l := fleet.Load{State: a.State, MaxConcurrency: a.MaxConcurrency, AllowedSites: a.AllowedSites,
-			Queued: p.queue.Stats(a.Name).Depth}
-		var lat time.Duration
-		var measured int
-		for _, e := range a.Endpoints {
-			if e.Gateway || e.URL == "" {
-				continue
-			}
-			l.InFlight += p.tracker.InFlight(e.URL)
-			if !e.Ready || p.ejected(e.URL, now) {
-				continue
-			}
-			l.Ready++
-			l.Slots += max(a.MaxConcurrency, 1)
-			if v, ok := p.latency.Value(e.URL, now); ok {
-				lat += v
-				measured++
-			}
+			Ready: c.ready, Slots: c.slots, Queued: p.queue.Depth(a.Name)}
+		if c.timed {
+			l.LatencyMs = float64(c.latency.Microseconds()) / 1000
 		}
-		if measured > 0 {
-			l.LatencyMs = float64(lat.Microseconds()) / 1000 / float64(measured)
+		for _, e := range a.Endpoints {
+			if !e.Gateway && e.URL != "" {
+				l.InFlight += p.tracker.InFlight(e.URL)
+			}
 		}
 		out[a.Name] = l
 	}
@@ -160,27 +156,12 @@ func (d *dispatcher) ownerGateway(t *store.Task) (discovery.Endpoint, bool) {
 	}
 	for _, m := range d.fleet.Members() {
 		if m.ID == t.Owner && m.URL != "" {
-			return discovery.Endpoint{Agent: t.Agent, Name: peerName(m.ID), URL: strings.TrimSuffix(m.URL, "/") + "/agents/" + t.Agent,
-				Site: m.Site, Gateway: true, Ready: true}, true
+			ep := peerEndpoint(m, t.Agent)
+			ep.Ready = true
+			return ep, true
 		}
 	}
 	return discovery.Endpoint{}, false
-}
-
-// forwardToOwner sends a task-scoped request to the gateway that runs t; the task's id is the
-// same there (one journal).
-func (d *dispatcher) forwardToOwner(ctx context.Context, t *store.Task, ep discovery.Endpoint, req *a2a.Request, hdr http.Header) ([]byte, error) {
-	body, err := req.Marshal()
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*upstream.CardTimeout)
-	defer cancel()
-	resp, err := d.send(ctx, t, ep, req.Info.Dialect, body, false, hdr)
-	if err != nil {
-		return nil, err
-	}
-	return upstream.ReadAnswer(resp)
 }
 
 // fleetCaller authenticates a task forwarded by a peer gateway: the token names the original

@@ -178,25 +178,42 @@ func (p *pool) spillable(agent discovery.Agent, err error) bool {
 // tasks ahead of it in the queue, served by every ready replica slot at the replicas' recent task
 // duration. Unknown (0) until a task has been timed.
 func (p *pool) expectedWait(agent discovery.Agent) time.Duration {
-	now := p.now()
-	var slots int
+	c := p.localCapacity(agent, p.now())
+	if c.slots == 0 || !c.timed {
+		return 0
+	}
+	ahead := p.queue.Waiting(agent.Name) + 1 // under the queue's lock: Stats would wait for it
+	return time.Duration(float64(c.latency) * float64(ahead) / float64(c.slots))
+}
+
+// capacity is what an agent's replicas at this site can take: the ready ones that are not
+// ejected, their slots, and their mean recent task duration (timed: known for one at least).
+type capacity struct {
+	ready, slots int
+	latency      time.Duration
+	timed        bool
+}
+
+// localCapacity is the capacity of agent's replicas, peer gateways left out.
+func (p *pool) localCapacity(agent discovery.Agent, now time.Time) capacity {
+	var c capacity
 	var sum time.Duration
 	var timed int
 	for _, e := range agent.Endpoints {
-		if e.Gateway || !e.Ready || p.ejected(e.URL, now) {
+		if e.Gateway || e.URL == "" || !e.Ready || p.ejected(e.URL, now) {
 			continue
 		}
-		slots += max(agent.MaxConcurrency, 1)
+		c.ready++
+		c.slots += max(agent.MaxConcurrency, 1)
 		if v, ok := p.latency.Value(e.URL, now); ok {
 			sum += v
 			timed++
 		}
 	}
-	if slots == 0 || timed == 0 {
-		return 0
+	if timed > 0 {
+		c.latency, c.timed = sum/time.Duration(timed), true
 	}
-	ahead := p.queue.Waiting(agent.Name) + 1 // under the queue's lock: Stats would wait for it
-	return time.Duration(float64(sum/time.Duration(timed)) * float64(ahead) / float64(slots))
+	return c
 }
 
 // pick chooses a replica for a task with the agent's balancing policy (filters: residency,

@@ -322,7 +322,7 @@ func (g *Gateway) serveTaskOp(c *call) outcome {
 	switch c.req.Info.Kind {
 	case a2a.KindGetTask:
 		if ep, ok := g.tasks.owner(t); ok && !t.State.Terminal() {
-			if out, err := g.tasks.forward(c.r.Context(), t, ep, c.req, c.r.Header); err == nil {
+			if out, err := g.tasks.forward(c.r.Context(), t, ep, t.UpstreamID, c.req, c.r.Header); err == nil {
 				writeAnswer(c.w, nil, http.StatusOK, ep, out)
 				c.replica = ep.Name
 				return outcomeOK

@@ -76,10 +76,12 @@ func (d *dispatcher) continueTask(ctx context.Context, t *store.Task, req *a2a.R
 	return outcomeUnavailable
 }
 
-// forward sends a task-scoped request (GetTask, CancelTask) to the replica that holds t, with
-// the replica's id for the task, and returns the answer with the gateway's.
-func (d *dispatcher) forward(ctx context.Context, t *store.Task, ep discovery.Endpoint, req *a2a.Request, hdr http.Header) ([]byte, error) {
-	body, err := withReplicaID(req, t.UpstreamID)
+// forward sends a task-scoped request (GetTask, CancelTask) to ep, which knows t as remoteID:
+// the replica that holds it (t.UpstreamID), or the gateway of the fleet that runs it (t.ID, one
+// journal). It returns the answer with the gateway's id, and marks ep failed when it cannot be
+// reached.
+func (d *dispatcher) forward(ctx context.Context, t *store.Task, ep discovery.Endpoint, remoteID string, req *a2a.Request, hdr http.Header) ([]byte, error) {
+	body, err := withReplicaID(req, remoteID)
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +96,7 @@ func (d *dispatcher) forward(ctx context.Context, t *store.Task, ep discovery.En
 	if err != nil {
 		return nil, err
 	}
-	return a2a.ReplaceID(out, t.UpstreamID, t.ID), nil
+	return a2a.ReplaceID(out, remoteID, t.ID), nil
 }
 
 // withReplicaID is a task-scoped request re-encoded with the replica's id for the task in place
@@ -112,14 +114,14 @@ func withReplicaID(req *a2a.Request, upstreamID string) ([]byte, error) {
 func (d *dispatcher) cancel(ctx context.Context, t *store.Task, req *a2a.Request, hdr http.Header, forwarded bool) (json.RawMessage, discovery.Endpoint) {
 	if ep, ok := d.ownerGateway(t); ok && !forwarded {
 		// Another gateway of the fleet runs it: it cancels it on the replica that holds it.
-		out, err := d.forwardToOwner(ctx, t, ep, req, hdr)
+		out, err := d.forward(ctx, t, ep, t.ID, req, hdr)
 		if err == nil {
 			return out, ep
 		}
 		d.log.Info("forwarding a cancellation to the gateway that runs the task failed; canceling it in the journal", "task", t.ID, "gateway", t.Owner, "err", err)
 	}
 	if ep, ok := d.owner(t); ok {
-		if out, err := d.forward(ctx, t, ep, req, hdr); err == nil {
+		if out, err := d.forward(ctx, t, ep, t.UpstreamID, req, hdr); err == nil {
 			var r a2a.Response
 			if json.Unmarshal(out, &r) == nil && r.Error == nil {
 				if sum := a2a.Summarize(r.Result); sum.State.Terminal() {
