@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"regexp"
 	"slices"
 	"sync"
@@ -287,11 +286,12 @@ func (f *Fleet) Alive(id string) bool {
 	return ok && f.alive(m, f.opts.Now())
 }
 
-// Settled reports whether this gateway has listened long enough to know every live member: a
-// member it has not heard from by then is dead, and its tasks may be claimed.
-func (f *Fleet) Settled() bool {
-	return f.opts.Now().Sub(f.started) > time.Duration(f.opts.Missed+1)*f.opts.Interval
-}
+// SettleTime is how long after it starts this gateway has listened long enough to know every
+// live member: a member it has not heard from by then is dead, and its tasks may be claimed.
+func (f *Fleet) SettleTime() time.Duration { return time.Duration(f.opts.Missed+1) * f.opts.Interval }
+
+// Settled reports whether SettleTime has passed since this gateway started.
+func (f *Fleet) Settled() bool { return f.opts.Now().Sub(f.started) > f.SettleTime() }
 
 // Start sends a heartbeat every Interval, pings the peers and notices members that leave,
 // until ctx ends; then it says it leaves (so that its peers need not wait for its lease to run
@@ -430,27 +430,6 @@ func (f *Fleet) ping(ctx context.Context) {
 	}
 }
 
-// Stored returns the heartbeats in the KV bucket of this gateway's JetStream domain: the
-// members sharing its journal, as the server keeps them.
-func (f *Fleet) Stored(ctx context.Context) ([]Heartbeat, error) {
-	keys, err := f.kv.ListKeys(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var out []Heartbeat
-	for k := range keys.Keys() {
-		e, err := f.kv.Get(ctx, k)
-		if err != nil {
-			continue
-		}
-		var hb Heartbeat
-		if json.Unmarshal(e.Value(), &hb) == nil {
-			out = append(out, hb)
-		}
-	}
-	return out, nil
-}
-
 // Peers returns the live members other than this gateway that take tasks from peers and serve
 // agent, with their load of it.
 func (f *Fleet) Peers(agent string) []Member {
@@ -476,5 +455,5 @@ func (f *Fleet) Agents() map[string]Load {
 			}
 		}
 	}
-	return maps.Clone(out)
+	return out
 }

@@ -200,7 +200,7 @@ const claimInterval = 30 * time.Second
 // when one leaves, once this gateway has heard the whole fleet after starting, and every
 // claimInterval.
 func (d *dispatcher) claimOrphans(ctx context.Context, f *fleet.Fleet) {
-	settle := time.NewTimer(time.Duration(fleet.DefaultMissed+2) * f.Interval())
+	settle := time.NewTimer(f.SettleTime() + f.Interval()) // the first look, once Settled holds
 	defer settle.Stop()
 	tick := time.NewTicker(claimInterval)
 	defer tick.Stop()
