@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -27,22 +26,16 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "agentplane-sites-")
+	// Built without -race: the suite runs a dozen gateways, replicas and servers on a small
+	// machine, and measures how long takeovers take; the race detector runs in `make test`.
+	bin, remove, err := testutil.BuildAgentplane(false)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	binary = filepath.Join(dir, "agentplane")
-	// Built without -race: the suite runs a dozen gateways, replicas and servers on a small
-	// machine, and measures how long takeovers take; the race detector runs in `make test`.
-	build := exec.Command("go", "build", "-o", binary, "../../cmd/agentplane")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building agentplane:", err)
-		os.Exit(1)
-	}
+	binary = bin
 	code := m.Run()
-	os.RemoveAll(dir)
+	remove()
 	os.Exit(code)
 }
 
@@ -158,7 +151,7 @@ func (g *gateway) start() {
 				Ready, Desired int
 			} `json:"agents"`
 		}
-		if err := getJSON(t.Context(), g.url()+"/api/v1/agents", &agents); err != nil {
+		if err := lab.GetJSON(t.Context(), g.url()+"/api/v1/agents", 3*time.Second, &agents); err != nil {
 			return err
 		}
 		for _, a := range agents.Agents {
@@ -194,7 +187,7 @@ func (g *gateway) fleet() ([]string, error) {
 			ID string `json:"id"`
 		} `json:"members"`
 	}
-	if err := getJSON(g.w.t.Context(), g.url()+"/api/v1/fleet", &f); err != nil {
+	if err := lab.GetJSON(g.w.t.Context(), g.url()+"/api/v1/fleet", 3*time.Second, &f); err != nil {
 		return nil, err
 	}
 	var ids []string
@@ -225,24 +218,6 @@ func (g *gateway) metric(name, match string) (float64, error) {
 		}
 	}
 	return sum, nil
-}
-
-func getJSON(ctx context.Context, url string, into any) error {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return json.NewDecoder(resp.Body).Decode(into)
 }
 
 // --- clients ---------------------------------------------------------------------------------

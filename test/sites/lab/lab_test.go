@@ -4,10 +4,8 @@ package lab_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -103,25 +101,6 @@ func waitValue(t *testing.T, kv jetstream.KeyValue, key, value string, timeout t
 		}
 		return testutil.Check(string(e.Value()) == value, "%s is %q, want %q", key, e.Value(), value)
 	})
-}
-
-// getJSON decodes what GET http://addr/path answers.
-func getJSON(ctx context.Context, addr, path string, into any) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s%s: %s", addr, path, resp.Status)
-	}
-	return json.NewDecoder(resp.Body).Decode(into)
 }
 
 // readINFO connects with dial and reads the server's first line, which is INFO.
@@ -225,7 +204,7 @@ func TestJetStreamClusterAcrossSites(t *testing.T) {
 				RTT  string `json:"rtt"`
 			} `json:"routes"`
 		}
-		if err := getJSON(t.Context(), sites[0].Addr(monitorPort), "/routez", &routez); err != nil {
+		if err := lab.GetJSON(t.Context(), "http://"+sites[0].Addr(monitorPort)+"/routez", 2*time.Second, &routez); err != nil {
 			return err
 		}
 		if len(routez.Routes) < 2 {

@@ -145,12 +145,7 @@ type ClusterConfig struct {
 // that members only use the routes given, which may be delaying proxies.
 func (c ClusterConfig) Render() (string, error) {
 	var w confWriter
-	w.str("server_name", c.ServerName, true)
-	w.str("listen", c.Listen, true)
-	w.str("http", c.Monitor, false)
-	interval, pings := pingDefaults(c.PingInterval, c.PingMax)
-	w.duration("ping_interval", interval)
-	w.number("ping_max", pings)
+	interval, pings := w.server(c.ServerName, c.Listen, c.Monitor, c.PingInterval, c.PingMax)
 	w.jetStream(c.StoreDir, c.Domain)
 	if c.ClusterName != "" {
 		w.open("cluster")
@@ -170,6 +165,18 @@ func (c ClusterConfig) Render() (string, error) {
 		w.close()
 	}
 	return w.result()
+}
+
+// server writes what every server's configuration starts with: its name, client and monitoring
+// addresses, and its pings, and returns the ping settings it used.
+func (w *confWriter) server(name, listen, monitor string, pingInterval time.Duration, pingMax int) (time.Duration, int) {
+	w.str("server_name", name, true)
+	w.str("listen", listen, true)
+	w.str("http", monitor, false)
+	interval, pings := pingDefaults(pingInterval, pingMax)
+	w.duration("ping_interval", interval)
+	w.number("ping_max", pings)
+	return interval, pings
 }
 
 // WriteFile writes the configuration to path.
@@ -196,12 +203,7 @@ type LeafConfig struct {
 // Render returns the configuration file's text.
 func (c LeafConfig) Render() (string, error) {
 	var w confWriter
-	w.str("server_name", c.ServerName, true)
-	w.str("listen", c.Listen, true)
-	w.str("http", c.Monitor, false)
-	interval, pings := pingDefaults(c.PingInterval, c.PingMax)
-	w.duration("ping_interval", interval)
-	w.number("ping_max", pings)
+	w.server(c.ServerName, c.Listen, c.Monitor, c.PingInterval, c.PingMax)
 	if c.Domain == "" {
 		w.fail("a leaf server needs a JetStream Domain, or its JetStream would merge with the hub's")
 	}
@@ -352,47 +354,43 @@ func (w *confWriter) result() (string, error) {
 func WaitHealthy(t testing.TB, monitorAddr string, timeout time.Duration) {
 	t.Helper()
 	url := "http://" + monitorAddr + "/healthz?js-enabled-only=true"
-	client := &http.Client{Timeout: time.Second}
 	testutil.Eventually(t, timeout, 100*time.Millisecond, func() error {
-		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("GET %s: %s", url, resp.Status)
-		}
-		return nil
+		return GetJSON(t.Context(), url, time.Second, nil)
 	})
 }
 
 // Leafs returns how many leaf servers are connected to the nats-server whose monitoring port is
 // at monitorAddr (host:port), from its /leafz.
 func Leafs(ctx context.Context, monitorAddr string) (int, error) {
-	url := "http://" + monitorAddr + "/leafz"
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
 	var leafz struct {
 		Leafs int `json:"leafnodes"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&leafz); err != nil {
-		return 0, fmt.Errorf("GET %s: decode: %w", url, err)
+	err := GetJSON(ctx, "http://"+monitorAddr+"/leafz", 2*time.Second, &leafz)
+	return leafz.Leafs, err
+}
+
+// GetJSON decodes what GET url answers, within timeout; an answer other than 200 is an error.
+// With into nil only the status is checked.
+func GetJSON(ctx context.Context, url string, timeout time.Duration, into any) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
 	}
-	return leafz.Leafs, nil
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	if into == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(into); err != nil {
+		return fmt.Errorf("GET %s: decode: %w", url, err)
+	}
+	return nil
 }
