@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"testing"
 )
 
 // BuildAgentplane builds the agentplane command into a new temporary directory, with the race
@@ -31,4 +32,18 @@ func BuildAgentplane(race bool) (string, func(), error) {
 		return "", nil, fmt.Errorf("building agentplane: %w", err)
 	}
 	return bin, func() { os.RemoveAll(dir) }, nil
+}
+
+// RunWithAgentplane is a TestMain for the end-to-end suites: it builds agentplane (see
+// BuildAgentplane), sets *binary to its path, runs the tests and removes it. It returns the exit
+// code for os.Exit.
+func RunWithAgentplane(m *testing.M, race bool, binary *string) int {
+	bin, remove, err := BuildAgentplane(race)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer remove()
+	*binary = bin
+	return m.Run()
 }

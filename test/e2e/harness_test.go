@@ -25,15 +25,7 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	bin, remove, err := testutil.BuildAgentplane(true)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = bin
-	code := m.Run()
-	remove()
-	os.Exit(code)
+	os.Exit(testutil.RunWithAgentplane(m, true, &binary))
 }
 
 // syncBuffer is a bytes.Buffer safe for one writer and many readers.

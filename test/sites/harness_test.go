@@ -28,15 +28,7 @@ var binary string
 func TestMain(m *testing.M) {
 	// Built without -race: the suite runs a dozen gateways, replicas and servers on a small
 	// machine, and measures how long takeovers take; the race detector runs in `make test`.
-	bin, remove, err := testutil.BuildAgentplane(false)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = bin
-	code := m.Run()
-	remove()
-	os.Exit(code)
+	os.Exit(testutil.RunWithAgentplane(m, false, &binary))
 }
 
 // Ports inside every site.
