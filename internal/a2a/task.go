@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -70,10 +73,12 @@ type MessageInfo struct {
 
 type sendParams struct {
 	Message *struct {
-		MessageID string         `json:"messageId"`
-		ContextID string         `json:"contextId"`
-		TaskID    string         `json:"taskId"`
-		Metadata  map[string]any `json:"metadata"`
+		MessageID string            `json:"messageId"`
+		ContextID string            `json:"contextId"`
+		TaskID    string            `json:"taskId"`
+		Metadata  map[string]any    `json:"metadata"`
+		Role      *string           `json:"role"`
+		Parts     []json.RawMessage `json:"parts"`
 	} `json:"message"`
 	Metadata      map[string]any `json:"metadata"`
 	Configuration *struct {
@@ -102,6 +107,9 @@ func ParseMessageInfo(params json.RawMessage, d Dialect) (MessageInfo, error) {
 		// a re-dispatched task is de-duplicated by it.
 		return MessageInfo{}, ErrNoMessageID
 	}
+	if err := checkMessage(p.Message.Role, p.Message.Parts, d); err != nil {
+		return MessageInfo{}, err
+	}
 	mi := MessageInfo{MessageID: p.Message.MessageID, ContextID: p.Message.ContextID, TaskID: p.Message.TaskID, Blocking: true,
 		Metadata: map[string]string{}}
 	for _, md := range []map[string]any{p.Metadata, p.Message.Metadata} {
@@ -120,6 +128,55 @@ func ParseMessageInfo(params json.RawMessage, d Dialect) (MessageInfo, error) {
 		}
 	}
 	return mi, nil
+}
+
+// Roles and part kinds each dialect defines.
+var (
+	roles = map[Dialect][]string{V1: {"ROLE_USER", "ROLE_AGENT"}, V03: {"user", "agent"}}
+	// partContent is the content fields of a v1.0 part, of which it has exactly one.
+	partContent = []string{"text", "raw", "url", "data"}
+	// partKinds is the v0.3 part kinds, named by the part's "kind".
+	partKinds = []string{"text", "file", "data"}
+)
+
+// checkMessage refuses a message the protocol calls invalid before the gateway journals it: a
+// role the dialect does not define, no parts, or a part of no known kind. Each error names the
+// field.
+func checkMessage(role *string, parts []json.RawMessage, d Dialect) error {
+	if role == nil || !slices.Contains(roles[d], *role) {
+		got := "missing"
+		if role != nil {
+			got = strconv.Quote(*role)
+		}
+		return fmt.Errorf(`"params.message.role" must be one of %s, got %s`, strings.Join(roles[d], ", "), got)
+	}
+	if len(parts) == 0 {
+		return errors.New(`"params.message.parts" must hold at least one part`)
+	}
+	for i, raw := range parts {
+		var part map[string]json.RawMessage
+		if json.Unmarshal(raw, &part) != nil || part == nil {
+			return fmt.Errorf(`"params.message.parts[%d]" must be an object`, i)
+		}
+		if d == V03 {
+			var kind string
+			_ = json.Unmarshal(part["kind"], &kind)
+			if !slices.Contains(partKinds, kind) {
+				return fmt.Errorf(`"params.message.parts[%d].kind" must be one of %s, got %s`, i, strings.Join(partKinds, ", "), strconv.Quote(kind))
+			}
+			continue
+		}
+		n := 0
+		for _, k := range partContent {
+			if v, ok := part[k]; ok && string(v) != "null" {
+				n++
+			}
+		}
+		if n != 1 {
+			return fmt.Errorf(`"params.message.parts[%d]" must have exactly one of %s, has %d`, i, strings.Join(partContent, ", "), n)
+		}
+	}
+	return nil
 }
 
 // EditSend returns params with params.message fields set where value is not empty, and with

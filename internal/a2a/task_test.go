@@ -37,7 +37,7 @@ func TestParseMessageInfoAndEditSend(t *testing.T) {
 		t.Fatalf("EditSend(v1) = %s", out)
 	}
 
-	v03 := json.RawMessage(`{"message":{"kind":"message","messageId":"m2","contextId":"c","taskId":"t","role":"user","parts":[]},"configuration":{"blocking":false}}`)
+	v03 := json.RawMessage(`{"message":{"kind":"message","messageId":"m2","contextId":"c","taskId":"t","role":"user","parts":[{"kind":"text","text":"yes"}]},"configuration":{"blocking":false}}`)
 	mi, err = ParseMessageInfo(v03, V03)
 	if err != nil || mi.Blocking || mi.TaskID != "t" || mi.ContextID != "c" {
 		t.Fatalf("ParseMessageInfo(v03) = %+v, %v", mi, err)
@@ -116,5 +116,40 @@ func TestUsage(t *testing.T) {
 	}
 	if _, _, ok := Usage(json.RawMessage(`{"task":{"id":"a"}}`)); ok {
 		t.Error("Usage found usage where there is none")
+	}
+}
+
+func TestInvalidMessagesNameTheField(t *testing.T) {
+	for _, tc := range []struct {
+		d      Dialect
+		params string
+		field  string
+	}{
+		{V1, `{"message":{"messageId":"m","parts":[{"text":"x"}]}}`, `"params.message.role"`},
+		{V1, `{"message":{"messageId":"m","role":"user","parts":[{"text":"x"}]}}`, `"params.message.role"`},
+		{V1, `{"message":{"messageId":"m","role":"ROLE_USER"}}`, `"params.message.parts"`},
+		{V1, `{"message":{"messageId":"m","role":"ROLE_USER","parts":[]}}`, `"params.message.parts"`},
+		{V1, `{"message":{"messageId":"m","role":"ROLE_USER","parts":["x"]}}`, `"params.message.parts[0]"`},
+		{V1, `{"message":{"messageId":"m","role":"ROLE_USER","parts":[{"text":"a"},{"image":"b"}]}}`, `"params.message.parts[1]"`},
+		{V1, `{"message":{"messageId":"m","role":"ROLE_USER","parts":[{"text":"a","url":"http://x"}]}}`, `"params.message.parts[0]"`},
+		{V03, `{"message":{"messageId":"m","role":"ROLE_USER","parts":[{"kind":"text","text":"x"}]}}`, `"params.message.role"`},
+		{V03, `{"message":{"messageId":"m","role":"user","parts":[{"text":"x"}]}}`, `"params.message.parts[0].kind"`},
+		{V03, `{"message":{"messageId":"m","role":"user","parts":[{"kind":"image"}]}}`, `"params.message.parts[0].kind"`},
+	} {
+		_, err := ParseMessageInfo(json.RawMessage(tc.params), tc.d)
+		if err == nil || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("ParseMessageInfo(%s, %s) = %v, want an error naming %s", tc.d, tc.params, err, tc.field)
+		}
+	}
+	for _, ok := range []struct {
+		d      Dialect
+		params string
+	}{
+		{V1, `{"message":{"messageId":"m","role":"ROLE_USER","parts":[{"text":"x"},{"url":"https://x/y.png","mediaType":"image/png"},{"data":{"a":1}},{"raw":"AAE="}]}}`},
+		{V03, `{"message":{"messageId":"m","role":"agent","parts":[{"kind":"text","text":"x"},{"kind":"file","file":{"uri":"https://x"}},{"kind":"data","data":{}}]}}`},
+	} {
+		if _, err := ParseMessageInfo(json.RawMessage(ok.params), ok.d); err != nil {
+			t.Errorf("ParseMessageInfo(%s, %s) refused a valid message: %v", ok.d, ok.params, err)
+		}
 	}
 }

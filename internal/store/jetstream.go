@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
-	"strings"
 	"sync"
 	"time"
 
@@ -522,7 +521,7 @@ func (j *JetStream) write(ctx context.Context, key string, t *Task, rev uint64, 
 		return 0, joinCleanup(err, j.dropBlobs(ctx, key, written))
 	}
 	msg := &nats.Msg{Subject: j.kvSubj + key, Data: data, Header: nats.Header{}}
-	msg.Header.Set(stateHeader, string(t.State))
+	setEntryHeaders(msg.Header, t)
 	popts := []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(rev)}
 	if t.State.Terminal() {
 		popts = append(popts, jetstream.WithMsgTTL(j.opts.Retention))
@@ -627,59 +626,14 @@ func (j *JetStream) Pending(ctx context.Context) ([]*Task, error) {
 
 // pendingKeys lists the keys whose newest record is not marked terminal, reading headers only.
 func (j *JetStream) pendingKeys(ctx context.Context) ([]string, error) {
-	octx, cancel := op(ctx)
-	defer cancel()
-	c, err := j.kvStream.CreateConsumer(octx, jetstream.ConsumerConfig{
-		FilterSubject:     j.kvSubj + "*", // records; blob chunks have more tokens
-		DeliverPolicy:     jetstream.DeliverLastPerSubjectPolicy,
-		AckPolicy:         jetstream.AckNonePolicy,
-		HeadersOnly:       true,
-		MemoryStorage:     true,
-		Replicas:          1,
-		InactiveThreshold: time.Minute,
+	var keys []string
+	err := j.scanHeaders(ctx, func(key string, h nats.Header) {
+		if s := h.Get(stateHeader); s == "" || !TaskState(s).Terminal() {
+			keys = append(keys, key)
+		}
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: pending: %w", err)
-	}
-	defer func() {
-		dctx, cancel := op(context.WithoutCancel(ctx))
-		defer cancel()
-		if err := j.kvStream.DeleteConsumer(dctx, c.CachedInfo().Name); err != nil {
-			// It goes by itself after a minute without use (InactiveThreshold).
-			j.log.Warn("journal could not delete the pending scan's consumer", "err", err)
-		}
-	}()
-	remaining := c.CachedInfo().NumPending
-	var keys []string
-	for remaining > 0 {
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("store: pending: %w", err)
-		}
-		batch, err := c.FetchNoWait(1000)
-		if err != nil {
-			return nil, fmt.Errorf("store: pending: %w", err)
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			if md, err := m.Metadata(); err == nil {
-				remaining = md.NumPending
-			}
-			h := m.Headers()
-			if isMarker(h) {
-				continue // deleted or expired
-			}
-			if s := h.Get(stateHeader); s != "" && TaskState(s).Terminal() {
-				continue
-			}
-			keys = append(keys, strings.TrimPrefix(m.Subject(), j.kvSubj))
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return nil, fmt.Errorf("store: pending: %w", err)
-		}
-		if n == 0 {
-			break // the last records expired while we read
-		}
 	}
 	return keys, nil
 }

@@ -194,6 +194,8 @@ type Journal interface {
 	Update(ctx context.Context, t *Task) error
 	// Pending returns every task not in a terminal state, for recovery after a restart.
 	Pending(ctx context.Context) ([]*Task, error)
+	// List returns an Entry for every task of agent the journal holds, in no order.
+	List(ctx context.Context, agent string) ([]Entry, error)
 
 	// Enqueue durably queues task id for asynchronous dispatch.
 	Enqueue(ctx context.Context, id string) error

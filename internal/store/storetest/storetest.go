@@ -30,6 +30,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Journal) {
 	t.Run("UpdateCAS", func(t *testing.T) { testUpdateCAS(t, open(t)) })
 	t.Run("ConcurrentUpdates", func(t *testing.T) { testConcurrentUpdates(t, open(t)) })
 	t.Run("Pending", func(t *testing.T) { testPending(t, open(t)) })
+	t.Run("List", func(t *testing.T) { testList(t, open(t)) })
 	t.Run("IDs", func(t *testing.T) { testIDs(t, open(t)) })
 	t.Run("ConsumeAll", func(t *testing.T) { testConsumeAll(t, open(t)) })
 	t.Run("RedeliverOnError", func(t *testing.T) { testRedeliverOnError(t, open(t)) })
@@ -788,5 +789,49 @@ func testConsumeCancel(t *testing.T, j store.Journal) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("idle Consume did not return after cancel")
+	}
+}
+
+func testList(t *testing.T, j store.Journal) {
+	ctx := t.Context()
+	if es, err := j.List(ctx, "echo"); err != nil || len(es) != 0 {
+		t.Fatalf("empty journal: List = %v, %v", es, err)
+	}
+	a := NewTask("a")
+	b := NewTask("b")
+	b.Subject, b.ContextID = "bob", "ctx-2"
+	other := NewTask("other-agent")
+	other.Agent = "triage"
+	for _, task := range []*store.Task{a, b, other} {
+		if err := j.Create(ctx, task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.State, a.UpdatedAt = store.StateCompleted, a.UpdatedAt.Add(time.Minute)
+	if err := j.Update(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	es, err := j.List(ctx, "echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.SortFunc(es, func(x, y store.Entry) int { return strings.Compare(x.ID, y.ID) })
+	want := []store.Entry{
+		{ID: "a", Agent: "echo", State: store.StateCompleted, Tenant: store.Digest("acme"), Owner: store.Digest("acme", "alice"),
+			Context: store.Digest("ctx-1"), UpdatedAt: a.UpdatedAt},
+		{ID: "b", Agent: "echo", State: store.StateAccepted, Tenant: store.Digest("acme"), Owner: store.Digest("acme", "bob"),
+			Context: store.Digest("ctx-2"), UpdatedAt: b.UpdatedAt},
+	}
+	if len(es) != len(want) {
+		t.Fatalf("List(echo) = %+v, want %+v", es, want)
+	}
+	for i := range want {
+		if es[i].ID != want[i].ID || es[i].State != want[i].State || es[i].Tenant != want[i].Tenant || es[i].Owner != want[i].Owner ||
+			es[i].Context != want[i].Context || !es[i].UpdatedAt.Equal(want[i].UpdatedAt) || es[i].Agent != want[i].Agent {
+			t.Errorf("List(echo)[%d] = %+v, want %+v", i, es[i], want[i])
+		}
+	}
+	if store.Digest("acme", "alice") == store.Digest("acmealice") || store.Digest("acme", "alice") == store.Digest("acm", "ealice") {
+		t.Error("Digest does not keep its parts apart")
 	}
 }
