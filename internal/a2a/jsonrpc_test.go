@@ -25,7 +25,7 @@ func TestParseRequest(t *testing.T) {
 		{"v03 get", `{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"id":"x"}}`, 0, KindGetTask, V03},
 		{"v03 cancel", `{"jsonrpc":"2.0","id":1,"method":"tasks/cancel","params":{"id":"x"}}`, 0, KindCancel, V03},
 		{"v03 resubscribe", `{"jsonrpc":"2.0","id":1,"method":"tasks/resubscribe","params":{"id":"x"}}`, 0, KindSubscribe, V03},
-		{"whitespace", " \n{\"jsonrpc\":\"2.0\",\"id\":-1.5e3,\"method\":\"ListTasks\"}\n", 0, KindOther, V1},
+		{"whitespace", " \n{\"jsonrpc\":\"2.0\",\"id\":-1.5e3,\"method\":\"ListTasks\"}\n", 0, KindList, V1},
 
 		{"empty", ``, CodeInvalidRequest, 0, ""},
 		{"not json", `{"jsonrpc":`, CodeParseError, 0, ""},

@@ -14,13 +14,14 @@ type Kind int
 
 // Method kinds.
 const (
-	KindOther     Kind = iota // known to A2A but not routed specially (push configs, ListTasks)
+	KindOther     Kind = iota // known to A2A but not routed specially (push configs)
 	KindSend                  // send a message, answer once
 	KindStream                // send a message, answer with an SSE stream
 	KindGetTask               // read a task
 	KindCancel                // cancel a task
 	KindSubscribe             // re-attach to a task's SSE stream
 	KindCard                  // the authenticated extended agent card
+	KindList                  // list the caller's tasks
 )
 
 // Method describes one JSON-RPC method name.
@@ -50,7 +51,7 @@ func init() {
 		{"GetTask", V1, KindGetTask},
 		{"CancelTask", V1, KindCancel},
 		{"SubscribeToTask", V1, KindSubscribe},
-		{"ListTasks", V1, KindOther},
+		{"ListTasks", V1, KindList},
 		{"GetExtendedAgentCard", V1, KindCard},
 		{"CreateTaskPushNotificationConfig", V1, KindOther},
 		{"GetTaskPushNotificationConfig", V1, KindOther},
@@ -62,6 +63,7 @@ func init() {
 		{"tasks/get", V03, KindGetTask},
 		{"tasks/cancel", V03, KindCancel},
 		{"tasks/resubscribe", V03, KindSubscribe},
+		{"tasks/list", V03, KindList},
 		{"agent/getAuthenticatedExtendedCard", V03, KindCard},
 		{"tasks/pushNotificationConfig/set", V03, KindOther},
 		{"tasks/pushNotificationConfig/get", V03, KindOther},

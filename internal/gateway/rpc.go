@@ -131,6 +131,8 @@ func (g *Gateway) route(c *call) outcome {
 		return g.serveSend(c)
 	case c.req.Info.TaskScoped():
 		return g.serveTaskOp(c)
+	case c.req.Info.Kind == a2a.KindList:
+		return g.serveList(c)
 	}
 	return g.serveOther(c)
 }
