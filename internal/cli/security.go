@@ -82,6 +82,7 @@ func (s security) apply(o *gateway.Options, dataDir string, logger *slog.Logger,
 		}
 		o.TLS = tc
 	}
+	o.AgentHosts = c.AgentHosts
 	l := c.Limits
 	if !maxBodyFromFlag {
 		o.MaxBodyBytes = l.MaxBodyBytes

@@ -62,6 +62,8 @@ type Options struct {
 	Redact func(string) string
 	// Metrics records what the gateway does; nil means no metrics.
 	Metrics *telemetry.Metrics
+	// AgentHosts gives agents origins of their own (host-based routing); zero: none.
+	AgentHosts configv1.AgentHosts
 	// Site is the gateway's own site: its replicas are preferred, others used only when they
 	// are saturated or down. Empty prefers none. With a Site, a task of an agent whose
 	// allowedSites exclude it is refused here: its request may not be journaled at this site.

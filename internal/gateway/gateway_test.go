@@ -390,7 +390,7 @@ func TestCardIsRewrittenToTheGateway(t *testing.T) {
 		t.Fatalf("card = %+v", card)
 	}
 	for _, i := range card.Interfaces {
-		if i.URL != srv.URL+"/agents/triage" {
+		if i.URL != srv.URL+"/agents/triage/" {
 			t.Fatalf("interface URL %q not rewritten to the gateway", i.URL)
 		}
 	}

@@ -21,6 +21,15 @@ func (g *Gateway) routes() http.Handler {
 	mux.HandleFunc("POST /agents/{name}/{$}", g.serveRPC)
 	audited("GET /agents/{name}/.well-known/agent-card.json", g.serveCard)
 	audited("GET /agents/{name}/.well-known/agent.json", g.serveCard) // A2A v0.2/v0.3 path
+	audited("GET /agents/{name}/"+OriginalCardPath, g.serveOriginalCard)
+	// A client given an agent's URL without its trailing slash, that resolves the card's path
+	// relative to it, asks here: say what to do instead.
+	noAgent := func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "an agent's URL is " + g.baseURL(r) +
+			"/agents/<name>/, with its trailing slash: its card is at /agents/<name>/.well-known/agent-card.json; GET /agents lists the agents"})
+	}
+	mux.HandleFunc("GET /agents/.well-known/agent-card.json", noAgent)
+	mux.HandleFunc("GET /agents/.well-known/agent.json", noAgent)
 	audited("GET /agents", g.serveAgentList)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeText(w, http.StatusOK, "ok\n") })
 	mux.HandleFunc("GET /readyz", g.serveReady)
@@ -41,7 +50,7 @@ func (g *Gateway) routes() http.Handler {
 	}
 	mux.Handle("GET /ui/", ui.Handler())
 	mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
-	return telemetry.HTTPMiddleware(limitConcurrency(g.opts.MaxConcurrentRequests, mux))
+	return telemetry.HTTPMiddleware(limitConcurrency(g.opts.MaxConcurrentRequests, g.routeHosts(mux)))
 }
 
 func writeText(w http.ResponseWriter, code int, s string) {
@@ -108,15 +117,14 @@ func (g *Gateway) serveAgentList(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	base := g.baseURL(r)
 	out := []AgentSummary{}
 	for _, a := range g.opts.Source.Snapshot() {
 		if g.opts.Auth != nil && !g.opts.Auth.Authorizer.CanCall(s, a.Name) {
 			continue // callers see only the agents they may call
 		}
-		u := base + "/agents/" + a.Name
+		u := g.agentURL(r, a.Name)
 		out = append(out, AgentSummary{
-			Name: a.Name, Description: a.Description, URL: u, CardURL: u + "/.well-known/agent-card.json",
+			Name: a.Name, Description: a.Description, URL: u, CardURL: u + ".well-known/agent-card.json",
 			ReadyReplicas: a.ReadyCount(), Replicas: a.Desired,
 		})
 	}

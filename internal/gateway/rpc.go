@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -376,6 +377,23 @@ func (g *Gateway) serveOther(c *call) outcome {
 		rpcError(c.w, http.StatusBadGateway, c.req.ID, a2a.Errorf(a2a.CodeAgentUnavailable, "replica %s did not answer: %v", sl.ep.Name, err))
 		return outcomeUnavailable
 	}
+	if c.req.Info.Kind == a2a.KindCard {
+		out = g.rewriteExtendedCard(c, out)
+	}
 	writeAnswer(c.w, resp.Header, resp.StatusCode, sl.ep, out)
 	return outcomeOK
+}
+
+// rewriteExtendedCard points the URLs of the extended card in an agent's answer at the gateway,
+// as those of its public card are.
+func (g *Gateway) rewriteExtendedCard(c *call, answer []byte) []byte {
+	var r a2a.Response
+	if json.Unmarshal(answer, &r) != nil || r.Error != nil || len(r.Result) == 0 {
+		return answer
+	}
+	card, _, err := rewriteCard(r.Result, g.agentURL(c.r, c.agent.Name), c.agent)
+	if err != nil {
+		return answer
+	}
+	return a2a.Result(c.req.ID, card)
 }

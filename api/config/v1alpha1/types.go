@@ -47,6 +47,26 @@ type GatewayConfig struct {
 	// Redaction configures what is masked in logs, traces and the dashboard.
 	// +optional
 	Redaction Redaction `json:"redaction,omitempty"`
+
+	// AgentHosts gives agents origins of their own: a request whose Host names an agent is that
+	// agent's, with its card at the origin's root (/.well-known/agent-card.json, where RFC 8615
+	// and the A2A specification put it) and JSON-RPC at "/". Every path of such a host is the
+	// agent's, but /healthz and /readyz.
+	// +optional
+	AgentHosts AgentHosts `json:"agentHosts,omitempty"`
+}
+
+// AgentHosts maps host names to agents. A host named in Hosts is routed by it; otherwise a host
+// "<agent>.<domain>" is routed to the agent of that name.
+type AgentHosts struct {
+	// Domain is a DNS suffix under which each agent has a host of its name, such as
+	// "agents.example.org" for triage.agents.example.org. A wildcard DNS record and certificate
+	// for it are the operator's.
+	// +optional
+	Domain string `json:"domain,omitempty"`
+	// Hosts maps a host name to the agent it serves, such as {"triage.hospital.example": "triage"}.
+	// +optional
+	Hosts map[string]string `json:"hosts,omitempty"`
 }
 
 // Listener is one address the gateway serves on.

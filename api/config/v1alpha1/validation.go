@@ -46,6 +46,26 @@ func (c *GatewayConfig) Validate() field.ErrorList {
 	errs = append(errs, validateRateLimits(c.RateLimits, field.NewPath("rateLimits"))...)
 	errs = append(errs, c.Audit.validate(field.NewPath("audit"))...)
 	errs = append(errs, c.Redaction.validate(field.NewPath("redaction"))...)
+	errs = append(errs, c.AgentHosts.validate(field.NewPath("agentHosts"))...)
+	return errs
+}
+
+func (h *AgentHosts) validate(p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if h.Domain != "" {
+		for _, msg := range validation.IsDNS1123Subdomain(h.Domain) {
+			errs = append(errs, field.Invalid(p.Child("domain"), h.Domain, msg))
+		}
+	}
+	for host, agent := range h.Hosts {
+		hp := p.Child("hosts").Key(host)
+		for _, msg := range validation.IsDNS1123Subdomain(host) {
+			errs = append(errs, field.Invalid(hp, host, "host name: "+msg))
+		}
+		for _, msg := range validation.IsDNS1123Label(agent) {
+			errs = append(errs, field.Invalid(hp, agent, "agent name: "+msg))
+		}
+	}
 	return errs
 }
 
