@@ -40,7 +40,9 @@ function log(msg, fields = {}) {
 
 // The card names one JSON-RPC endpoint twice: for A2A 1.0 and for 0.3. The gateway reads
 // supportedInterfaces to learn where each dialect goes; the SDK checks the A2A-Version header of
-// every request against the versions listed here.
+// every request against the versions listed here. Asked without that header (as the probes and
+// the gateway ask), the SDK serves it in the 0.3 shape, top-level url included, with
+// supportedInterfaces kept: a card that clients of both versions can read.
 const card = {
   name: 'Clinic intake (JavaScript)',
   description: 'Turns a patient request into a structured intake summary with an urgency.',
@@ -156,7 +158,7 @@ class IntakeExecutor {
 const requestHandler = new DefaultRequestHandler(card, new InMemoryTaskStore(), new IntakeExecutor());
 
 const app = express();
-app.use(`/${AGENT_CARD_PATH}`, agentCardHandler({ agentCardProvider: requestHandler }));
+app.use(`/${AGENT_CARD_PATH}`, agentCardHandler({ agentCardProvider: requestHandler, legacyCompat: { enabled: true } }));
 app.use(rpcPath, jsonRpcHandler({ requestHandler, userBuilder: UserBuilder.noAuthentication, legacyCompat: { enabled: true } }));
 
 const server = app.listen(port, host, () => log('listening', { url: `http://${host}:${port}`, rpc: rpcPath }));

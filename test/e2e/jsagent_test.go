@@ -49,6 +49,7 @@ func TestJavaScriptSDKAgent(t *testing.T) {
 		defer res.Body.Close()
 		var card struct {
 			Name       string `json:"name"`
+			URL        string `json:"url"` // for A2A 0.3 clients
 			Interfaces []struct {
 				URL             string `json:"url"`
 				ProtocolBinding string `json:"protocolBinding"`
@@ -65,8 +66,8 @@ func TestJavaScriptSDKAgent(t *testing.T) {
 			}
 			versions = append(versions, i.ProtocolVersion)
 		}
-		if card.Name != "Clinic intake (JavaScript)" || !slices.Equal(versions, []string{"1.0", "0.3"}) {
-			t.Fatalf("agent card: name %q, versions %v; want the intake agent's, with 1.0 and 0.3", card.Name, versions)
+		if card.Name != "Clinic intake (JavaScript)" || card.URL != url || !slices.Equal(versions, []string{"1.0", "0.3"}) {
+			t.Fatalf("agent card: name %q, url %q, versions %v; want the intake agent's at %s, with 1.0 and 0.3", card.Name, card.URL, versions, url)
 		}
 	})
 
