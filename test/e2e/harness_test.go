@@ -60,6 +60,13 @@ var listening = regexp.MustCompile(`listening on (http://\S+)`)
 // startUp runs `agentplane up` with the test manifests and waits until every agent is ready.
 func startUp(t *testing.T, extra ...string) *upProcess {
 	t.Helper()
+	return startUpIn(t, "", extra...)
+}
+
+// startUpIn is startUp with dir as the working directory of `agentplane up` ("" for the test's),
+// against which the manifests' relative paths and commands are resolved.
+func startUpIn(t *testing.T, dir string, extra ...string) *upProcess {
+	t.Helper()
 	p := &upProcess{DataDir: t.TempDir(), stderr: &syncBuffer{}, done: make(chan error, 1)}
 	args := []string{"up", "--listen", "127.0.0.1:0", "--restart-backoff", "200ms", "--grace", "5s", "--drain-timeout", "10s", "--log-level", "debug"}
 	if !slices.Contains(extra, "-f") {
@@ -72,6 +79,7 @@ func startUp(t *testing.T, extra ...string) *upProcess {
 	}
 	args = append(args, extra...)
 	p.cmd = exec.Command(binary, args...)
+	p.cmd.Dir = dir
 	p.cmd.Stderr = p.stderr
 	p.cmd.Stdout = p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -191,9 +199,17 @@ func post(ctx context.Context, url, body string) (reply, error) {
 
 // postWith is post through c.
 func postWith(ctx context.Context, c *http.Client, url, body string) (reply, error) {
+	return postHeader(ctx, c, url, body, nil)
+}
+
+// postHeader is postWith with extra request headers, such as A2A-Version.
+func postHeader(ctx context.Context, c *http.Client, url, body string, h http.Header) (reply, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
 	if err != nil {
 		return reply{}, err
+	}
+	for k, v := range h {
+		req.Header[k] = v
 	}
 	req.Header.Set("Content-Type", "application/json")
 	res, err := c.Do(req)
