@@ -10,7 +10,8 @@ import (
 )
 
 // rewriteCard returns the card with every JSON-RPC interface pointing at the gateway's URL for
-// the agent and every other interface removed, since the gateway serves only JSON-RPC.
+// the agent and every other interface removed, since the gateway serves JSON-RPC and, for A2A
+// v1.0, the HTTP+JSON binding it translates to JSON-RPC (rest.go), whatever the agent speaks.
 func rewriteCard(raw []byte, agentURL string, a discovery.Agent) ([]byte, error) {
 	var card map[string]any
 	if err := json.Unmarshal(raw, &card); err != nil {
@@ -33,6 +34,12 @@ func rewriteCard(raw []byte, agentURL string, a discovery.Agent) ([]byte, error)
 			i["url"] = agentURL
 			delete(i, "tenant")
 			kept = append(kept, i)
+		}
+		for _, i := range kept {
+			if v, _ := i.(map[string]any)["protocolVersion"].(string); v == "1" || strings.HasPrefix(v, "1.") {
+				kept = append(kept, map[string]any{"url": agentURL, "protocolBinding": "HTTP+JSON", "protocolVersion": v})
+				break
+			}
 		}
 		card["supportedInterfaces"] = kept
 	}
