@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // The A2A v1.0 HTTP+JSON binding names each method by a verb and a path below the agent's URL,
@@ -137,6 +138,9 @@ func (rt RESTRoute) Request(query url.Values, body []byte, maxDepth int) (*Reque
 	if rt.ConfigID == "" && (rt.Method == "GetTaskPushNotificationConfig" || rt.Method == "DeleteTaskPushNotificationConfig") {
 		return nil, Errorf(CodeInvalidRequest, "%s needs a push notification config id in the path", rt.Method)
 	}
+	if !utf8.ValidString(rt.TaskID) || !utf8.ValidString(rt.ConfigID) {
+		return nil, Errorf(CodeInvalidRequest, "the ids in the path must be UTF-8")
+	}
 	params, err := rt.params(query, bytes.TrimSpace(body))
 	if err != nil {
 		return nil, err
@@ -208,6 +212,10 @@ func (rt RESTRoute) params(q url.Values, body []byte) (json.RawMessage, *Error) 
 	}
 	text := func(k string) {
 		if v := q.Get(k); v != "" {
+			if !utf8.ValidString(v) {
+				bad = Errorf(CodeInvalidRequest, "query parameter %s must be UTF-8", k)
+				return
+			}
 			set(k, v)
 		}
 	}
