@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	sdk "github.com/a2aproject/a2a-go/v2/a2a"
 	"github.com/a2aproject/a2a-go/v2/a2aclient"
@@ -46,16 +49,16 @@ func userMessage(text string) *sdk.SendMessageRequest {
 	return &sdk.SendMessageRequest{Message: sdk.NewMessage(sdk.MessageRoleUser, sdk.NewTextPart(text))}
 }
 
-// recordingClient remembers the URL of every request it sends.
+// recordingClient remembers the verb and path of every request it sends.
 type recordingClient struct {
-	mu   chan struct{}
+	mu   sync.Mutex
 	urls []string
 }
 
 func (r *recordingClient) RoundTrip(req *http.Request) (*http.Response, error) {
-	r.mu <- struct{}{}
+	r.mu.Lock()
 	r.urls = append(r.urls, req.Method+" "+req.URL.Path)
-	<-r.mu
+	r.mu.Unlock()
 	return http.DefaultTransport.RoundTrip(req)
 }
 
@@ -63,7 +66,7 @@ func TestRESTBindingServesTheSDKClient(t *testing.T) {
 	a0 := startAgent(t, "triage", "0", simagent.Config{Chunks: 3})
 	a1 := startAgent(t, "triage", "1", simagent.Config{Chunks: 3})
 	_, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, a0, a1)))
-	rec := &recordingClient{mu: make(chan struct{}, 1)}
+	rec := &recordingClient{}
 	c := restClient(t, srv.URL, "triage", &http.Client{Transport: rec})
 	ctx := t.Context()
 
@@ -113,6 +116,55 @@ func TestRESTBindingServesTheSDKClient(t *testing.T) {
 		"POST /agents/triage/message:stream", "GET /agents/triage/tasks/no-such-task", "POST /agents/triage/tasks/" + string(task.ID) + ":cancel"}
 	if strings.Join(rec.urls, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("the client did not speak HTTP+JSON:\n%s", strings.Join(rec.urls, "\n"))
+	}
+}
+
+// Failover is the call path's: a dead replica is ejected and the task runs on the live one.
+func TestRESTSendFailsOverToALiveReplica(t *testing.T) {
+	dead := testutil.ClosedURL(t)
+	live := startAgent(t, "triage", "1", simagent.Config{})
+	g, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, dead, live)))
+	for range 3 { // load the live replica so that the first task goes to the dead one
+		defer g.tasks.pool.tracker.Acquire(live)()
+	}
+	tr := restTransport(t, srv.URL, "triage", nil)
+	for i := range 5 {
+		res, err := tr.SendMessage(t.Context(), nil, userMessage("x"))
+		if task, ok := res.(*sdk.Task); err != nil || !ok || task.Status.State != sdk.TaskStateCompleted {
+			t.Fatalf("send %d: %#v, %v", i, res, err)
+		}
+	}
+	if !g.tasks.pool.ejector.Ejected(dead, time.Now()) {
+		t.Fatal("the dead replica is not ejected")
+	}
+}
+
+// An error after the stream started is an {"error": ...} event, which the SDK's REST stream
+// turns into its typed error.
+func TestRESTMidStreamFailureIsAnErrorEvent(t *testing.T) {
+	agent := streamingAgent(t, func(w http.ResponseWriter) {
+		fmt.Fprint(w, "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"task\":{\"id\":\"t1\",\"contextId\":\"c\",\"status\":{\"state\":\"TASK_STATE_WORKING\"}}}}\n\n")
+		w.(http.Flusher).Flush()
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close() // the replica dies mid-stream
+		}
+	})
+	_, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, agent)))
+	var events []sdk.Event
+	var last error
+	for ev, err := range restTransport(t, srv.URL, "triage", nil).SendStreamingMessage(t.Context(), nil, userMessage("x")) {
+		if err != nil {
+			last = err
+			break
+		}
+		events = append(events, ev)
+	}
+	// The gateway's own reasons are outside the A2A domain: the SDK reports them as internal.
+	if len(events) != 1 || !errors.Is(last, sdk.ErrInternalError) || !strings.Contains(last.Error(), "broke off") {
+		t.Fatalf("stream: %d events, then %v; want the agent's event, then the gateway's error", len(events), last)
+	}
+	if task, ok := events[0].(*sdk.Task); !ok || task.ID == "t1" {
+		t.Fatalf("first event %#v: want the task under the gateway's id", events[0])
 	}
 }
 
@@ -307,4 +359,33 @@ func TestRESTIsAuthenticatedAuthorizedAndAudited(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("audit of HTTP+JSON calls:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+}
+
+// Methods the gateway passes to a replica (ListTasks, push notification configs, the extended
+// card) reach it as their JSON-RPC twins do, and their answers, results or errors, reach the
+// SDK in the binding's shapes.
+func TestRESTPassesOtherMethodsOn(t *testing.T) {
+	a0 := startAgent(t, "triage", "0", simagent.Config{})
+	_, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, a0)))
+	tr := restTransport(t, srv.URL, "triage", nil)
+	ctx := t.Context()
+	answered := func(what string, err error) {
+		t.Helper()
+		// An error body the SDK cannot read as the binding's is an internal error to it.
+		var ae *sdk.Error
+		if err != nil && (!errors.As(err, &ae) || errors.Is(err, sdk.ErrInternalError)) {
+			t.Fatalf("%s: %v, want a result or a typed A2A error", what, err)
+		}
+	}
+	_, err := tr.ListTasks(ctx, nil, &sdk.ListTasksRequest{PageSize: 5})
+	answered("ListTasks", err)
+	_, err = tr.GetExtendedAgentCard(ctx, nil, &sdk.GetExtendedAgentCardRequest{})
+	answered("GetExtendedAgentCard", err)
+	_, err = tr.CreateTaskPushConfig(ctx, nil, &sdk.PushConfig{TaskID: "x", URL: "https://hook.test/x"})
+	answered("CreateTaskPushConfig", err)
+	_, err = tr.ListTaskPushConfigs(ctx, nil, &sdk.ListTaskPushConfigRequest{TaskID: "x"})
+	answered("ListTaskPushConfigs", err)
+	_, err = tr.GetTaskPushConfig(ctx, nil, &sdk.GetTaskPushConfigRequest{TaskID: "x", ID: "y"})
+	answered("GetTaskPushConfig", err)
+	answered("DeleteTaskPushConfig", tr.DeleteTaskPushConfig(ctx, nil, &sdk.DeleteTaskPushConfigRequest{TaskID: "x", ID: "y"}))
 }
