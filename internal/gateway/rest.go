@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
 
@@ -36,11 +37,14 @@ var crossOrigin = http.NewCrossOriginProtection()
 func (restBinding) read(g *Gateway, c *call) (*a2a.Request, outcome) {
 	rt, err := a2a.MatchREST(c.r.Method, c.r.PathValue("rest"))
 	if err != nil {
-		re := err.(*a2a.RESTRouteError)
-		if len(re.Allow) > 0 {
-			c.w.Header().Set("Allow", strings.Join(re.Allow, ", "))
+		status := http.StatusNotFound
+		if re := (*a2a.RESTRouteError)(nil); errors.As(err, &re) {
+			status = re.Status()
+			if len(re.Allow) > 0 {
+				c.w.Header().Set("Allow", strings.Join(re.Allow, ", "))
+			}
 		}
-		rpcError(c.w, re.Status(), nil, a2a.Errorf(a2a.CodeMethodNotFound, "%v", re))
+		rpcError(c.w, status, nil, a2a.Errorf(a2a.CodeMethodNotFound, "%v", err))
 		return nil, outcomeBadRequest
 	}
 	if err := crossOrigin.Check(c.r); err != nil {
@@ -70,11 +74,10 @@ func (restBinding) read(g *Gateway, c *call) (*a2a.Request, outcome) {
 // with its HTTP status; an event stream is passed on event by event, each event's data unwrapped
 // the same way.
 type restWriter struct {
-	w       http.ResponseWriter
-	status  int
-	stream  bool
-	buf     bytes.Buffer // a JSON answer, or the part of a stream's next event written so far
-	flushed error
+	w      http.ResponseWriter
+	status int
+	stream bool
+	buf    bytes.Buffer // a JSON answer, or the part of a stream's next event written so far
 }
 
 func (rw *restWriter) Header() http.Header { return rw.w.Header() }
@@ -199,6 +202,16 @@ type restCode struct {
 	domain string
 }
 
+// A2A codes the gateway has no use for but to map them.
+const (
+	codeServerError               = -32000
+	codeExtendedCardNotConfigured = -32007
+	codeExtensionSupportRequired  = -32008
+	codeVersionNotSupported       = -32009
+	codeUnauthenticated           = -31401
+	codeUnauthorized              = -31403
+)
+
 // restCodes follows a2a-go's internal/rest error mapping for the A2A codes.
 var restCodes = map[int]restCode{
 	a2a.CodeParseError:              {http.StatusBadRequest, "INVALID_ARGUMENT", "PARSE_ERROR", a2aDomain},
@@ -206,18 +219,18 @@ var restCodes = map[int]restCode{
 	a2a.CodeMethodNotFound:          {http.StatusNotImplemented, "UNIMPLEMENTED", "METHOD_NOT_FOUND", a2aDomain},
 	a2a.CodeInvalidParams:           {http.StatusBadRequest, "INVALID_ARGUMENT", "INVALID_PARAMS", a2aDomain},
 	a2a.CodeInternalError:           {http.StatusInternalServerError, "INTERNAL", "INTERNAL_ERROR", a2aDomain},
-	-32000:                          {http.StatusInternalServerError, "INTERNAL", "SERVER_ERROR", a2aDomain},
+	codeServerError:                 {http.StatusInternalServerError, "INTERNAL", "SERVER_ERROR", a2aDomain},
 	a2a.CodeTaskNotFound:            {http.StatusNotFound, "NOT_FOUND", "TASK_NOT_FOUND", a2aDomain},
 	a2a.CodeTaskNotCancelable:       {http.StatusBadRequest, "FAILED_PRECONDITION", "TASK_NOT_CANCELABLE", a2aDomain},
 	a2a.CodePushNotSupported:        {http.StatusBadRequest, "FAILED_PRECONDITION", "PUSH_NOTIFICATION_NOT_SUPPORTED", a2aDomain},
 	a2a.CodeUnsupportedOp:           {http.StatusBadRequest, "FAILED_PRECONDITION", "UNSUPPORTED_OPERATION", a2aDomain},
 	a2a.CodeContentTypeNotSupported: {http.StatusBadRequest, "INVALID_ARGUMENT", "CONTENT_TYPE_NOT_SUPPORTED", a2aDomain},
 	a2a.CodeInvalidAgentResponse:    {http.StatusInternalServerError, "INTERNAL", "INVALID_AGENT_RESPONSE", a2aDomain},
-	-32007:                          {http.StatusBadRequest, "FAILED_PRECONDITION", "EXTENDED_AGENT_CARD_NOT_CONFIGURED", a2aDomain},
-	-32008:                          {http.StatusBadRequest, "FAILED_PRECONDITION", "EXTENSION_SUPPORT_REQUIRED", a2aDomain},
-	-32009:                          {http.StatusBadRequest, "FAILED_PRECONDITION", "VERSION_NOT_SUPPORTED", a2aDomain},
-	-31401:                          {http.StatusUnauthorized, "UNAUTHENTICATED", "UNAUTHENTICATED", a2aDomain},
-	-31403:                          {http.StatusForbidden, "PERMISSION_DENIED", "UNAUTHORIZED", a2aDomain},
+	codeExtendedCardNotConfigured:   {http.StatusBadRequest, "FAILED_PRECONDITION", "EXTENDED_AGENT_CARD_NOT_CONFIGURED", a2aDomain},
+	codeExtensionSupportRequired:    {http.StatusBadRequest, "FAILED_PRECONDITION", "EXTENSION_SUPPORT_REQUIRED", a2aDomain},
+	codeVersionNotSupported:         {http.StatusBadRequest, "FAILED_PRECONDITION", "VERSION_NOT_SUPPORTED", a2aDomain},
+	codeUnauthenticated:             {http.StatusUnauthorized, "UNAUTHENTICATED", "UNAUTHENTICATED", a2aDomain},
+	codeUnauthorized:                {http.StatusForbidden, "PERMISSION_DENIED", "UNAUTHORIZED", a2aDomain},
 
 	a2a.CodeAgentNotFound:    {http.StatusNotFound, "NOT_FOUND", "AGENT_NOT_FOUND", restDomain},
 	a2a.CodeAgentUnavailable: {http.StatusServiceUnavailable, "UNAVAILABLE", "AGENT_UNAVAILABLE", restDomain},
@@ -259,7 +272,7 @@ func restError(status int, e *a2a.Error) (int, []byte) {
 	case status == http.StatusOK || status == 0:
 		status = rc.status
 	case status == http.StatusUnauthorized:
-		rc = restCodes[-31401]
+		rc = restCodes[codeUnauthenticated]
 	case status != rc.status:
 		if name, ok := grpcNames[status]; ok {
 			rc.grpc = name

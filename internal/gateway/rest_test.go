@@ -15,6 +15,7 @@ import (
 	sdk "github.com/a2aproject/a2a-go/v2/a2a"
 	"github.com/a2aproject/a2a-go/v2/a2aclient"
 
+	"github.com/agentplane/agentplane/internal/a2a"
 	"github.com/agentplane/agentplane/internal/simagent"
 	"github.com/agentplane/agentplane/internal/store"
 	"github.com/agentplane/agentplane/internal/testutil"
@@ -388,4 +389,22 @@ func TestRESTPassesOtherMethodsOn(t *testing.T) {
 	_, err = tr.GetTaskPushConfig(ctx, nil, &sdk.GetTaskPushConfigRequest{TaskID: "x", ID: "y"})
 	answered("GetTaskPushConfig", err)
 	answered("DeleteTaskPushConfig", tr.DeleteTaskPushConfig(ctx, nil, &sdk.DeleteTaskPushConfigRequest{TaskID: "x", ID: "y"}))
+}
+
+// The A2A reasons are the SDK's own, so that its clients type the errors.
+func TestRESTReasonsAreTheSDKs(t *testing.T) {
+	for code, sentinel := range map[int]error{
+		a2a.CodeParseError: sdk.ErrParseError, a2a.CodeInvalidRequest: sdk.ErrInvalidRequest, a2a.CodeMethodNotFound: sdk.ErrMethodNotFound,
+		a2a.CodeInvalidParams: sdk.ErrInvalidParams, a2a.CodeInternalError: sdk.ErrInternalError, codeServerError: sdk.ErrServerError,
+		a2a.CodeTaskNotFound: sdk.ErrTaskNotFound, a2a.CodeTaskNotCancelable: sdk.ErrTaskNotCancelable,
+		a2a.CodePushNotSupported: sdk.ErrPushNotificationNotSupported, a2a.CodeUnsupportedOp: sdk.ErrUnsupportedOperation,
+		a2a.CodeContentTypeNotSupported: sdk.ErrUnsupportedContentType, a2a.CodeInvalidAgentResponse: sdk.ErrInvalidAgentResponse,
+		codeExtendedCardNotConfigured: sdk.ErrExtendedCardNotConfigured, codeExtensionSupportRequired: sdk.ErrExtensionSupportRequired,
+		codeVersionNotSupported: sdk.ErrVersionNotSupported, codeUnauthenticated: sdk.ErrUnauthenticated,
+		codeUnauthorized: sdk.ErrUnauthorized, CodeForbidden: sdk.ErrUnauthorized,
+	} {
+		if rc := restCodes[code]; rc.reason != sdk.ErrorReason(sentinel) || rc.domain != sdk.ProtocolDomain {
+			t.Errorf("code %d: reason %s in %s, the SDK's is %s", code, rc.reason, rc.domain, sdk.ErrorReason(sentinel))
+		}
+	}
 }
