@@ -11,9 +11,10 @@ import (
 )
 
 // rewriteCard returns the card with every JSON-RPC interface pointing at the gateway's URL for
-// the agent and every other interface removed, since the gateway serves only JSON-RPC. When that
-// changes the card, the agent's signatures no longer hold and are removed (changed is true);
-// otherwise the card is returned as the agent signed it, byte for byte.
+// the agent and every other interface removed, since the gateway serves JSON-RPC and, for A2A
+// v1.0, the HTTP+JSON binding it translates to JSON-RPC (rest.go), whatever the agent speaks.
+// When that changes the card, the agent's signatures no longer hold and are removed (changed is
+// true); otherwise the card is returned as the agent signed it, byte for byte.
 func rewriteCard(raw []byte, agentURL string, a discovery.Agent) (out []byte, changed bool, err error) {
 	var orig, card map[string]any
 	if err := json.Unmarshal(raw, &orig); err != nil {
@@ -37,6 +38,12 @@ func rewriteCard(raw []byte, agentURL string, a discovery.Agent) (out []byte, ch
 			i["url"] = agentURL
 			delete(i, "tenant")
 			kept = append(kept, i)
+		}
+		for _, i := range kept {
+			if v, _ := i.(map[string]any)["protocolVersion"].(string); v == "1" || strings.HasPrefix(v, "1.") {
+				kept = append(kept, map[string]any{"url": agentURL, "protocolBinding": "HTTP+JSON", "protocolVersion": v})
+				break
+			}
 		}
 		card["supportedInterfaces"] = kept
 	}

@@ -326,7 +326,7 @@ func (d *dispatcher) giveUp(ctx context.Context, t *store.Task, sk sink, ep disc
 	switch {
 	case errors.Is(err, tasks.ErrEnded):
 		// Ended meanwhile, by its client or another gateway: the journal has its end.
-		sk.answer(discovery.Endpoint{}, nil, http.StatusOK, a2a.Result(requestID(t), taskView(t)))
+		sk.answer(discovery.Endpoint{}, nil, http.StatusOK, a2a.Result(requestID(t), a2a.SendResult(a2a.Dialect(t.Dialect), taskView(t))))
 		return outcomeJournal
 	case errors.Is(err, errJournal):
 		sk.fail(errJournalRefusal)

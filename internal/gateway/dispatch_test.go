@@ -151,8 +151,10 @@ func TestSubscribeToAWorkingAsyncTaskStreamsUntilItsEnd(t *testing.T) {
 	journaled(t, g, id, store.StateDispatched)
 	out := postStream(t, url, fmt.Sprintf(`{"jsonrpc":"2.0","id":2,"method":"SubscribeToTask","params":{"id":%q}}`, id))
 	events := strings.Count(out, "data:")
-	if events < 2 || !strings.Contains(out, "TASK_STATE_COMPLETED") {
-		t.Fatalf("subscription to a working task: %d events, want the snapshot and its end:\n%s", events, out)
+	// A v1.0 stream event that is a task is a StreamResponse, {"task": {...}}, as SDK clients read it.
+	if events < 2 || !strings.Contains(out, "TASK_STATE_COMPLETED") || !strings.HasPrefix(out, `data: {"jsonrpc":"2.0","id":2,"result":{"task":`) ||
+		!strings.Contains(out[strings.LastIndex(out, "data:"):], `"result":{"task":`) {
+		t.Fatalf("subscription to a working task: %d events, want the snapshot and its end, each a {\"task\": ...}:\n%s", events, out)
 	}
 }
 

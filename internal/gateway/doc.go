@@ -1,6 +1,9 @@
 // Package gateway is agentplane's A2A front door. *Gateway is the HTTP part: it authenticates,
 // bounds, parses, authorizes and audits every call, serves the agents' cards with their URLs
 // rewritten to the gateway, health endpoints and the admin API used by `agentplane get`.
+// A2A calls come in two bindings, JSON-RPC and HTTP+JSON (rest.go); both are read into one
+// JSON-RPC request and served by the same call path (serveCall in rpc.go), and the HTTP+JSON
+// binding's writer turns the JSON-RPC answer into its own.
 //
 // Tasks are owned by the dispatcher (dispatch.go, taskops.go): from acceptance to their end it
 // runs each one through a single attempt loop — retry budget → admission slot → pick a replica

@@ -386,7 +386,8 @@ func TestCardIsRewrittenToTheGateway(t *testing.T) {
 		} `json:"supportedInterfaces"`
 	}
 	getJSON(t, srv.URL+"/agents/triage/.well-known/agent-card.json", &card)
-	if card.Name != "triage" || len(card.Interfaces) != 2 {
+	// JSON-RPC as the agent lists it (1.0 and 0.3), and HTTP+JSON 1.0, which the gateway serves.
+	if card.Name != "triage" || len(card.Interfaces) != 3 || card.Interfaces[2].ProtocolBinding != "HTTP+JSON" || card.Interfaces[2].ProtocolVersion != "1.0" {
 		t.Fatalf("card = %+v", card)
 	}
 	for _, i := range card.Interfaces {

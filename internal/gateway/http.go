@@ -19,6 +19,7 @@ func (g *Gateway) routes() http.Handler {
 	admin := func(pattern string, h http.HandlerFunc) { audited(pattern, g.requireAdmin(h)) }
 	mux.HandleFunc("POST /agents/{name}", g.serveRPC)
 	mux.HandleFunc("POST /agents/{name}/{$}", g.serveRPC)
+	mux.HandleFunc("/agents/{name}/{rest...}", g.serveREST) // the HTTP+JSON binding, every verb: 405 is its own
 	audited("GET /agents/{name}/.well-known/agent-card.json", g.serveCard)
 	audited("GET /agents/{name}/.well-known/agent.json", g.serveCard) // A2A v0.2/v0.3 path
 	audited("GET /agents/{name}/"+OriginalCardPath, g.serveOriginalCard)

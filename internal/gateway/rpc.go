@@ -34,9 +34,12 @@ const MetaPriority = "agentplane.io/priority"
 
 func newID() string { return uuid.Must(uuid.NewV7()).String() }
 
-// call is one JSON-RPC exchange, and what the gateway learns about it for the audit record.
+// call is one A2A exchange as a JSON-RPC request, whatever binding it came in, and what the
+// gateway learns about it for the audit record.
 type call struct {
-	w       http.ResponseWriter
+	w       http.ResponseWriter // takes JSON-RPC answers; the binding shapes what the client gets
+	status  *statusRecorder     // what the client got, for the audit record
+	binding binding
 	r       *http.Request
 	subject *auth.Subject
 	agent   discovery.Agent
@@ -46,17 +49,36 @@ type call struct {
 	origin  string // the peer gateway that forwarded the call, if one did
 }
 
-// serveRPC is the A2A front door: authenticate → limits → parse → authorize → rate limit →
-// the method's handler; every call, refused or not, leaves an audit record before the response
-// completes.
-func (g *Gateway) serveRPC(w http.ResponseWriter, r *http.Request) {
+// A binding is one way A2A calls arrive over HTTP. Whatever the binding, a call is read into one
+// JSON-RPC request and goes down the same path, which answers in JSON-RPC; the binding's writer
+// turns that answer into the binding's own.
+type binding interface {
+	// route names the binding in audit records.
+	route() string
+	// read reads and parses an authenticated call's request, answering itself (and returning
+	// how the call ended) when it stops there.
+	read(g *Gateway, c *call) (*a2a.Request, outcome)
+	// writer wraps the client's writer; done completes the answer once the call has ended.
+	writer(w http.ResponseWriter) (bw http.ResponseWriter, done func())
+}
+
+// serveRPC is the A2A JSON-RPC front door.
+func (g *Gateway) serveRPC(w http.ResponseWriter, r *http.Request) { g.serveCall(w, r, jsonRPC{}) }
+
+// serveCall serves one A2A call of binding b: authenticate → limits → parse → authorize → rate
+// limit → the method's handler; every call, refused or not, leaves an audit record before the
+// response completes.
+func (g *Gateway) serveCall(w http.ResponseWriter, r *http.Request, b binding) {
 	start := g.opts.Now()
 	ctx, span := telemetry.StartTask(r.Context(), r.PathValue("name"), "", "")
-	c := &call{w: &statusRecorder{ResponseWriter: w}, r: r.WithContext(ctx), subject: anonymous}
+	rec := &statusRecorder{ResponseWriter: w}
+	bw, done := b.writer(rec)
+	c := &call{w: bw, status: rec, binding: b, r: r.WithContext(ctx), subject: anonymous}
 	o := g.readCall(c, span.SetName)
 	if o == "" {
 		o = g.route(c)
 	}
+	done()
 	var failure error
 	if !o.succeeded() {
 		failure = errors.New(string(o))
@@ -84,29 +106,9 @@ func (g *Gateway) readCall(c *call, name func(string)) outcome {
 		s = as
 	}
 	c.subject = s
-	// Exactly one Content-Type, and JSON: a missing one is how a web page posts cross-origin
-	// without a preflight (fetch of a Blob), so it is refused like any other.
-	if cts := r.Header.Values("Content-Type"); len(cts) != 1 {
-		rpcError(w, http.StatusUnsupportedMediaType, nil, a2a.Errorf(a2a.CodeInvalidRequest, "exactly one Content-Type: application/json header is required, got %d", len(cts)))
-		return outcomeBadRequest
-	} else if mt, _, err := mime.ParseMediaType(cts[0]); err != nil || mt != "application/json" {
-		rpcError(w, http.StatusUnsupportedMediaType, nil, a2a.Errorf(a2a.CodeInvalidRequest, "Content-Type must be application/json, not %q", cts[0]))
-		return outcomeBadRequest
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.opts.MaxBodyBytes))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			rpcError(w, http.StatusRequestEntityTooLarge, nil, a2a.Errorf(a2a.CodeRequestTooLarge, "request body is larger than the gateway's limit of %d bytes", g.opts.MaxBodyBytes))
-			return outcomeTooLarge
-		}
-		rpcError(w, http.StatusBadRequest, nil, a2a.Errorf(a2a.CodeInvalidRequest, "reading the request body failed: %v", err))
-		return outcomeBadRequest
-	}
-	req, perr := a2a.ParseRequestLimit(body, g.opts.MaxJSONDepth)
-	if perr != nil {
-		rpcError(w, http.StatusOK, a2a.ErrorID(body), perr)
-		return outcomeBadRequest
+	req, o := c.binding.read(g, c)
+	if o != "" {
+		return o
 	}
 	c.req = req
 	agent := r.PathValue("name")
@@ -125,6 +127,58 @@ func (g *Gateway) readCall(c *call, name func(string)) outcome {
 	return ""
 }
 
+// jsonRPC is the JSON-RPC binding: the body is the request, the answer is the response.
+type jsonRPC struct{}
+
+func (jsonRPC) route() string { return "a2a" }
+
+func (jsonRPC) writer(w http.ResponseWriter) (http.ResponseWriter, func()) { return w, func() {} }
+
+func (jsonRPC) read(g *Gateway, c *call) (*a2a.Request, outcome) {
+	if o := requireJSON(c.w, c.r); o != "" {
+		return nil, o
+	}
+	body, o := g.readBody(c)
+	if o != "" {
+		return nil, o
+	}
+	req, perr := a2a.ParseRequestLimit(body, g.opts.MaxJSONDepth)
+	if perr != nil {
+		rpcError(c.w, http.StatusOK, a2a.ErrorID(body), perr)
+		return nil, outcomeBadRequest
+	}
+	return req, ""
+}
+
+// requireJSON refuses a request without exactly one Content-Type, application/json: a missing
+// one is how a web page posts cross-origin without a preflight (fetch of a Blob), so it is
+// refused like any other.
+func requireJSON(w http.ResponseWriter, r *http.Request) outcome {
+	if cts := r.Header.Values("Content-Type"); len(cts) != 1 {
+		rpcError(w, http.StatusUnsupportedMediaType, nil, a2a.Errorf(a2a.CodeInvalidRequest, "exactly one Content-Type: application/json header is required, got %d", len(cts)))
+		return outcomeBadRequest
+	} else if mt, _, err := mime.ParseMediaType(cts[0]); err != nil || mt != "application/json" {
+		rpcError(w, http.StatusUnsupportedMediaType, nil, a2a.Errorf(a2a.CodeInvalidRequest, "Content-Type must be application/json, not %q", cts[0]))
+		return outcomeBadRequest
+	}
+	return ""
+}
+
+// readBody reads the request body up to the gateway's limit.
+func (g *Gateway) readBody(c *call) ([]byte, outcome) {
+	body, err := io.ReadAll(http.MaxBytesReader(c.w, c.r.Body, g.opts.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			rpcError(c.w, http.StatusRequestEntityTooLarge, nil, a2a.Errorf(a2a.CodeRequestTooLarge, "request body is larger than the gateway's limit of %d bytes", g.opts.MaxBodyBytes))
+			return nil, outcomeTooLarge
+		}
+		rpcError(c.w, http.StatusBadRequest, nil, a2a.Errorf(a2a.CodeInvalidRequest, "reading the request body failed: %v", err))
+		return nil, outcomeBadRequest
+	}
+	return body, ""
+}
+
 // route hands a parsed, authorized call to its method's handler.
 func (g *Gateway) route(c *call) outcome {
 	switch {
@@ -140,7 +194,7 @@ func (g *Gateway) route(c *call) outcome {
 
 // record writes the audit record, the metrics and the debug log line of a call.
 func (g *Gateway) record(c *call, o outcome, took time.Duration) {
-	status := c.w.(*statusRecorder).status
+	status := c.status.status
 	method := ""
 	if c.req != nil {
 		method = c.req.Method
@@ -154,7 +208,7 @@ func (g *Gateway) record(c *call, o outcome, took time.Duration) {
 	if agent == "" {
 		agent = g.opts.Redact(c.r.PathValue("name"))
 	}
-	rec := audit.Record{Subject: c.subject.Name, Tenant: c.subject.Tenant, Agent: agent, TaskID: c.taskID, Route: "a2a",
+	rec := audit.Record{Subject: c.subject.Name, Tenant: c.subject.Tenant, Agent: agent, TaskID: c.taskID, Route: c.binding.route(),
 		Method: method, Outcome: string(o), HTTPStatus: status, LatencyMs: took.Milliseconds(), Replica: c.replica, Via: c.origin}
 	for _, ep := range c.agent.Endpoints {
 		if ep.Name == c.replica {

@@ -181,7 +181,7 @@ const watchInterval = time.Second
 // watchJournal sends t as the journal has it, then a status event at each change of state,
 // and the task itself when it settles.
 func (d *dispatcher) watchJournal(ctx context.Context, t *store.Task, id json.RawMessage, sk sink) {
-	sk.event(discovery.Endpoint{Name: t.Replica}, a2a.Result(id, taskView(t)))
+	sk.event(discovery.Endpoint{Name: t.Replica}, a2a.Result(id, a2a.SendResult(a2a.Dialect(t.Dialect), taskView(t))))
 	poll := time.NewTicker(watchInterval)
 	defer poll.Stop()
 	last, idle := t.State, 0
@@ -202,7 +202,7 @@ func (d *dispatcher) watchJournal(ctx context.Context, t *store.Task, id json.Ra
 		last = fresh.State
 		ep := discovery.Endpoint{Name: fresh.Replica}
 		if tasks.Settled(last) {
-			sk.event(ep, a2a.Result(id, taskView(fresh)))
+			sk.event(ep, a2a.Result(id, a2a.SendResult(a2a.Dialect(fresh.Dialect), taskView(fresh))))
 			return
 		}
 		sk.event(ep, a2a.StatusEvent(a2a.Dialect(fresh.Dialect), id, fresh.ID, fresh.ContextID, tasks.WireState(last), fresh.Reason,
