@@ -72,6 +72,7 @@ verify-codegen: codegen ## fail if generated code is out of date
 FUZZ_TARGETS := \
 	./internal/a2a:FuzzParseRequest \
 	./internal/a2a:FuzzGatewayAndSDKAgree \
+	./internal/a2a:FuzzParsePushRequest \
 	./internal/manifest:FuzzDecode \
 	./internal/simagent:FuzzParseLatency \
 	./api/config/v1alpha1:FuzzDecode \
