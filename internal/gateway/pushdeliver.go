@@ -111,6 +111,9 @@ func (p *pusher) deliver(ctx context.Context, n store.Notice) error {
 			continue
 		}
 		if err := p.post(ctx, c, id, body); err != nil {
+			if ctx.Err() != nil {
+				return store.RetryAfter(p.retries.first, ctx.Err()) // the gateway is stopping: no failure of the webhook's
+			}
 			failed++
 			last = err
 			p.metrics.PushNotification(t.Agent, telemetry.PushFailed)
