@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -21,6 +22,7 @@ import (
 	"github.com/agentplane/agentplane/internal/a2a"
 	"github.com/agentplane/agentplane/internal/simagent"
 	"github.com/agentplane/agentplane/internal/store"
+	"github.com/agentplane/agentplane/internal/telemetry"
 	"github.com/agentplane/agentplane/internal/testutil"
 )
 
@@ -488,4 +490,66 @@ func TestCardAdvertisesPushNotifications(t *testing.T) {
 			t.Errorf("the agent's own capabilities were lost: %s", out)
 		}
 	}
+}
+
+// A webhook that never takes a notification is given up on after GiveUpAfter: logged and
+// counted, never with its URL or token in the log.
+func TestPushNotificationIsGivenUp(t *testing.T) {
+	hook := newWebhook(t, func(notification, []notification) bool { return true })
+	a0 := startAgent(t, "triage", "0", simagent.Config{})
+	logs := &syncBuf{}
+	metrics := telemetry.NewMetrics(telemetry.Options{NoRuntimeCollectors: true})
+	g, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, a0)), loopbackAllowed, func(o *Options) {
+		o.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		o.Metrics = metrics
+	})
+	startPusher(t, g)
+	g.pusher.retries.giveUpAfter = 300 * time.Millisecond
+	go func() { _ = g.tasks.Start(t.Context()) }()
+	r := post(t, srv.URL+"/agents/triage", asyncSendV1WithPush(1, hook.srv.URL+"/secret-path", `,"token":"tok-never-logged"`))
+	if r.resp.Error != nil {
+		t.Fatalf("send: %s", r.raw)
+	}
+	testutil.Eventually(t, 20*time.Second, 10*time.Millisecond, func() error {
+		return testutil.Check(strings.Contains(logs.String(), "push notification given up"), "not given up yet")
+	})
+	// Every notice of the task (one per state) gives up within its 300ms: then the webhook
+	// hears nothing more.
+	last, since := len(hook.received()), time.Now()
+	testutil.Eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
+		if n := len(hook.received()); n != last {
+			last, since = n, time.Now()
+		}
+		return testutil.Check(time.Since(since) > 500*time.Millisecond, "the webhook still gets POSTs")
+	})
+	if given := counterValue(t, metrics, "agentplane_push_notifications_total", "triage", telemetry.PushGivenUp); given < 1 {
+		t.Errorf("given-up notifications counted: %v", given)
+	}
+	if l := logs.String(); strings.Contains(l, "tok-never-logged") || strings.Contains(l, "secret-path") {
+		t.Errorf("the log shows the webhook's token or URL:\n%s", l)
+	}
+}
+
+// counterValue reads one series of a counter from the gateway's registry; labels in name order.
+func counterValue(t *testing.T, m *telemetry.Metrics, name string, labels ...string) float64 {
+	t.Helper()
+	fams, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, s := range f.GetMetric() {
+			var vals []string
+			for _, lp := range s.GetLabel() {
+				vals = append(vals, lp.GetValue())
+			}
+			if strings.Join(vals, ",") == strings.Join(labels, ",") {
+				return s.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
