@@ -73,6 +73,7 @@ FUZZ_TARGETS := \
 	./internal/a2a:FuzzParseRequest \
 	./internal/a2a:FuzzGatewayAndSDKAgree \
 	./internal/a2a:FuzzRESTRequest \
+	./internal/a2a:FuzzParsePushRequest \
 	./internal/manifest:FuzzDecode \
 	./internal/simagent:FuzzParseLatency \
 	./api/config/v1alpha1:FuzzDecode \

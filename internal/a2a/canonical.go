@@ -44,7 +44,9 @@ var protocolKeys = func() map[string]string {
 		"role", "parts", "kind", "text", "file", "data", "url", "raw", "bytes", "uri", "mediaType", "mimeType", "name",
 		"filename", "metadata", "configuration", "blocking", "returnImmediately", "historyLength",
 		"acceptedOutputModes", "pushNotificationConfig", "referenceTaskIds", "extensions", "tenant",
-		"pageSize", "pageToken", "status", "state", "includeArtifacts", "statusTimestampAfter", "lastUpdatedAfter"} {
+		"pageSize", "pageToken", "status", "state", "includeArtifacts", "statusTimestampAfter", "lastUpdatedAfter",
+		"taskPushNotificationConfig", "pushNotificationConfigId", "authentication", "scheme", "schemes",
+		"credentials", "token"} {
 		m[strings.ToLower(k)] = k
 	}
 	return m

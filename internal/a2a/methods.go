@@ -14,14 +14,18 @@ type Kind int
 
 // Method kinds.
 const (
-	KindOther     Kind = iota // known to A2A but not routed specially (push configs)
-	KindSend                  // send a message, answer once
-	KindStream                // send a message, answer with an SSE stream
-	KindGetTask               // read a task
-	KindCancel                // cancel a task
-	KindSubscribe             // re-attach to a task's SSE stream
-	KindCard                  // the authenticated extended agent card
-	KindList                  // list the caller's tasks
+	KindOther      Kind = iota // known to A2A but not routed specially
+	KindSend                   // send a message, answer once
+	KindStream                 // send a message, answer with an SSE stream
+	KindGetTask                // read a task
+	KindCancel                 // cancel a task
+	KindSubscribe              // re-attach to a task's SSE stream
+	KindCard                   // the authenticated extended agent card
+	KindList                   // list the caller's tasks
+	KindPushSet                // create (or replace) a task's push notification config
+	KindPushGet                // read one push notification config of a task
+	KindPushList               // list a task's push notification configs
+	KindPushDelete             // delete one push notification config of a task
 )
 
 // Method describes one JSON-RPC method name.
@@ -36,6 +40,11 @@ func (m Method) Streaming() bool { return m.Kind == KindStream || m.Kind == Kind
 
 // NewTask reports whether the method starts work on an agent (and so needs a replica with room).
 func (m Method) NewTask() bool { return m.Kind == KindSend || m.Kind == KindStream }
+
+// PushConfig reports whether the method reads or changes a task's push notification configs.
+func (m Method) PushConfig() bool {
+	return m.Kind == KindPushSet || m.Kind == KindPushGet || m.Kind == KindPushList || m.Kind == KindPushDelete
+}
 
 // TaskScoped reports whether the method names an existing task in params.id.
 func (m Method) TaskScoped() bool {
@@ -53,10 +62,10 @@ func init() {
 		{"SubscribeToTask", V1, KindSubscribe},
 		{"ListTasks", V1, KindList},
 		{"GetExtendedAgentCard", V1, KindCard},
-		{"CreateTaskPushNotificationConfig", V1, KindOther},
-		{"GetTaskPushNotificationConfig", V1, KindOther},
-		{"ListTaskPushNotificationConfigs", V1, KindOther},
-		{"DeleteTaskPushNotificationConfig", V1, KindOther},
+		{"CreateTaskPushNotificationConfig", V1, KindPushSet},
+		{"GetTaskPushNotificationConfig", V1, KindPushGet},
+		{"ListTaskPushNotificationConfigs", V1, KindPushList},
+		{"DeleteTaskPushNotificationConfig", V1, KindPushDelete},
 
 		{"message/send", V03, KindSend},
 		{"message/stream", V03, KindStream},
@@ -65,10 +74,10 @@ func init() {
 		{"tasks/resubscribe", V03, KindSubscribe},
 		{"tasks/list", V03, KindList},
 		{"agent/getAuthenticatedExtendedCard", V03, KindCard},
-		{"tasks/pushNotificationConfig/set", V03, KindOther},
-		{"tasks/pushNotificationConfig/get", V03, KindOther},
-		{"tasks/pushNotificationConfig/list", V03, KindOther},
-		{"tasks/pushNotificationConfig/delete", V03, KindOther},
+		{"tasks/pushNotificationConfig/set", V03, KindPushSet},
+		{"tasks/pushNotificationConfig/get", V03, KindPushGet},
+		{"tasks/pushNotificationConfig/list", V03, KindPushList},
+		{"tasks/pushNotificationConfig/delete", V03, KindPushDelete},
 	} {
 		methods[m.Name] = m
 	}

@@ -3,6 +3,7 @@ package cli
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 
 	configv1 "github.com/agentplane/agentplane/api/config/v1alpha1"
@@ -101,6 +102,11 @@ func (s security) apply(o *gateway.Options, dataDir string, logger *slog.Logger,
 	if l.IdleTimeout != nil {
 		o.IdleTimeout = l.IdleTimeout.Duration
 	}
+	push, err := pushOptions(c.PushNotifications)
+	if err != nil {
+		return nil, fmt.Errorf("--config: %w", err)
+	}
+	o.Push = push
 	if !c.Redaction.Disabled {
 		red, err := redact.New(c.Redaction)
 		if err != nil {
@@ -144,4 +150,23 @@ func (s security) describe() string {
 		return authn + "; audit log on, with checkpoints to " + c.Path
 	}
 	return authn + "; audit log on"
+}
+
+// pushOptions is the gateway's push notification configuration from a GatewayConfig.
+func pushOptions(c configv1.PushNotifications) (gateway.PushOptions, error) {
+	var o gateway.PushOptions
+	for i, n := range c.AllowedNetworks {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			return o, fmt.Errorf("pushNotifications.allowedNetworks[%d]: %w", i, err)
+		}
+		o.AllowedNetworks = append(o.AllowedNetworks, p)
+	}
+	if c.Timeout != nil {
+		o.Timeout = c.Timeout.Duration
+	}
+	if c.GiveUpAfter != nil {
+		o.GiveUpAfter = c.GiveUpAfter.Duration
+	}
+	return o, nil
 }

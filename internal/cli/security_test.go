@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/agentplane/agentplane/internal/gateway"
 )
@@ -22,6 +23,10 @@ limits:
   maxSSELineBytes: 8192
   maxConcurrentRequests: 50
   maxConcurrentStreamsPerConnection: 7
+pushNotifications:
+  allowedNetworks: [127.0.0.1/32, "fd00::/8"]
+  timeout: 3s
+  giveUpAfter: 1h
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -38,5 +43,8 @@ limits:
 	if o.MaxBodyBytes != 65536 || o.MaxHeaderBytes != 16384 || o.MaxJSONDepth != 20 || o.MaxSSELineBytes != 8192 ||
 		o.MaxConcurrentRequests != 50 || o.MaxStreamsPerConnection != 7 {
 		t.Fatalf("limits in the gateway's options: %+v", o)
+	}
+	if p := o.Push; len(p.AllowedNetworks) != 2 || p.AllowedNetworks[0].String() != "127.0.0.1/32" || p.Timeout != 3*time.Second || p.GiveUpAfter != time.Hour {
+		t.Fatalf("push notification options: %+v", p)
 	}
 }

@@ -66,6 +66,13 @@ func rewriteCard(raw []byte, agentURL string, a discovery.Agent) (out []byte, ch
 			card["additionalInterfaces"] = kept
 		}
 	}
+	// The gateway sends push notifications itself, whatever the agent does.
+	caps, _ := card["capabilities"].(map[string]any)
+	if caps == nil {
+		caps = map[string]any{}
+	}
+	caps["pushNotifications"] = true
+	card["capabilities"] = caps
 	if d, _ := card["description"].(string); d == "" && a.Description != "" {
 		card["description"] = a.Description
 	}

@@ -14,6 +14,12 @@
 // ejection, load, latency and the admission queue — is the pool (pool.go); sending to replicas
 // and typing their failures is package upstream.
 //
+// Push notifications belong to the gateway, not the agents: push.go answers the A2A push
+// config methods from the journal and takes configs out of sends, the journal queues a durable
+// notice at each journaled state change of a task with configs, and the pusher
+// (pushdeliver.go) POSTs the task to the webhooks with retries, through a client that refuses
+// non-public addresses unless allowed (pushnet.go).
+//
 // Replicas come from a discovery.Source (the supervisor in embedded mode, EndpointSlices on
 // Kubernetes); the gateway does not start agents itself.
 package gateway

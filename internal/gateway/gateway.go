@@ -116,6 +116,8 @@ type Options struct {
 	MaxAttempts int
 	// Listener is where Start serves. Required for Start (not for Handler).
 	Listener net.Listener
+	// Push configures push notifications: which networks webhooks may reach, timeouts, retries.
+	Push PushOptions
 	// Transport carries requests to replicas; tests inject faults here.
 	Transport http.RoundTripper
 	// Logger; default slog.Default().
@@ -140,6 +142,9 @@ type Gateway struct {
 	auditBroken atomic.Bool
 	// stopAllTasks ends every task still running when the drain deadline passes.
 	stopAllTasks context.CancelFunc
+	// webhooks decides which push notification webhooks may be called; pusher calls them.
+	webhooks webhookPolicy
+	pusher   *pusher
 }
 
 // New returns a Gateway. It does not listen; see Start and Handler.
@@ -185,6 +190,9 @@ func New(opts Options) (*Gateway, error) {
 		maxAttempts: opts.MaxAttempts, taskTimeout: opts.TaskTimeout, queueTimeout: opts.QueueTimeout,
 		maxSSELine: opts.MaxSSELineBytes, maxJSONDepth: opts.MaxJSONDepth, asyncWorkers: opts.AsyncConcurrency,
 		hardStop: hardStop, signer: opts.FleetSigner, site: opts.Site, fleet: opts.Fleet}
+	g.webhooks = webhookPolicy{allowed: opts.Push.AllowedNetworks}
+	g.pusher = &pusher{journal: opts.Journal, client: g.webhooks.client(opts.Push.Timeout), retries: defaultPushRetry(opts.Push.GiveUpAfter),
+		metrics: opts.Metrics, log: opts.Logger, now: time.Now}
 	opts.Metrics.SetSnapshot(p.snapshot)
 	g.handler = g.routes()
 	return g, nil
@@ -230,6 +238,8 @@ func withDefaults(opts Options) Options {
 	if opts.SpillAfter == 0 {
 		opts.SpillAfter = DefaultSpillAfter
 	}
+	opts.Push.Timeout = cmp.Or(opts.Push.Timeout, DefaultPushTimeout)
+	opts.Push.GiveUpAfter = cmp.Or(opts.Push.GiveUpAfter, DefaultPushGiveUpAfter)
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
@@ -267,6 +277,11 @@ func (g *Gateway) Start(ctx context.Context) error {
 		}
 	})
 	bg.Go(func() { _ = g.tasks.pool.Start(poolCtx) })
+	bg.Go(func() {
+		if err := g.pusher.Start(poolCtx); err != nil {
+			g.log.Warn("push notification delivery stopped with an error", "err", err)
+		}
+	})
 	if f := g.opts.Fleet; f != nil {
 		// Heartbeats go on while the gateway drains (its leases hold until its tasks end);
 		// claiming other gateways' tasks stops when it starts to drain.

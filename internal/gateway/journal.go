@@ -65,7 +65,8 @@ func (j *journal) create(ctx context.Context, t *store.Task) error {
 func (j *journal) apply(ctx context.Context, t *store.Task, c tasks.Change) error {
 	ctx = context.WithoutCancel(ctx) // the record of what happened outlives the request
 	for range 10 {
-		wasSettled := tasks.Settled(t.State)
+		was := t.State
+		wasSettled := tasks.Settled(was)
 		next := *t
 		if err := tasks.Apply(&next, c, j.now()); err != nil {
 			return err
@@ -82,6 +83,7 @@ func (j *journal) apply(ctx context.Context, t *store.Task, c tasks.Change) erro
 		if err == nil {
 			*t = next
 			j.noted(t, wasSettled)
+			j.queuePush(ctx, t, was)
 			return nil
 		}
 		if errors.Is(err, store.ErrTooLarge) && c.Kind != tasks.KindDispatch && len(next.Result) > 0 {

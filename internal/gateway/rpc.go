@@ -188,6 +188,8 @@ func (g *Gateway) route(c *call) outcome {
 		return g.serveTaskOp(c)
 	case c.req.Info.Kind == a2a.KindList:
 		return g.serveList(c)
+	case c.req.Info.PushConfig():
+		return g.servePushConfig(c)
 	}
 	return g.serveOther(c)
 }
@@ -224,6 +226,10 @@ func (g *Gateway) record(c *call, o outcome, took time.Duration) {
 // serveSend accepts a new message: it journals a task with a gateway task id, then runs it on a
 // replica (blocking or streaming), or queues it when the client asked not to wait.
 func (g *Gateway) serveSend(c *call) outcome {
+	push, ok := g.takeSendPush(c)
+	if !ok {
+		return outcomeInvalid
+	}
 	mi, err := a2a.ParseMessageInfo(c.req.Params, c.req.Info.Dialect)
 	if err != nil {
 		rpcError(c.w, http.StatusOK, c.req.ID, a2a.Errorf(a2a.CodeInvalidParams, "%v", err))
@@ -233,6 +239,11 @@ func (g *Gateway) serveSend(c *call) outcome {
 		t, ok := g.lookupTask(c, mi.TaskID)
 		if !ok {
 			return outcomeTaskNotFound
+		}
+		if push != nil {
+			if o, ok := g.addPush(c, t, *push); !ok {
+				return o
+			}
 		}
 		return g.serveTask(c, t, func(ctx context.Context, sk sink) outcome { return g.tasks.continueTask(ctx, t, c.req, sk, c.r.Header) })
 	}
@@ -244,6 +255,9 @@ func (g *Gateway) serveSend(c *call) outcome {
 	if err != nil {
 		rpcErrorFor(c.w, c.req.ID, err)
 		return outcomeInvalid
+	}
+	if push != nil {
+		t.Push = []store.PushConfig{*push}
 	}
 	if err := g.tasks.journal.create(c.r.Context(), t); err != nil {
 		var tooBig *store.TooLargeError
@@ -403,8 +417,8 @@ func (g *Gateway) serveTaskOp(c *call) outcome {
 	return g.tasks.subscribe(c.r.Context(), t, c.req, sk, c.r.Header)
 }
 
-// serveOther forwards methods the gateway does not track (ListTasks, push notification configs,
-// the extended card) to one ready replica.
+// serveOther forwards methods the gateway does not track (ListTasks, the extended card) to one
+// ready replica.
 func (g *Gateway) serveOther(c *call) outcome {
 	sl, err := g.tasks.pool.acquire(c.r.Context(), taskRef{agent: c.agent.Name, tenant: c.subject.Tenant, priority: admission.Normal, local: true}, nil)
 	if err != nil {

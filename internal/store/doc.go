@@ -62,6 +62,16 @@
 // must tolerate seeing an id again, which it does by reading the task and updating it with
 // compare-and-set. Within one process an id is never handled twice at once.
 //
+// # Push notifications
+//
+// Notify queues a push notification for a task in the work-queue stream "<prefix>_notify"
+// (subject "<prefix>.notify"), read by the durable pull consumer "<prefix>-notify" with the
+// task queue's ack wait and at-least-once delivery, so a notification survives a crash or
+// kill -9 of the gateway. A message holds the task id and, in a header, the revision it was
+// queued for; the handler reads the task when it runs. A handler asks for its next delivery
+// with a *RetryError (the gateway's own backoff); it alone decides when to give up. The task's
+// push configs (Task.Push) are stored in its record, encrypted at rest like the rest of it.
+//
 // # Durability: Options.Sync
 //
 // With SyncInterval (the default) a write is acknowledged once the server has written it to

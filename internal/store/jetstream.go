@@ -95,14 +95,17 @@ type JetStream struct {
 	kvSubj   string // "$KV.<bucket>."
 	kvStream jetstream.Stream
 	cons     jetstream.Consumer
+	notify   jetstream.Consumer // push notifications
 
 	kvStreamName string
 	chunkSize    int // bytes of a blob chunk
 	inlineMax    int // largest record kept whole in one message
 	restMax      int // largest record without its request and result
 
-	asyncSubject string
-	asyncStream  string
+	asyncSubject  string
+	asyncStream   string
+	notifySubject string
+	notifyStream  string
 
 	closeOnce sync.Once
 	closeErr  error
@@ -200,11 +203,13 @@ func Open(ctx context.Context, opts Options) (*JetStream, error) {
 		return nil, err
 	}
 	j := &JetStream{
-		opts:         opts,
-		log:          opts.Logger.With("component", "store"),
-		closed:       make(chan struct{}),
-		asyncSubject: opts.Prefix + ".async",
-		asyncStream:  opts.Prefix + "_async",
+		opts:          opts,
+		log:           opts.Logger.With("component", "store"),
+		closed:        make(chan struct{}),
+		asyncSubject:  opts.Prefix + ".async",
+		asyncStream:   opts.Prefix + "_async",
+		notifySubject: opts.Prefix + ".notify",
+		notifyStream:  opts.Prefix + "_notify",
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -353,7 +358,7 @@ func (j *JetStream) setup(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("store: create consumer %s: %w", name, err)
 	}
-	return nil
+	return j.setupNotify(ctx)
 }
 
 // Limits returns the limits Create and Update enforce.
@@ -684,6 +689,12 @@ var errClosed = errors.New("store: journal closed")
 // a second copy is sent back until the first returns. Across gateways sharing a consumer, the
 // caller's compare-and-set on the task decides.
 func (j *JetStream) Consume(ctx context.Context, max int, handle func(ctx context.Context, id string) error) error {
+	return j.consume(ctx, j.cons, max, func(ctx context.Context, m jetstream.Msg, id string) error { return handle(ctx, id) })
+}
+
+// consume fetches messages of cons and runs handle on each, at most max at once and never two
+// with the same data (a task id) at once; see Consume.
+func (j *JetStream) consume(ctx context.Context, cons jetstream.Consumer, max int, handle func(ctx context.Context, m jetstream.Msg, id string) error) error {
 	if max < 1 {
 		max = 1
 	}
@@ -713,7 +724,7 @@ func (j *JetStream) Consume(ctx context.Context, max int, handle func(ctx contex
 			}
 		}
 		fctx, cancel := context.WithTimeout(ctx, j.opts.pollWait)
-		batch, err := j.cons.Fetch(free, jetstream.FetchContext(fctx))
+		batch, err := cons.Fetch(free, jetstream.FetchContext(fctx))
 		if err == nil {
 			for m := range batch.Messages() {
 				free--
@@ -776,7 +787,7 @@ func (j *JetStream) Consume(ctx context.Context, max int, handle func(ctx contex
 
 // handle runs one handler, keeping the message's ack deadline extended while it runs, then acks
 // or naks it.
-func (j *JetStream) handle(ctx context.Context, m jetstream.Msg, id string, handle func(ctx context.Context, id string) error) {
+func (j *JetStream) handle(ctx context.Context, m jetstream.Msg, id string, handle func(ctx context.Context, m jetstream.Msg, id string) error) {
 	stop := make(chan struct{})
 	var keep sync.WaitGroup
 	keep.Go(func() {
@@ -793,7 +804,7 @@ func (j *JetStream) handle(ctx context.Context, m jetstream.Msg, id string, hand
 			}
 		}
 	})
-	err := handle(ctx, id)
+	err := handle(ctx, m, id)
 	close(stop)
 	keep.Wait()
 
@@ -810,8 +821,8 @@ func (j *JetStream) handle(ctx context.Context, m jetstream.Msg, id string, hand
 	if md, merr := m.Metadata(); merr == nil {
 		attempt = int(md.NumDelivered)
 	}
-	delay := retryBackoff(j.opts.retryDelay, attempt)
-	j.log.Info("async task handler failed; will retry", "task", id, "attempt", attempt, "delay", delay, "err", err)
+	delay := redeliveryDelay(err, j.opts.retryDelay, attempt)
+	j.log.Info("queue handler failed; will retry", "task", id, "attempt", attempt, "delay", delay, "err", err)
 	if nerr := m.NakWithDelay(delay); nerr != nil {
 		j.log.Warn("journal nak failed; the task will be delivered after the ack wait", "task", id, "err", nerr)
 	}

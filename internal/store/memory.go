@@ -16,15 +16,12 @@ import (
 // survives the process. Records are stored as JSON, as JetStream stores them, so a field that
 // does not round-trip through JSON shows up in tests.
 type Memory struct {
-	mu      sync.Mutex
-	rev     uint64
-	tasks   map[string]memRecord
-	queue   []memItem       // waiting ids, oldest first
-	running map[string]bool // ids being handled
-	wake    chan struct{}   // closed and replaced whenever queue or running changes
-	// retryDelay is the first redelivery delay after a handler error; it doubles per attempt.
-	retryDelay time.Duration
-	limits     Limits
+	mu     sync.Mutex
+	rev    uint64
+	tasks  map[string]memRecord
+	async  *memQueue // asynchronous tasks
+	notify *memQueue // push notifications
+	limits Limits
 }
 
 var _ Journal = (*Memory)(nil)
@@ -34,13 +31,6 @@ type memRecord struct {
 	rev  uint64
 }
 
-type memItem struct {
-	id        string
-	notBefore time.Time
-	attempts  int
-	delivered bool // has been handed to a handler before (so Enqueue adds another copy)
-}
-
 // NewMemory returns an empty in-memory journal with the default Limits.
 func NewMemory() *Memory { return NewMemoryWithLimits(Limits{}) }
 
@@ -48,11 +38,10 @@ func NewMemory() *Memory { return NewMemoryWithLimits(Limits{}) }
 // fields take the defaults), as the JetStream journal does.
 func NewMemoryWithLimits(limits Limits) *Memory {
 	return &Memory{
-		tasks:      map[string]memRecord{},
-		running:    map[string]bool{},
-		wake:       make(chan struct{}),
-		retryDelay: 10 * time.Millisecond,
-		limits:     limits.withDefaults(),
+		tasks:  map[string]memRecord{},
+		async:  newMemQueue(10 * time.Millisecond),
+		notify: newMemQueue(10 * time.Millisecond),
+		limits: limits.withDefaults(),
 	}
 }
 
@@ -157,110 +146,30 @@ func (m *Memory) Enqueue(ctx context.Context, id string) error {
 	if _, err := encodeKey(id); err != nil {
 		return err
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, it := range m.queue {
-		if it.id == id && !it.delivered {
-			return nil
-		}
-	}
-	m.queue = append(m.queue, memItem{id: id})
-	m.signalLocked()
+	m.async.add(id, 0, time.Now())
 	return nil
 }
 
 // Consume implements Journal.
 func (m *Memory) Consume(ctx context.Context, max int, handle func(ctx context.Context, id string) error) error {
-	if max < 1 {
-		max = 1
-	}
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	active := 0
-	done := make(chan struct{}, max)
-	for {
-		for active >= max {
-			select {
-			case <-done:
-				active--
-			case <-ctx.Done():
-				return nil
-			}
-		}
-		it, ok, wake, wait := m.take(time.Now())
-		if !ok {
-			var timer <-chan time.Time
-			var tm *time.Timer
-			if wait > 0 {
-				tm = time.NewTimer(wait)
-				timer = tm.C
-			}
-			select {
-			case <-wake:
-			case <-timer:
-			case <-done:
-				active--
-			case <-ctx.Done():
-			}
-			if tm != nil {
-				tm.Stop()
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			continue
-		}
-		active++
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { done <- struct{}{} }()
-			err := handle(ctx, it.id)
-			m.finish(it, err)
-		}()
-	}
+	return m.async.consume(ctx, max, func(ctx context.Context, it memItem) error { return handle(ctx, it.id) })
 }
 
-// take removes the first waiting id that is due and not being handled, and marks it running.
-// Otherwise it returns a channel closed on the next change and how long until the next item is
-// due (0 if none is).
-func (m *Memory) take(now time.Time) (memItem, bool, <-chan struct{}, time.Duration) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	var wait time.Duration
-	for i, it := range m.queue {
-		if m.running[it.id] {
-			continue
-		}
-		if d := it.notBefore.Sub(now); d > 0 {
-			if wait == 0 || d < wait {
-				wait = d
-			}
-			continue
-		}
-		m.queue = slices.Delete(m.queue, i, i+1)
-		m.running[it.id] = true
-		return it, true, nil, 0
+// Notify implements Journal, with Enqueue's rule for copies: a notice of the same id and
+// revision that waits and was never delivered is not queued twice.
+func (m *Memory) Notify(ctx context.Context, id string, rev uint64) error {
+	if _, err := encodeKey(id); err != nil {
+		return err
 	}
-	return memItem{}, false, m.wake, wait
+	m.notify.add(id, rev, time.Now())
+	return nil
 }
 
-func (m *Memory) finish(it memItem, err error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	delete(m.running, it.id)
-	if err != nil {
-		it.attempts++
-		it.delivered = true
-		it.notBefore = time.Now().Add(retryBackoff(m.retryDelay, it.attempts))
-		m.queue = append(m.queue, it)
-	}
-	m.signalLocked()
-}
-
-func (m *Memory) signalLocked() {
-	close(m.wake)
-	m.wake = make(chan struct{})
+// ConsumeNotifications implements Journal.
+func (m *Memory) ConsumeNotifications(ctx context.Context, max int, handle func(ctx context.Context, n Notice) error) error {
+	return m.notify.consume(ctx, max, func(ctx context.Context, it memItem) error {
+		return handle(ctx, Notice{TaskID: it.id, Revision: it.rev, Delivery: it.attempts + 1, Queued: it.queued})
+	})
 }
 
 // retryBackoff is the delay before delivery number attempt+1 after attempt failed ones: base

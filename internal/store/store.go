@@ -67,9 +67,13 @@ type Task struct {
 	Result          []byte    `json:"result,omitempty"` // last known A2A task object (JSON), in the task's dialect
 	// Trace carries the W3C trace context of the request that created the task, so that a
 	// queued task's dispatch joins the client's trace.
-	Trace     map[string]string `json:"trace,omitempty"`
-	CreatedAt time.Time         `json:"createdAt"`
-	UpdatedAt time.Time         `json:"updatedAt"`
+	Trace map[string]string `json:"trace,omitempty"`
+	// Push are the client's push notification configs: where the gateway POSTs the task when
+	// its state changes. They hold credentials: never log them or show them outside the A2A
+	// push config methods.
+	Push      []PushConfig `json:"push,omitempty"`
+	CreatedAt time.Time    `json:"createdAt"`
+	UpdatedAt time.Time    `json:"updatedAt"`
 
 	// Revision is the journal's revision of this record, set by Get, Create and Update; Update
 	// succeeds only if it still matches.
@@ -196,6 +200,16 @@ type Journal interface {
 	Pending(ctx context.Context) ([]*Task, error)
 	// List returns an Entry for every task of agent the journal holds, in no order.
 	List(ctx context.Context, agent string) ([]Entry, error)
+
+	// Notify durably queues a push notification for task id at revision rev (see Notice).
+	// Notifying the same id and revision again while the first is waiting may do nothing.
+	Notify(ctx context.Context, id string, rev uint64) error
+	// ConsumeNotifications calls handle for each queued notice, with at most max calls at once
+	// and never two for one task at once within the process, until ctx ends. A notice is
+	// removed when handle returns nil; when handle returns an error, or the process dies before
+	// it returns, it is delivered again later: after the delay of a *RetryError, or after a
+	// short backoff.
+	ConsumeNotifications(ctx context.Context, max int, handle func(ctx context.Context, n Notice) error) error
 
 	// Enqueue durably queues task id for asynchronous dispatch.
 	Enqueue(ctx context.Context, id string) error

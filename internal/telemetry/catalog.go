@@ -42,6 +42,7 @@ var catalog = []MetricInfo{
 	{"agentplane_replica_restarts_total", "counter", []string{"agent", "replica"}, "Times a replica's process was restarted by the supervisor."},
 	{"agentplane_queue_wait_seconds", "histogram", []string{"agent"}, "Time tasks waited in the gateway for a free replica slot."},
 	{"agentplane_queue_refusals_total", "counter", []string{"agent", "reason"}, "Tasks refused by admission (queue full, deadline passed), by reason."},
+	{"agentplane_push_notifications_total", "counter", []string{"agent", "result"}, "Push notifications POSTed to clients' webhooks, by result: sent, failed (retried later), given_up."},
 	{"agentplane_tokens_total", "counter", []string{"agent", "subject", "kind"}, "Model tokens reported by agents, by subject (capped; the rest is \"other\") and kind (input, output)."},
 	{"agentplane_replica_in_flight", "gauge", replicaKey, "Tasks the gateway has in flight on a replica."},
 	{"agentplane_replica_capacity", "gauge", replicaKey, "Tasks a replica takes at once (maxConcurrency)."},

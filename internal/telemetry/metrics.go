@@ -64,6 +64,7 @@ type Metrics struct {
 	queueWait       *prometheus.HistogramVec
 	queueRefusals   *prometheus.CounterVec
 	tokens          *prometheus.CounterVec
+	push            *prometheus.CounterVec
 
 	snapshot *snapshotCollector
 
@@ -107,6 +108,7 @@ func NewMetrics(opts Options) *Metrics {
 	m.queueWait = histogram("agentplane_queue_wait_seconds")
 	m.queueRefusals = counter("agentplane_queue_refusals_total")
 	m.tokens = counter("agentplane_tokens_total")
+	m.push = counter("agentplane_push_notifications_total")
 	m.snapshot = newSnapshotCollector()
 
 	bi := lookup("agentplane_build_info")
@@ -118,7 +120,7 @@ func NewMetrics(opts Options) *Metrics {
 
 	m.reg.MustRegister(m.requests, m.requestDuration, m.tasksStarted, m.tasksFinished, m.taskDuration,
 		m.dispatches, m.dispatchDur, m.redispatches, m.ejections, m.restarts, m.queueWait,
-		m.queueRefusals, m.tokens, m.snapshot, buildInfo)
+		m.queueRefusals, m.tokens, m.push, m.snapshot, buildInfo)
 	if !opts.NoRuntimeCollectors {
 		m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
@@ -194,6 +196,21 @@ func (m *Metrics) Redispatch(agent, reason string) {
 		return
 	}
 	m.redispatches.WithLabelValues(agent, reason).Inc()
+}
+
+// Results of a push notification, the result label of agentplane_push_notifications_total.
+const (
+	PushSent    = "sent"     // the webhook answered 2xx
+	PushFailed  = "failed"   // the POST failed; it is retried
+	PushGivenUp = "given_up" // retried for too long; dropped
+)
+
+// PushNotification counts one push notification POST of a task of agent, or one given up.
+func (m *Metrics) PushNotification(agent, result string) {
+	if m == nil {
+		return
+	}
+	m.push.WithLabelValues(agent, result).Inc()
 }
 
 // Ejection counts a replica ejected from balancing.

@@ -29,6 +29,7 @@ func exercise(m *Metrics) {
 	m.QueueWait(ctx, "triage", 20*time.Millisecond)
 	m.QueueRefused("triage", "queue_full")
 	m.Tokens("triage", "alice", TokensInput, 120)
+	m.PushNotification("echo", PushSent)
 	m.SetSnapshot(func() Snapshot {
 		return Snapshot{
 			Replicas: []ReplicaSample{{Agent: "triage", Replica: "triage-0", Site: "clinic-a", Zone: "z1", State: "Running", Ready: true, InFlight: 2, Capacity: 4}},

@@ -30,6 +30,8 @@ const (
 	DefaultAuditMaxFileBytes                 = 100 << 20
 	DefaultFsyncInterval                     = time.Second
 	DefaultCheckpointInterval                = time.Minute
+	DefaultPushTimeout                       = 10 * time.Second
+	DefaultPushGiveUpAfter                   = 24 * time.Hour
 )
 
 // PublicKeyAlgorithms are the JWT algorithms allowed by default with public keys.
@@ -115,6 +117,12 @@ func (c *GatewayConfig) SetDefaults() {
 			r.TokenBurst = r.TokensPerMinute
 		}
 	}
+	pn := &c.PushNotifications
+	if len(pn.AllowedNetworks) == 0 {
+		pn.AllowedNetworks = nil
+	}
+	defaultDuration(&pn.Timeout, DefaultPushTimeout)
+	defaultDuration(&pn.GiveUpAfter, DefaultPushGiveUpAfter)
 	a := &c.Audit
 	defaultInt(&a.MaxFileBytes, DefaultAuditMaxFileBytes)
 	defaultString(&a.Fsync, FsyncAlways)

@@ -45,6 +45,7 @@ audit:
   checkpoints: {path: /mnt/audit-checkpoints/checkpoints.jsonl}
 redaction:
   custom: [{name: insurance-id, regex: "\\bINS-[0-9]{8}\\b"}]
+pushNotifications: {allowedNetworks: [10.0.0.0/8, "fd00::/8"], timeout: 5s}
 `
 
 const minimal = "apiVersion: agentplane.io/v1alpha1\nkind: GatewayConfig\n"
@@ -53,6 +54,9 @@ func TestDecodeFull(t *testing.T) {
 	c, err := Decode([]byte(full))
 	if err != nil {
 		t.Fatalf("Decode: %v", err)
+	}
+	if pn := c.PushNotifications; len(pn.AllowedNetworks) != 2 || pn.Timeout.Duration != 5*time.Second || pn.GiveUpAfter.Duration != DefaultPushGiveUpAfter {
+		t.Errorf("pushNotifications = %+v", pn)
 	}
 	if got := c.Listeners[1].Name; got != "listener-1" {
 		t.Errorf("default listener name = %q", got)
@@ -143,6 +147,9 @@ func TestDecodeErrors(t *testing.T) {
 		{"empty-matching regex", minimal + "redaction: {custom: [{name: x, regex: 'a*'}]}\n", "must not match the empty string"},
 		{"unknown pattern", minimal + "redaction: {patterns: [dob]}\n", "redaction.patterns[0]: Unsupported value"},
 		{"redaction fields, removed", minimal + "redaction: {fields: ['**']}\n", `unknown field "redaction.fields"`},
+		{"push network not a prefix", minimal + "pushNotifications: {allowedNetworks: [10.0.0.1]}\n", "pushNotifications.allowedNetworks[0]: Invalid value"},
+		{"push timeout", minimal + "pushNotifications: {timeout: 1h}\n", "pushNotifications.timeout: Invalid value"},
+		{"push give-up", minimal + "pushNotifications: {giveUpAfter: 0s}\n", "pushNotifications.giveUpAfter: Invalid value"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Decode([]byte(tc.doc))

@@ -54,6 +54,11 @@ type GatewayConfig struct {
 	// agent's, but /healthz and /readyz.
 	// +optional
 	AgentHosts AgentHosts `json:"agentHosts,omitempty"`
+
+	// PushNotifications configures how the gateway calls the webhooks of A2A push
+	// notification configs.
+	// +optional
+	PushNotifications PushNotifications `json:"pushNotifications,omitempty"`
 }
 
 // AgentHosts maps host names to agents. A host named in Hosts is routed by it; otherwise a host
@@ -67,6 +72,30 @@ type AgentHosts struct {
 	// Hosts maps a host name to the agent it serves, such as {"triage.hospital.example": "triage"}.
 	// +optional
 	Hosts map[string]string `json:"hosts,omitempty"`
+}
+
+// PushNotifications configures the gateway's A2A push notifications: on each state change of a
+// task with push notification configs, the gateway POSTs the task to each config's URL,
+// retrying with backoff until the receiver answers 2xx or GiveUpAfter has passed.
+//
+// Webhook URLs are checked against server-side request forgery when a config is created and
+// again at each connection (on the address the name resolved to, so DNS rebinding does not
+// help): loopback, link-local (including 169.254.169.254), private (RFC 1918, fc00::/7),
+// CGNAT (100.64.0.0/10), unspecified, broadcast and multicast addresses are refused unless
+// AllowedNetworks contains them.
+type PushNotifications struct {
+	// AllowedNetworks are CIDR prefixes (such as "10.0.0.0/8" or "127.0.0.1/32") that webhook
+	// URLs may reach although they are not public, for receivers inside the operator's own
+	// network. Defaults to none: only public addresses.
+	// +optional
+	AllowedNetworks []string `json:"allowedNetworks,omitempty"`
+	// Timeout bounds one POST to a webhook, connection included. Defaults to 10s.
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+	// GiveUpAfter is how long a notification is retried (1s, 2s, 4s, ... at most 5m apart)
+	// before the gateway gives up on it, logging and counting it. Defaults to 24h.
+	// +optional
+	GiveUpAfter *metav1.Duration `json:"giveUpAfter,omitempty"`
 }
 
 // Listener is one address the gateway serves on.

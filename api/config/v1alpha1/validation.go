@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"net/url"
 	"path/filepath"
 	"regexp"
@@ -47,6 +48,7 @@ func (c *GatewayConfig) Validate() field.ErrorList {
 	errs = append(errs, c.Audit.validate(field.NewPath("audit"))...)
 	errs = append(errs, c.Redaction.validate(field.NewPath("redaction"))...)
 	errs = append(errs, c.AgentHosts.validate(field.NewPath("agentHosts"))...)
+	errs = append(errs, c.PushNotifications.validate(field.NewPath("pushNotifications"))...)
 	return errs
 }
 
@@ -463,5 +465,17 @@ func (r *Redaction) validate(p *field.Path) field.ErrorList {
 			errs = append(errs, field.Invalid(cp.Child("regex"), c.Regex, "must not match the empty string"))
 		}
 	}
+	return errs
+}
+
+func (pn *PushNotifications) validate(p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	for i, n := range pn.AllowedNetworks {
+		if _, err := netip.ParsePrefix(n); err != nil {
+			errs = append(errs, field.Invalid(p.Child("allowedNetworks").Index(i), n, "must be a CIDR prefix such as 10.0.0.0/8 or 127.0.0.1/32"))
+		}
+	}
+	errs = append(errs, durationIn(p.Child("timeout"), pn.Timeout, 100*time.Millisecond, 5*time.Minute)...)
+	errs = append(errs, durationIn(p.Child("giveUpAfter"), pn.GiveUpAfter, time.Second, 7*24*time.Hour)...)
 	return errs
 }

@@ -41,6 +41,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Journal) {
 	t.Run("Large", func(t *testing.T) { testLarge(t, open(t)) })
 	t.Run("LargeConcurrent", func(t *testing.T) { testLargeConcurrent(t, open(t)) })
 	t.Run("TooLarge", func(t *testing.T) { testTooLarge(t, open(t)) })
+	t.Run("Notify", func(t *testing.T) { testNotify(t, open(t)) })
 }
 
 // LargeSize is the size of a large task's request and result: under the gateway's default
@@ -252,6 +253,7 @@ func NewTask(id string) *store.Task {
 		Request: []byte(`{"jsonrpc":"2.0","id":1,"method":"message/send","params":{}}`),
 		Replica: "echo-0", ReplicaURL: "http://127.0.0.1:9000", UpstreamID: "up-1",
 		State: store.StateAccepted, Result: []byte(`{"kind":"task"}`),
+		Push:      []store.PushConfig{{ID: "p-1", URL: "https://hooks.example/a2a", Token: "tok", AuthScheme: "Bearer", Credentials: "secret"}},
 		CreatedAt: now, UpdatedAt: now.Add(time.Second),
 	}
 }
