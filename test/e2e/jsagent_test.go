@@ -24,8 +24,8 @@ import (
 // TestJavaScriptSDKAgent runs examples/js-agent, an agent written with the official A2A JavaScript
 // SDK, with `agentplane up -f examples/js-agent` as its README says, and talks to it through the
 // gateway: its card, a blocking send, a streaming send, GetTask, a cancel while it works, and
-// the same in A2A 0.3. The v1.0 requests carry A2A-Version: 1.0, as the v1.0 specification asks
-// of clients: the SDK takes a request without it for 0.3 (see examples/js-agent/README.md).
+// the same in A2A 0.3. The SDK takes a request without A2A-Version for 0.3: the first send has
+// none, and the gateway names the dialect to the agent itself.
 func TestJavaScriptSDKAgent(t *testing.T) {
 	root := jsExample(t)
 	up := startUpIn(t, root, "-f", "examples/js-agent")
@@ -72,7 +72,7 @@ func TestJavaScriptSDKAgent(t *testing.T) {
 	})
 
 	t.Run("v1.0 send and GetTask", func(t *testing.T) {
-		r, err := postHeader(ctx, client, url, sendV1(1, "Jane Doe, 54, has had chest pain since this morning"), v1)
+		r, err := postHeader(ctx, client, url, sendV1(1, "Jane Doe, 54, has had chest pain since this morning"), nil) // no A2A-Version: the gateway names the dialect to the agent
 		if err != nil || r.Error != nil {
 			t.Fatalf("SendMessage: %v %s", err, r.Body)
 		}

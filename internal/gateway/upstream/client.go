@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/agentplane/agentplane/internal/a2a"
@@ -78,7 +79,18 @@ func (c *Client) Send(ctx context.Context, base string, d a2a.Dialect, body []by
 	if err != nil {
 		return nil, err
 	}
-	return c.post(ctx, target, body, stream, in, nil)
+	return c.post(ctx, target, body, stream, in, versionHeader(in, d))
+}
+
+// versionHeader is the A2A-Version header a request of dialect d carries, when the client's
+// does not already name that dialect: an agent must read a request without it as A2A 0.3
+// (the JavaScript SDK does), and queued or re-dispatched tasks have no client header at all.
+func versionHeader(in http.Header, d a2a.Dialect) http.Header {
+	v := in.Get("A2A-Version")
+	if d == a2a.V03 && (v == "" || strings.HasPrefix(v, "0.3")) || d == a2a.V1 && strings.HasPrefix(v, "1.") {
+		return nil
+	}
+	return http.Header{"A2A-Version": {string(d)}}
 }
 
 // SendPeer sends a JSON-RPC request to another gateway of the fleet at url (its A2A endpoint of
