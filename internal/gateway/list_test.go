@@ -21,7 +21,12 @@ import (
 
 // tenantGateway runs a gateway with API keys for subjects of two tenants and a tenant admin, in
 // front of a real simulated agent.
-func tenantGateway(t *testing.T) (url string, keys map[string]string) {
+func tenantGateway(t *testing.T, mod ...func(*Options)) (url string, keys map[string]string) {
+	_, url, keys = tenantGatewayOf(t, mod...)
+	return url, keys
+}
+
+func tenantGatewayOf(t *testing.T, mod ...func(*Options)) (g *Gateway, url string, keys map[string]string) {
 	t.Helper()
 	cfg, err := configv1.Decode([]byte(`apiVersion: agentplane.io/v1alpha1
 kind: GatewayConfig
@@ -48,13 +53,17 @@ policies:
 		t.Fatal(err)
 	}
 	a0 := startAgent(t, "triage", "0", simagent.Config{})
-	g, err := New(Options{Source: testutil.NewSource(testutil.Agent("triage", 8, a0)), Journal: store.NewMemory(), Auth: st})
+	o := Options{Source: testutil.NewSource(testutil.Agent("triage", 8, a0)), Journal: store.NewMemory(), Auth: st}
+	for _, m := range mod {
+		m(&o)
+	}
+	g, err = New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(g.Handler())
 	t.Cleanup(srv.Close)
-	return srv.URL, keys
+	return g, srv.URL, keys
 }
 
 func rpc(t *testing.T, url, key, body string) a2a.Response {

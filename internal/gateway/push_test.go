@@ -476,7 +476,7 @@ func TestCardAdvertisesPushNotifications(t *testing.T) {
 		`{"name":"x","supportedInterfaces":[{"url":"http://a","protocolBinding":"JSONRPC","protocolVersion":"1.0"}],"capabilities":{"streaming":true}}`,
 		`{"name":"x","url":"http://a","protocolVersion":"0.3.0"}`,
 	} {
-		out, err := rewriteCard([]byte(card), "http://gw/agents/x", testutil.Agent("x", 1))
+		out, _, err := rewriteCard([]byte(card), "http://gw/agents/x", testutil.Agent("x", 1))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -159,7 +159,7 @@ func agentCard(c Config, base string) *a2a.AgentCard {
 			{URL: base + PathV1, ProtocolBinding: a2a.TransportProtocolJSONRPC, ProtocolVersion: a2a.Version},
 			{URL: base + PathV03, ProtocolBinding: a2a.TransportProtocolJSONRPC, ProtocolVersion: a2av0.Version},
 		},
-		Capabilities:       a2a.AgentCapabilities{Streaming: true},
+		Capabilities:       a2a.AgentCapabilities{Streaming: true, ExtendedAgentCard: true},
 		DefaultInputModes:  []string{"text/plain"},
 		DefaultOutputModes: []string{"text/plain"},
 		Skills: []a2a.AgentSkill{{
@@ -174,7 +174,12 @@ func agentCard(c Config, base string) *a2a.AgentCard {
 
 func newMux(c Config, base string, exec *executor, st *stats, logger *slog.Logger) http.Handler {
 	card := agentCard(c, base)
+	// The extended card, for authenticated callers, names one more skill.
+	extended := *agentCard(c, base)
+	extended.Skills = append(extended.Skills, a2a.AgentSkill{ID: "simulate-detailed", Name: "Detailed simulation",
+		Description: "What authenticated callers see: the same simulation, named for them.", Tags: []string{"simulation"}})
 	reqHandler := a2asrv.NewHandler(exec,
+		a2asrv.WithExtendedAgentCard(&extended),
 		a2asrv.WithLogger(logger),
 		a2asrv.WithCapabilityChecks(&card.Capabilities),
 		a2asrv.WithCallInterceptors(clientInterceptor{}),
