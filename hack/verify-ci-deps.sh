@@ -26,7 +26,7 @@ deps=(
   "cmd|make|apt-get install make"
   "cmd|git|apt-get install git"
   "cmd|chromium|apt-get install chromium (test/ui)"
-  "cmd|node|apt-get install nodejs (test/e2e: examples/js-agent, Node.js 20 or later)"
+  "cmd|node|hack/node.sh (test/e2e: examples/js-agent, Node.js 20 or later)"
   "cmd|npm|apt-get install npm (test/e2e: npm ci for examples/js-agent)"
   "file|$TOOLS/staticcheck-$STATICCHECK_VERSION|make staticcheck"
   "file|$TOOLS/controller-gen-$CONTROLLER_GEN_VERSION|make codegen"

@@ -61,13 +61,15 @@ func TestJavaScriptSDKAgent(t *testing.T) {
 		}
 		var versions []string
 		for _, i := range card.Interfaces {
-			if i.URL != url || i.ProtocolBinding != "JSONRPC" {
-				t.Errorf("interface %+v does not point at the gateway's JSON-RPC URL %s", i, url)
+			if i.URL != url+"/" {
+				t.Errorf("interface %+v does not point at the gateway's URL %s/", i, url)
 			}
-			versions = append(versions, i.ProtocolVersion)
+			versions = append(versions, i.ProtocolBinding+" "+i.ProtocolVersion)
 		}
-		if card.Name != "Clinic intake (JavaScript)" || card.URL != url || !slices.Equal(versions, []string{"1.0", "0.3"}) {
-			t.Fatalf("agent card: name %q, url %q, versions %v; want the intake agent's at %s, with 1.0 and 0.3", card.Name, card.URL, versions, url)
+		// The gateway serves HTTP+JSON for every agent that speaks v1.0, translating it.
+		want := []string{"JSONRPC 1.0", "JSONRPC 0.3", "HTTP+JSON 1.0"}
+		if card.Name != "Clinic intake (JavaScript)" || card.URL != url+"/" || !slices.Equal(versions, want) {
+			t.Fatalf("agent card: name %q, url %q, interfaces %v; want the intake agent's at %s/, with %v", card.Name, card.URL, versions, url, want)
 		}
 	})
 

@@ -55,7 +55,7 @@ func TestTasksInBothDialectsAndStreaming(t *testing.T) {
 	var card struct {
 		Interfaces []struct{ URL string } `json:"supportedInterfaces"`
 	}
-	if err := decode(res.Body, &card); err != nil || len(card.Interfaces) == 0 || card.Interfaces[0].URL != url {
+	if err := decode(res.Body, &card); err != nil || len(card.Interfaces) == 0 || card.Interfaces[0].URL != url+"/" {
 		t.Fatalf("agent card: %v %+v", err, card)
 	}
 }
