@@ -333,22 +333,31 @@ func (j *JetStream) setup(ctx context.Context) error {
 	j.restMax = min(MaxRecordBytes, room)
 
 	// The queue: no age or size limit, so a queued id stays until a handler finishes it.
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        j.asyncStream,
-		Description: "agentplane asynchronous task queue",
-		Subjects:    []string{j.asyncSubject},
+	j.cons, err = j.workQueue(ctx, j.asyncStream, j.asyncSubject, j.opts.Prefix+"-dispatch", "asynchronous task queue", "asynchronous dispatch")
+	if err != nil {
+		return err
+	}
+	return j.setupNotify(ctx)
+}
+
+// workQueue creates or updates a work-queue stream with no age or size limit (an entry stays
+// until a handler finishes it) and its durable pull consumer, which redelivers without end.
+func (j *JetStream) workQueue(ctx context.Context, stream, subject, durable, streamDesc, consumerDesc string) (jetstream.Consumer, error) {
+	_, err := j.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        stream,
+		Description: "agentplane " + streamDesc,
+		Subjects:    []string{subject},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    j.opts.Replicas,
 		Duplicates:  2 * time.Minute,
 	})
 	if err != nil {
-		return fmt.Errorf("store: create stream %s: %w", j.asyncStream, err)
+		return nil, fmt.Errorf("store: create stream %s: %w", stream, err)
 	}
-	name := j.opts.Prefix + "-dispatch"
-	j.cons, err = js.CreateOrUpdateConsumer(ctx, j.asyncStream, jetstream.ConsumerConfig{
-		Durable:       name,
-		Description:   "agentplane asynchronous dispatch",
+	c, err := j.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{
+		Durable:       durable,
+		Description:   "agentplane " + consumerDesc,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       j.opts.ackWait,
 		MaxDeliver:    -1,
@@ -356,9 +365,9 @@ func (j *JetStream) setup(ctx context.Context) error {
 		Replicas:      j.opts.Replicas,
 	})
 	if err != nil {
-		return fmt.Errorf("store: create consumer %s: %w", name, err)
+		return nil, fmt.Errorf("store: create consumer %s: %w", durable, err)
 	}
-	return j.setupNotify(ctx)
+	return c, nil
 }
 
 // Limits returns the limits Create and Update enforce.

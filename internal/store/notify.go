@@ -68,32 +68,9 @@ const revisionHeader = "Agentplane-Revision"
 // "<prefix>-notify". Like the task queue it has no age or size limit: a notice stays until a
 // handler finishes it (delivers it, or gives up on it).
 func (j *JetStream) setupNotify(ctx context.Context) error {
-	_, err := j.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        j.notifyStream,
-		Description: "agentplane push notification queue",
-		Subjects:    []string{j.notifySubject},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Replicas:    j.opts.Replicas,
-		Duplicates:  2 * time.Minute,
-	})
-	if err != nil {
-		return fmt.Errorf("store: create stream %s: %w", j.notifyStream, err)
-	}
-	name := j.opts.Prefix + "-notify"
-	j.notify, err = j.js.CreateOrUpdateConsumer(ctx, j.notifyStream, jetstream.ConsumerConfig{
-		Durable:       name,
-		Description:   "agentplane push notifications",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       j.opts.ackWait,
-		MaxDeliver:    -1,
-		MaxAckPending: -1,
-		Replicas:      j.opts.Replicas,
-	})
-	if err != nil {
-		return fmt.Errorf("store: create consumer %s: %w", name, err)
-	}
-	return nil
+	var err error
+	j.notify, err = j.workQueue(ctx, j.notifyStream, j.notifySubject, j.opts.Prefix+"-notify", "push notification queue", "push notifications")
+	return err
 }
 
 // Notify implements Journal. A notice of the same id and revision published within the
