@@ -50,23 +50,7 @@ func newWebhook(t *testing.T, fail func(n notification, earlier []notification) 
 		body, _ := io.ReadAll(r.Body)
 		n := notification{id: r.Header.Get(HeaderNotificationID), token: r.Header.Get(HeaderNotificationToken),
 			auth: r.Header.Get("Authorization"), body: body}
-		var v struct {
-			Task *struct {
-				ID     string `json:"id"`
-				Status struct {
-					State string `json:"state"`
-				} `json:"status"`
-			} `json:"task"`
-			ID     string `json:"id"` // v0.3: the Task itself
-			Status struct {
-				State string `json:"state"`
-			} `json:"status"`
-		}
-		_ = json.Unmarshal(body, &v)
-		n.taskID, n.state = v.ID, v.Status.State
-		if v.Task != nil {
-			n.taskID, n.state = v.Task.ID, v.Task.Status.State
-		}
+		n.taskID, n.state, _ = testutil.TaskIDAndState(body) // v1.0 {"task": …}, or the v0.3 Task itself
 		w.mu.Lock()
 		n.failed = w.fail != nil && w.fail(n, w.got)
 		w.got = append(w.got, n)

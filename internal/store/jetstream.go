@@ -587,10 +587,26 @@ func (j *JetStream) Pending(ctx context.Context) ([]*Task, error) {
 	if err != nil {
 		return nil, err
 	}
+	var out []*Task
+	err = j.readTasks(ctx, keys, func(t *Task) {
+		if !t.State.Terminal() {
+			out = append(out, t)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: pending: %w", err)
+	}
+	sortTasks(out)
+	return out, nil
+}
+
+// readTasks reads the tasks of keys, 16 at a time, and calls each (one call at a time) with
+// every one that still exists: a task expired since its key was listed, or a key this package
+// did not write, is skipped. It returns the first failure, or ctx's error.
+func (j *JetStream) readTasks(ctx context.Context, keys []string, each func(*Task)) error {
 	const workers = 16
 	var (
 		mu    sync.Mutex
-		out   []*Task
 		first error
 		wg    sync.WaitGroup
 	)
@@ -613,8 +629,8 @@ func (j *JetStream) Pending(ctx context.Context) ([]*Task, error) {
 					if first == nil {
 						first = err
 					}
-				case !t.State.Terminal():
-					out = append(out, t)
+				default:
+					each(t)
 				}
 				mu.Unlock()
 			}
@@ -629,13 +645,9 @@ func (j *JetStream) Pending(ctx context.Context) ([]*Task, error) {
 	close(work)
 	wg.Wait()
 	if first != nil {
-		return nil, fmt.Errorf("store: pending: %w", first)
+		return first
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("store: pending: %w", err)
-	}
-	sortTasks(out)
-	return out, nil
+	return ctx.Err()
 }
 
 // pendingKeys lists the keys whose newest record is not marked terminal, reading headers only.

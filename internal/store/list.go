@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -99,11 +98,8 @@ func (m *Memory) List(ctx context.Context, agent string) ([]Entry, error) {
 // the listing headers.
 func (j *JetStream) List(ctx context.Context, agent string) ([]Entry, error) {
 	var (
-		out  []Entry
-		old  []string // keys whose records carry no entry headers
-		mu   sync.Mutex
-		wg   sync.WaitGroup
-		fail error
+		out []Entry
+		old []string // keys whose records carry no entry headers
 	)
 	err := j.scanHeaders(ctx, func(key string, h nats.Header) {
 		id, err := decodeKey(key)
@@ -118,45 +114,17 @@ func (j *JetStream) List(ctx context.Context, agent string) ([]Entry, error) {
 		}
 		old = append(old, key)
 	})
-	if err != nil {
-		return nil, fmt.Errorf("store: list: %w", err)
-	}
-	work := make(chan string)
-	for range min(16, len(old)) {
-		wg.Go(func() {
-			for key := range work {
-				id, _ := decodeKey(key)
-				octx, cancel := call(ctx)
-				t, err := j.get(octx, id, key)
-				cancel()
-				mu.Lock()
-				switch {
-				case errors.Is(err, ErrNotFound):
-				case err != nil:
-					fail = cmpErr(fail, err)
-				case t.Agent == agent:
-					out = append(out, entryOf(t))
-				}
-				mu.Unlock()
+	if err == nil {
+		err = j.readTasks(ctx, old, func(t *Task) {
+			if t.Agent == agent {
+				out = append(out, entryOf(t))
 			}
 		})
 	}
-	for _, k := range old {
-		work <- k
-	}
-	close(work)
-	wg.Wait()
-	if fail != nil {
-		return nil, fmt.Errorf("store: list: %w", fail)
+	if err != nil {
+		return nil, fmt.Errorf("store: list: %w", err)
 	}
 	return out, nil
-}
-
-func cmpErr(first, err error) error {
-	if first != nil {
-		return first
-	}
-	return err
 }
 
 // scanHeaders calls each with the key and headers of the newest record of every task in the
