@@ -107,8 +107,18 @@ func (r *Request) TaskID() (string, error) {
 	return *p.ID, nil
 }
 
-// Marshal encodes the request, with Params unchanged.
-func (r *Request) Marshal() ([]byte, error) { return json.Marshal(r) }
+// Marshal encodes the request, with Params unchanged. Strings keep their bytes: json.Marshal
+// would escape <, > and & in the id and params ("&" becomes "\u0026"), so that an agent would be
+// sent an id that is not byte for byte the client's.
+func (r *Request) Marshal() ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(r); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
 
 func validID(id json.RawMessage) bool {
 	if len(id) == 0 {
