@@ -101,7 +101,7 @@ K8S_PKGS    := ./internal/controller/... ./internal/discovery/kubernetes/...
 .PHONY: manifests verify-manifests envtest-assets k8s-binaries test-k8s e2e-k8s real-node-deps cluster tools verify-ci-deps
 
 manifests: $(TOOLS)/controller-gen-$(CONTROLLER_GEN_VERSION) ## regenerate the CRD (config/crd/bases, chart) and the operator's RBAC role from markers
-	$< crd paths=./api/... output:crd:artifacts:config=config/crd/bases
+	$< crd:allowDangerousTypes=true paths=./api/... output:crd:artifacts:config=config/crd/bases
 	$< rbac:roleName=agentplane-operator paths=./internal/controller/... output:rbac:artifacts:config=config/rbac
 	mkdir -p charts/agentplane/crds charts/agentplane/files
 	cp config/crd/bases/agentplane.io_agents.yaml charts/agentplane/crds/

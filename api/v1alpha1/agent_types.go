@@ -141,11 +141,18 @@ type Resources struct {
 	GPUResource corev1.ResourceName `json:"gpuResource,omitempty"`
 }
 
-// Autoscaling bounds a HorizontalPodAutoscaler.
+// Autoscaling scales an agent between bounds. By default it scales on task load: tasks in flight
+// plus tasks queued at the gateways, against the agent's slots (replicas × maxConcurrency), in
+// embedded mode and on Kubernetes alike, down to zero when minReplicas is 0. With
+// targetCPUUtilizationPercentage it makes a CPU HorizontalPodAutoscaler instead (Kubernetes only).
 // +kubebuilder:validation:XValidation:rule="!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",message="minReplicas must not exceed maxReplicas"
+// +kubebuilder:validation:XValidation:rule="!has(self.targetCPUUtilizationPercentage) || !(has(self.targetLoad) || has(self.scaleToZeroAfter) || has(self.scaleDownDelay))",message="targetCPUUtilizationPercentage scales on CPU with a HorizontalPodAutoscaler; targetLoad, scaleDownDelay and scaleToZeroAfter are for task-based scaling: set one or the other"
+// +kubebuilder:validation:XValidation:rule="!has(self.targetCPUUtilizationPercentage) || !has(self.minReplicas) || self.minReplicas >= 1",message="minReplicas 0 needs task-based scaling: a CPU autoscaler cannot scale from zero"
 type Autoscaling struct {
-	// MinReplicas is the fewest replicas. Defaults to 1.
-	// +kubebuilder:validation:Minimum=1
+	// MinReplicas is the fewest replicas. 0 lets an idle agent go to zero replicas after
+	// scaleToZeroAfter; its next task waits in the gateway's queue while a replica starts.
+	// Defaults to 1.
+	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:default=1
 	// +optional
 	MinReplicas *int32 `json:"minReplicas,omitempty"`
@@ -154,13 +161,33 @@ type Autoscaling struct {
 	// +kubebuilder:validation:Maximum=1000
 	// +required
 	MaxReplicas int32 `json:"maxReplicas"`
-	// TargetCPUUtilizationPercentage is the average CPU use, relative to the CPU request, that the
-	// autoscaler aims for. Defaults to 80. Needs resources.requests.cpu.
+	// TargetLoad is the fraction of the agent's slots (replicas × maxConcurrency) the autoscaler
+	// aims to keep busy, counting queued tasks as demand: 0.7 with 10 tasks wanting a slot and
+	// maxConcurrency 4 asks for 4 replicas. Defaults to 0.7.
+	// +kubebuilder:validation:Minimum=0.05
+	// +kubebuilder:validation:Maximum=1
+	// +optional
+	TargetLoad *float64 `json:"targetLoad,omitempty"`
+	// ScaleDownDelay is how long load must stay low before replicas are removed: the autoscaler
+	// removes replicas only down to the most it wanted over this window. Scaling up is at once.
+	// Defaults to 5m.
+	// +optional
+	ScaleDownDelay *metav1.Duration `json:"scaleDownDelay,omitempty"`
+	// ScaleToZeroAfter is how long an agent must have had no task before it goes to zero
+	// replicas, when minReplicas is 0. Defaults to scaleDownDelay.
+	// +optional
+	ScaleToZeroAfter *metav1.Duration `json:"scaleToZeroAfter,omitempty"`
+	// TargetCPUUtilizationPercentage, when set, scales on CPU instead of task load: a
+	// HorizontalPodAutoscaler aims for this average CPU use, relative to the CPU request.
+	// Needs resources.requests.cpu; Kubernetes only (embedded mode scales on task load).
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100
 	// +optional
 	TargetCPUUtilizationPercentage *int32 `json:"targetCPUUtilizationPercentage,omitempty"`
 }
+
+// TaskBased reports whether the agent scales on task load (the default) rather than on CPU.
+func (a *Autoscaling) TaskBased() bool { return a != nil && a.TargetCPUUtilizationPercentage == nil }
 
 // Security of an agent's pods. Whatever is set here, pods run as a non-root user with a
 // read-only root filesystem, no privilege escalation, no capabilities and the runtime's default

@@ -166,9 +166,25 @@ func (s *AgentSpec) validateKubernetes(p *field.Path) field.ErrorList {
 		lo := int32(1)
 		if as.MinReplicas != nil {
 			lo = *as.MinReplicas
-			if lo < 1 {
-				errs = append(errs, field.Invalid(ap.Child("minReplicas"), lo, "must be at least 1"))
+			switch {
+			case lo < 0:
+				errs = append(errs, field.Invalid(ap.Child("minReplicas"), lo, "must not be negative"))
+			case lo == 0 && !as.TaskBased():
+				errs = append(errs, field.Invalid(ap.Child("minReplicas"), lo, "0 needs task-based scaling: a CPU autoscaler (targetCPUUtilizationPercentage) cannot scale from zero"))
 			}
+		}
+		if t := as.TargetLoad; t != nil && (*t < 0.05 || *t > 1) {
+			errs = append(errs, field.Invalid(ap.Child("targetLoad"), *t, "must be a fraction of the slots between 0.05 and 1, such as 0.7"))
+		}
+		if d := as.ScaleDownDelay; d != nil && d.Duration <= 0 {
+			errs = append(errs, field.Invalid(ap.Child("scaleDownDelay"), d.Duration.String(), "must be positive, such as 30s or 5m"))
+		}
+		if d := as.ScaleToZeroAfter; d != nil && d.Duration <= 0 {
+			errs = append(errs, field.Invalid(ap.Child("scaleToZeroAfter"), d.Duration.String(), "must be positive, such as 30s or 5m"))
+		}
+		if !as.TaskBased() && (as.TargetLoad != nil || as.ScaleDownDelay != nil || as.ScaleToZeroAfter != nil) {
+			errs = append(errs, field.Invalid(ap.Child("targetCPUUtilizationPercentage"), *as.TargetCPUUtilizationPercentage,
+				"scales on CPU with a HorizontalPodAutoscaler; targetLoad, scaleDownDelay and scaleToZeroAfter are for task-based scaling: set one or the other"))
 		}
 		if as.MaxReplicas < 1 || as.MaxReplicas > MaxReplicas {
 			errs = append(errs, field.Invalid(ap.Child("maxReplicas"), as.MaxReplicas, fmt.Sprintf("must be between 1 and %d", MaxReplicas)))

@@ -183,6 +183,21 @@ func (in *Autoscaling) DeepCopyInto(out *Autoscaling) {
 		*out = new(int32)
 		**out = **in
 	}
+	if in.TargetLoad != nil {
+		in, out := &in.TargetLoad, &out.TargetLoad
+		*out = new(float64)
+		**out = **in
+	}
+	if in.ScaleDownDelay != nil {
+		in, out := &in.ScaleDownDelay, &out.ScaleDownDelay
+		*out = new(v1.Duration)
+		**out = **in
+	}
+	if in.ScaleToZeroAfter != nil {
+		in, out := &in.ScaleToZeroAfter, &out.ScaleToZeroAfter
+		*out = new(v1.Duration)
+		**out = **in
+	}
 	if in.TargetCPUUtilizationPercentage != nil {
 		in, out := &in.TargetCPUUtilizationPercentage, &out.TargetCPUUtilizationPercentage
 		*out = new(int32)
