@@ -72,6 +72,13 @@ type Agent struct {
 	MaxConcurrency int    `json:"maxConcurrency"`
 	// Desired is the number of replicas asked for.
 	Desired int `json:"desired"`
+	// Autoscaled agents follow their task demand (spec.autoscaling on task load): a task for
+	// one with no ready replica waits in the gateway's admission queue, up to the queue timeout,
+	// while a replica starts, instead of failing at once.
+	Autoscaled bool `json:"autoscaled,omitempty"`
+	// MinReplicas and MaxReplicas bound an autoscaled agent's replicas.
+	MinReplicas int `json:"minReplicas,omitempty"`
+	MaxReplicas int `json:"maxReplicas,omitempty"`
 	// TaskTimeout bounds one dispatch of a task to a replica; 0 means the gateway's default.
 	TaskTimeout time.Duration `json:"taskTimeout,omitempty"`
 	// AllowedSites, when not empty, is the data-residency rule: only these sites may serve.
