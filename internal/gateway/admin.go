@@ -121,3 +121,23 @@ func (a *adminAPI) audit(w http.ResponseWriter, r *http.Request, rd auditReader)
 type auditReader interface {
 	Recent(ctx context.Context, n int) ([]audit.Record, error)
 }
+
+// Demand is an agent's task demand at this gateway's site: tasks running on its replicas here,
+// and tasks waiting in the admission queue for one.
+type Demand struct {
+	InFlight int
+	Queued   int
+}
+
+// Demand is the demand of each agent of the gateway's own site, by name: what an autoscaler
+// scales on.
+func (g *Gateway) Demand() map[string]Demand {
+	out := map[string]Demand{}
+	for name, l := range g.tasks.pool.fleetLoad(g.local) {
+		out[name] = Demand{InFlight: l.InFlight, Queued: l.Queued}
+	}
+	return out
+}
+
+// InFlight is the number of tasks the gateway has running on the replica at url.
+func (g *Gateway) InFlight(url string) int { return g.tasks.pool.tracker.InFlight(url) }

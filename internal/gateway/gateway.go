@@ -118,6 +118,10 @@ type Options struct {
 	Listener net.Listener
 	// Push configures push notifications: which networks webhooks may reach, timeouts, retries.
 	Push PushOptions
+	// ScaleUp, when set, is called when a task of an autoscaled agent finds no ready replica
+	// and waits for one: the autoscaler can start a replica at once rather than at its next
+	// look. It must not block.
+	ScaleUp func(agent string)
 	// Transport carries requests to replicas; tests inject faults here.
 	Transport http.RoundTripper
 	// Logger; default slog.Default().
@@ -145,6 +149,8 @@ type Gateway struct {
 	// webhooks decides which push notification webhooks may be called; pusher calls them.
 	webhooks webhookPolicy
 	pusher   *pusher
+	// local is the source of this site's replicas (opts.Source without peer gateways).
+	local discovery.Source
 }
 
 // New returns a Gateway. It does not listen; see Start and Handler.
@@ -160,7 +166,7 @@ func New(opts Options) (*Gateway, error) {
 	if opts.Fleet != nil {
 		opts.Source = &fleetSource{local: local, fleet: opts.Fleet, spill: opts.FleetSigner != nil && opts.SpillAfter >= 0}
 	}
-	g := &Gateway{opts: opts, log: opts.Logger}
+	g := &Gateway{opts: opts, log: opts.Logger, local: local}
 	client := upstream.NewClient(opts.Transport, opts.Now)
 	p := &pool{
 		source:       opts.Source,
@@ -175,6 +181,7 @@ func New(opts Options) (*Gateway, error) {
 		now:          opts.Now,
 		queueTimeout: opts.QueueTimeout,
 		spillAfter:   opts.SpillAfter,
+		scaleUp:      opts.ScaleUp,
 	}
 	j := &journal{store: opts.Journal, now: opts.Now, log: opts.Logger, metrics: opts.Metrics,
 		recent: newRecentTasks(), watch: &watchers{},

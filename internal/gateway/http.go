@@ -87,7 +87,7 @@ func (g *Gateway) serveReady(w http.ResponseWriter, r *http.Request) {
 	}
 	var notReady []string
 	for _, a := range g.opts.Source.Snapshot() {
-		if a.Desired > 0 && a.ReadyCount() == 0 {
+		if a.Desired > 0 && a.ReadyCount() == 0 && !a.Autoscaled { // an autoscaled agent's tasks wait while it starts one
 			notReady = append(notReady, a.Name)
 		}
 	}

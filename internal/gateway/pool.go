@@ -41,6 +41,8 @@ type pool struct {
 	// gateway with room; negative never spills. Peers are endpoints only when the source lists
 	// them (a fleet with a key).
 	spillAfter time.Duration
+	// scaleUp is Options.ScaleUp; nil when nothing scales agents.
+	scaleUp func(agent string)
 }
 
 // slot is a replica slot granted to a task; release must be called when the task leaves it,
@@ -121,6 +123,14 @@ func (p *pool) admit(ctx context.Context, t taskRef, pick func(discovery.Agent) 
 		}
 		ep, rel, err := pick(agent)
 		if errors.Is(err, balancer.ErrSaturated) {
+			return nil, admission.ErrNoSlot
+		}
+		if agent.Autoscaled && errors.Is(err, balancer.ErrUnavailable) {
+			// An autoscaled agent at zero, or whose replicas are starting: the task waits,
+			// durably journaled, while the autoscaler brings one up.
+			if p.scaleUp != nil {
+				p.scaleUp(agent.Name)
+			}
 			return nil, admission.ErrNoSlot
 		}
 		if err != nil {
