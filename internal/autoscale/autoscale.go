@@ -76,7 +76,7 @@ type Decision struct {
 }
 
 // Desired decides the replicas of an agent that has current replicas, from samples (in any
-// order; those older than the longest window are ignored) at now.
+// order; those older than twice the longest window are ignored) at now.
 func Desired(samples []Sample, current int, spec Spec, now time.Time) Decision {
 	s := spec.withDefaults()
 	window := max(s.ScaleDownDelay, s.ScaleToZeroAfter)
@@ -85,7 +85,9 @@ func Desired(samples []Sample, current int, spec Spec, now time.Time) Decision {
 	oldest := now
 	for i := range samples {
 		x := samples[i]
-		if x.At.After(now) || now.Sub(x.At) > window {
+		// Samples up to twice the window back show that the window is covered; only those
+		// within each window count for its decision.
+		if x.At.After(now) || now.Sub(x.At) > 2*window {
 			continue
 		}
 		recent = append(recent, x)

@@ -1,8 +1,6 @@
 package autoscale
 
 import (
-	"time"
-
 	"github.com/agentplane/agentplane/api/v1alpha1"
 )
 
@@ -38,10 +36,10 @@ type History struct {
 	samples []Sample
 }
 
-// Add records a sample, and forgets those older than spec's longest window at its time.
+// Add records a sample, and forgets those Desired would ignore at its time.
 func (h *History) Add(x Sample, spec Spec) {
 	s := spec.withDefaults()
-	cut := x.At.Add(-max(s.ScaleDownDelay, s.ScaleToZeroAfter) - time.Second)
+	cut := x.At.Add(-2 * max(s.ScaleDownDelay, s.ScaleToZeroAfter))
 	i := 0
 	for i < len(h.samples) && h.samples[i].At.Before(cut) {
 		i++

@@ -127,13 +127,18 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 		return err
 	}
 
-	var gatewayURL string // set once the gateway listens, before any replica starts
+	var (
+		gatewayURL string           // set once the gateway listens, before any replica starts
+		gw         *gateway.Gateway // set before the supervisor starts
+	)
 	sup, err := supervisor.New(agents, supervisor.Options{
 		DataDir: o.dataDir, Grace: o.grace, Logger: logger, Site: o.site,
 		ReplicaEnv: func(agent string, _ int) ([]string, func(), error) {
 			return replicaEnv(&sec, gatewayURL, agent)
 		},
 		Backoff: supervisor.Backoff{Initial: o.restartBackoff},
+		// A replica scaled away or removed finishes the tasks it has before it is stopped.
+		Drain: drainReplica(func(url string) int { return gw.InFlight(url) }),
 	})
 	if err != nil {
 		return err
@@ -148,6 +153,8 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 	})
 	gopts := o.options(sup, journal, logger)
 	gopts.Admin = admin
+	scaler := newAutoscaler(sup, func() map[string]gateway.Demand { return gw.Demand() }, logger, streams.Err)
+	gopts.ScaleUp = scaler.ScaleUp
 	gopts.Fleet, gopts.FleetSigner = fl, signer
 	closeSecurity, err := sec.apply(&gopts, o.dataDir, logger, o.maxBodySet)
 	if err != nil {
@@ -160,7 +167,7 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 		return fmt.Errorf("gateway cannot listen on %s: %w (is another agentplane running? choose another address with --listen)", o.listen, err)
 	}
 	gopts.Listener = ln
-	gw, err := gateway.New(gopts)
+	gw, err = gateway.New(gopts)
 	if err != nil {
 		ln.Close()
 		return err
@@ -184,6 +191,7 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 		defer context.AfterFunc(ctx, admin.stopFollowing)()
 		return gw.Start(ctx)
 	}))
+	g.Add("autoscaler", scaler)
 	g.Add("status", run.Func(func(ctx context.Context) error {
 		reportStatus(ctx, streams.Err, sup, url)
 		return nil

@@ -79,6 +79,10 @@ type Agent struct {
 	// MinReplicas and MaxReplicas bound an autoscaled agent's replicas.
 	MinReplicas int `json:"minReplicas,omitempty"`
 	MaxReplicas int `json:"maxReplicas,omitempty"`
+	// ScaleReason says why the autoscaler last changed Desired, at ScaledAt, such as
+	// "scaled 2→5: load 1.40 over target 0.70".
+	ScaleReason string    `json:"scaleReason,omitempty"`
+	ScaledAt    time.Time `json:"scaledAt,omitzero"`
 	// TaskTimeout bounds one dispatch of a task to a replica; 0 means the gateway's default.
 	TaskTimeout time.Duration `json:"taskTimeout,omitempty"`
 	// AllowedSites, when not empty, is the data-residency rule: only these sites may serve.

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/agentplane/agentplane/internal/audit"
 	"github.com/agentplane/agentplane/internal/discovery"
@@ -51,6 +52,16 @@ type AgentStatus struct {
 	Queued         int      `json:"queued"`
 	Restarts       int      `json:"restarts"`
 	Sites          []string `json:"sites,omitempty"`
+	// Autoscaling is set for an agent that scales on task load.
+	Autoscaling *AutoscalingStatus `json:"autoscaling,omitempty"`
+}
+
+// AutoscalingStatus is an autoscaled agent's bounds, and why it last scaled.
+type AutoscalingStatus struct {
+	MinReplicas int       `json:"minReplicas"`
+	MaxReplicas int       `json:"maxReplicas"`
+	Reason      string    `json:"reason,omitempty"`
+	ScaledAt    time.Time `json:"scaledAt,omitzero"`
 }
 
 // ReplicaStatus is one entry of GET /api/v1/replicas.
@@ -66,6 +77,9 @@ func (a *adminAPI) agents(w http.ResponseWriter, _ *http.Request) {
 		s := AgentStatus{Name: ag.Name, Description: ag.Description, State: ag.State, Desired: ag.Desired,
 			Ready: ag.ReadyCount(), MaxConcurrency: ag.MaxConcurrency}
 		s.Queued = a.pool.queue.Depth(ag.Name)
+		if ag.Autoscaled {
+			s.Autoscaling = &AutoscalingStatus{MinReplicas: ag.MinReplicas, MaxReplicas: ag.MaxReplicas, Reason: ag.ScaleReason, ScaledAt: ag.ScaledAt}
+		}
 		for _, e := range ag.Endpoints {
 			s.InFlight += a.pool.tracker.InFlight(e.URL)
 			s.Restarts += e.Restarts

@@ -91,12 +91,49 @@ func (s *Supervisor) Update(ctx context.Context, f func(current []v1alpha1.Agent
 	if err != nil {
 		return Diff{}, err
 	}
+	for name := range s.scaled {
+		if !slices.ContainsFunc(desired, func(a v1alpha1.Agent) bool { return a.Name == name && a.Spec.Autoscaling.TaskBased() }) {
+			delete(s.scaled, name) // gone, or no longer autoscaled: a comeback starts afresh
+			delete(s.reasons, name)
+		}
+	}
 	defs, specs, err := s.resolve(desired)
 	if err != nil {
 		return Diff{}, err
 	}
 	return s.apply(ctx, defs, specs)
 }
+
+// Scale sets the replicas of an agent that scales on task load (spec.autoscaling without
+// targetCPUUtilizationPercentage) to n, within its bounds, and applies that as Apply would:
+// new replicas start, and replicas removed are drained (see Options.Drain) and stopped. The
+// count holds across later Applies of the agent, while it scales on task load. It returns the
+// change made, if any.
+func (s *Supervisor) Scale(ctx context.Context, name string, n int, reason string) (Diff, error) {
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	if err := s.waitRetired(ctx); err != nil {
+		return Diff{}, err
+	}
+	current := s.Agents()
+	i := slices.IndexFunc(current, func(a v1alpha1.Agent) bool { return a.Name == name })
+	if i < 0 {
+		return Diff{}, fmt.Errorf("agent %q: %w", name, ErrUnknownAgent)
+	}
+	if !current[i].Spec.Autoscaling.TaskBased() {
+		return Diff{}, fmt.Errorf("agent %q does not scale on task load", name)
+	}
+	s.scaled[name] = max(n, 0)
+	s.reasons[name] = scaleReason{why: reason, at: s.opts.Clock()}
+	defs, specs, err := s.resolve(current)
+	if err != nil {
+		return Diff{}, err
+	}
+	return s.apply(ctx, defs, specs)
+}
+
+// ErrUnknownAgent is wrapped by Scale's error for an agent the supervisor does not run.
+var ErrUnknownAgent = errors.New("no such agent")
 
 // agentChange is what apply still has to do for one agent after its first, immediate step.
 type agentChange struct {
@@ -330,7 +367,6 @@ func (s *Supervisor) retireLocked(a *agent, rs []*replica, removeAgent bool) <-c
 	var running []*replica
 	for _, r := range rs {
 		if r.done != nil {
-			r.cancel()
 			running = append(running, r)
 		}
 	}
@@ -347,6 +383,28 @@ func (s *Supervisor) retireLocked(a *agent, rs []*replica, removeAgent bool) <-c
 	if len(running) == 0 {
 		finish()
 		return done
+	}
+	// Each replica is drained of its tasks (the gateway no longer routes to it), then stopped.
+	drain := s.opts.Drain
+	for _, r := range running {
+		url := r.ep.URL
+		go func() {
+			if drain != nil && url != "" {
+				ctx, cancel := context.WithTimeout(context.Background(), s.opts.DrainTimeout)
+				go func() { // on shutdown, replicas stop at once
+					select {
+					case <-s.shutdown:
+						cancel()
+					case <-ctx.Done():
+					}
+				}()
+				drain(ctx, url)
+				cancel()
+			}
+			s.mu.Lock()
+			r.cancel()
+			s.mu.Unlock()
+		}()
 	}
 	go func() {
 		for _, r := range running {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/agentplane/agentplane/api/v1alpha1"
+	"github.com/agentplane/agentplane/internal/autoscale"
 	"github.com/agentplane/agentplane/internal/discovery"
 )
 
@@ -48,6 +49,12 @@ type Options struct {
 	ReplicaEnv func(agent string, replica int) (env []string, done func(), err error)
 	// Site is the site of replicas whose agent sets no spec.placement.site: this machine's.
 	Site string
+	// Drain, when set, is called for a replica that Apply or Scale stops for good (scaled down
+	// or removed), after it is published Terminating and before it gets SIGTERM: it should
+	// return once the replica has no task left, or when ctx ends (after DrainTimeout).
+	Drain func(ctx context.Context, url string)
+	// DrainTimeout bounds Drain; default DefaultDrainTimeout.
+	DrainTimeout time.Duration
 }
 
 // Defaults for Options.
@@ -55,6 +62,7 @@ const (
 	DefaultHost             = "127.0.0.1"
 	DefaultGrace            = 10 * time.Second
 	DefaultProgressDeadline = 5 * time.Minute
+	DefaultDrainTimeout     = 5 * time.Minute
 )
 
 // inheritedEnv are the only variables of the supervisor's environment that replicas inherit.
@@ -79,6 +87,9 @@ type Supervisor struct {
 	probeUnit time.Duration // how long one "second" of a probe's periodSeconds lasts; tests shorten it
 
 	applyMu sync.Mutex // serializes Apply and Update
+	// scaled is the replicas Scale set for autoscaled agents, by name; guarded by applyMu.
+	scaled  map[string]int
+	reasons map[string]scaleReason // why, for the snapshots; guarded by applyMu
 
 	// thread starts every process (see osThread); set by Start before any replica runs.
 	thread *osThread
@@ -126,6 +137,8 @@ type agentSpec struct {
 	env            []string // spec.env as "KEY=value"
 	replicas       int
 	maxConcurrency int
+	autoscale      *autoscale.Spec // nil unless the agent scales on task load
+	scaled         scaleReason     // the autoscaler's last change
 	stateful       bool // each replica keeps a memory directory across restarts
 	site           string
 	startup        v1alpha1.Probe
@@ -170,6 +183,9 @@ func New(agents []v1alpha1.Agent, opts Options) (*Supervisor, error) {
 	if opts.ProgressDeadline <= 0 {
 		opts.ProgressDeadline = DefaultProgressDeadline
 	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = DefaultDrainTimeout
+	}
 	opts.Backoff = opts.Backoff.withDefaults()
 	if opts.Launcher == nil {
 		opts.Launcher = ExecLauncher{}
@@ -188,6 +204,8 @@ func New(agents []v1alpha1.Agent, opts Options) (*Supervisor, error) {
 		shutdown:  make(chan struct{}),
 		changed:   make(chan struct{}),
 		procs:     map[*Process]struct{}{},
+		scaled:    map[string]int{},
+		reasons:   map[string]scaleReason{},
 	}
 	if s.opts.Executable == "" {
 		s.opts.Executable, s.exeErr = os.Executable()
@@ -246,6 +264,11 @@ func (s *Supervisor) resolve(agents []v1alpha1.Agent) ([]*v1alpha1.Agent, []*age
 		}
 		spec := &agentSpec{name: a.Name, argv: argv, replicas: a.DesiredReplicas(), maxConcurrency: int(a.Spec.MaxConcurrency),
 			stateful: a.Spec.State == v1alpha1.Stateful}
+		if as, ok := autoscale.SpecOf(a); ok {
+			spec.autoscale = &as
+			spec.replicas = s.autoscaledReplicas(a, as)
+			spec.scaled = s.reasons[a.Name]
+		}
 		for _, e := range a.Spec.Env {
 			spec.env = append(spec.env, e.Name+"="+e.Value)
 		}
@@ -266,6 +289,22 @@ func (s *Supervisor) resolve(agents []v1alpha1.Agent) ([]*v1alpha1.Agent, []*age
 		return nil, nil, fmt.Errorf("supervisor: %w:\n%w", ErrInvalid, errors.Join(errs...))
 	}
 	return defs, specs, nil
+}
+
+// scaleReason is why and when Scale last changed an agent's replicas.
+type scaleReason struct {
+	why string
+	at  time.Time
+}
+
+// autoscaledReplicas is how many replicas an agent that scales on task load runs: what Scale
+// last set, or minReplicas to begin with (spec.replicas does not count), within the bounds.
+func (s *Supervisor) autoscaledReplicas(a *v1alpha1.Agent, as autoscale.Spec) int {
+	n, ok := s.scaled[a.Name]
+	if !ok {
+		n = as.MinReplicas
+	}
+	return min(max(n, as.MinReplicas), as.MaxReplicas)
 }
 
 func probeWithDefaults(p *v1alpha1.Probe, period, failures int32) v1alpha1.Probe {
@@ -298,6 +337,10 @@ func agentInfo(def *v1alpha1.Agent, spec *agentSpec) discovery.Agent {
 		State:          string(def.Spec.State),
 		MaxConcurrency: spec.maxConcurrency,
 		Desired:        spec.replicas,
+	}
+	if as := spec.autoscale; as != nil {
+		info.Autoscaled, info.MinReplicas, info.MaxReplicas = true, as.MinReplicas, as.MaxReplicas
+		info.ScaleReason, info.ScaledAt = spec.scaled.why, spec.scaled.at
 	}
 	if def.Spec.TaskTimeout != nil {
 		info.TaskTimeout = def.Spec.TaskTimeout.Duration
