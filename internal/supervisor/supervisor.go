@@ -139,7 +139,7 @@ type agentSpec struct {
 	maxConcurrency int
 	autoscale      *autoscale.Spec // nil unless the agent scales on task load
 	scaled         scaleReason     // the autoscaler's last change
-	stateful       bool // each replica keeps a memory directory across restarts
+	stateful       bool            // each replica keeps a memory directory across restarts
 	site           string
 	startup        v1alpha1.Probe
 	ready          v1alpha1.Probe
