@@ -227,7 +227,7 @@ func startOperator(t *testing.T, d diagnosis) {
 	c := d.c
 	mgr, err := ctrl.NewManager(impersonate(c.Config, "agentplane-operator"), ctrl.Options{
 		Scheme:                  controller.NewScheme(),
-		Cache:                   controller.CacheOptions(),
+		Cache:                   controller.CacheOptions(""),
 		Metrics:                 metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress:  "0",
 		LeaderElection:          true,
