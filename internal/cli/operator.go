@@ -103,6 +103,20 @@ func runOperator(cmd *cobra.Command, streams Streams, o operatorOptions) error {
 	if err != nil {
 		return err
 	}
+	if o.autoscaleInterval <= 0 || o.gatewayPollTimeout <= 0 {
+		return &exitError{code: 2, err: fmt.Errorf("--autoscale-interval and --gateway-poll-timeout must be positive")}
+	}
+	var token string
+	if o.gatewayTokenFile != "" {
+		b, err := os.ReadFile(o.gatewayTokenFile)
+		if err != nil {
+			return &exitError{code: 2, err: fmt.Errorf("--gateway-token-file: %w", err)}
+		}
+		token = strings.TrimSpace(string(b))
+		if token == "" {
+			return &exitError{code: 2, err: fmt.Errorf("--gateway-token-file %s is empty", o.gatewayTokenFile)}
+		}
+	}
 	logger := newLogger(level, streams.Err, nil)
 	lr := logr.FromSlogHandler(logger.Handler())
 	ctrl.SetLogger(lr)
@@ -125,17 +139,6 @@ func runOperator(cmd *cobra.Command, streams Streams, o operatorOptions) error {
 	}
 	if o.gatewayAgentsNS == "" {
 		o.gatewayAgentsNS = o.gatewayServiceNS
-	}
-	var token string
-	if o.gatewayTokenFile != "" {
-		b, err := os.ReadFile(o.gatewayTokenFile)
-		if err != nil {
-			return &exitError{code: 2, err: fmt.Errorf("--gateway-token-file: %w", err)}
-		}
-		token = strings.TrimSpace(string(b))
-	}
-	if o.autoscaleInterval <= 0 || o.gatewayPollTimeout <= 0 {
-		return &exitError{code: 2, err: fmt.Errorf("--autoscale-interval and --gateway-poll-timeout must be positive")}
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        controller.NewScheme(),
