@@ -102,8 +102,8 @@ type AgentSpec struct {
 	// +optional
 	Resources *Resources `json:"resources,omitempty"`
 
-	// Autoscaling, when set, lets a HorizontalPodAutoscaler own the number of replicas between
-	// its bounds; spec.replicas is then only the starting point. Kubernetes only.
+	// Autoscaling, when set, scales the replicas between its bounds, on task load (the default)
+	// or on CPU; spec.replicas is then only the starting point.
 	// +optional
 	Autoscaling *Autoscaling `json:"autoscaling,omitempty"`
 
@@ -324,6 +324,26 @@ type AgentStatus struct {
 	// +listMapKey=type
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// Autoscaling is the task-based autoscaler's last decision, kept here so that it outlives
+	// an operator restart. Unset unless spec.autoscaling scales on task load.
+	// +optional
+	Autoscaling *AutoscalingStatus `json:"autoscaling,omitempty"`
+}
+
+// AutoscalingStatus is the task-based autoscaler's last decision: the replicas the workload is
+// set to, and why.
+type AutoscalingStatus struct {
+	// DesiredReplicas is how many replicas the autoscaler asks for.
+	// +kubebuilder:validation:Minimum=0
+	// +required
+	DesiredReplicas int32 `json:"desiredReplicas"`
+	// Reason is the decision in words, such as "scaled 2→5: load 1.40 over target 0.70".
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// LastScaleTime is when DesiredReplicas last changed.
+	// +optional
+	LastScaleTime *metav1.Time `json:"lastScaleTime,omitempty"`
 }
 
 // Agent is an AI agent run with fault tolerance and load balancing.
@@ -334,6 +354,7 @@ type AgentStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`
 // +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.spec.state`
 // +kubebuilder:printcolumn:name="Status",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Autoscaled",type=integer,JSONPath=`.status.autoscaling.desiredReplicas`,priority=1
 // +kubebuilder:printcolumn:name="Image",type=string,JSONPath=`.spec.image`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type Agent struct {

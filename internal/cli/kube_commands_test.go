@@ -16,6 +16,10 @@ func TestKubeCommandsRefuseBadSettings(t *testing.T) {
 	if err := os.WriteFile(shortKey, []byte("hunter2\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	empty := filepath.Join(t.TempDir(), "empty")
+	if err := os.WriteFile(empty, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name     string
 		args     []string
@@ -30,6 +34,9 @@ func TestKubeCommandsRefuseBadSettings(t *testing.T) {
 		{"gateway without a cluster", []string{"gateway", "--kubeconfig", missing, "--data-dir", t.TempDir()}, 1, "kubernetes client config"},
 		{"operator log level", []string{"operator", "--log-level", "loud"}, 2, "--log-level"},
 		{"operator without a cluster", []string{"operator", "--kubeconfig", missing}, 1, "kubernetes client config"},
+		{"operator autoscale interval", []string{"operator", "--autoscale-interval", "0s", "--kubeconfig", missing}, 2, "--autoscale-interval"},
+		{"operator gateway token file missing", []string{"operator", "--gateway-token-file", missing, "--kubeconfig", missing}, 2, "--gateway-token-file"},
+		{"operator gateway token file empty", []string{"operator", "--gateway-token-file", empty, "--kubeconfig", missing}, 2, "is empty"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -73,13 +74,22 @@ func (r *AgentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl
 	logger := log.FromContext(ctx)
 	var agent v1alpha1.Agent
 	if err := r.Client.Get(ctx, req.NamespacedName, &agent); err != nil {
+		if apierrors.IsNotFound(err) {
+			forgetMetrics(req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !agent.DeletionTimestamp.IsZero() {
+		forgetMetrics(agent.Namespace, agent.Name)
 		return ctrl.Result{}, nil // owner references let the garbage collector remove the rest
 	}
 	a := agent.DeepCopy()
 	a.SetDefaults() // nested defaults (probes) that the CRD schema does not apply
+	as, err := r.scaleDecision(ctx, a, time.Now())
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	a.Status.Autoscaling = as
 
 	applyErr := r.apply(ctx, a)
 	if applyErr != nil && !errors.Is(applyErr, errRejected) {
@@ -127,7 +137,7 @@ func (r *AgentReconciler) apply(ctx context.Context, a *v1alpha1.Agent) error {
 	if err := r.ssa(ctx, buildPDB(a)); err != nil {
 		return fmt.Errorf("pod disruption budget: %w", err)
 	}
-	if autoscaled(a) {
+	if cpuAutoscaled(a) {
 		if err := r.ssa(ctx, buildHPA(a)); err != nil {
 			return fmt.Errorf("horizontal pod autoscaler: %w", err)
 		}
@@ -171,12 +181,13 @@ func (r *AgentReconciler) applyWorkload(ctx context.Context, a *v1alpha1.Agent) 
 // letting go of them and the autoscaler first writing them.
 const handoverOwner = "agentplane-operator-handover"
 
-// handOverReplicas keeps the replica count when autoscaling is switched on. The operator stops
-// applying spec.replicas then; server-side apply would remove a field its only owner stops
+// handOverReplicas keeps the replica count when CPU autoscaling is switched on. The operator
+// stops applying spec.replicas then; server-side apply would remove a field its only owner stops
 // applying, resetting the workload to one replica until the autoscaler acts. So the current count
 // is first applied under a second field manager, which the autoscaler displaces when it scales.
+// (Task-based autoscaling needs none of this: the operator keeps applying the replicas itself.)
 func (r *AgentReconciler) handOverReplicas(ctx context.Context, a *v1alpha1.Agent, obj client.Object) error {
-	if !autoscaled(a) {
+	if !cpuAutoscaled(a) {
 		return nil
 	}
 	key := types.NamespacedName{Namespace: a.Namespace, Name: a.Name}
@@ -361,10 +372,11 @@ func computeStatus(a *v1alpha1.Agent, obs observation, applyErr error) v1alpha1.
 		ObservedGeneration: a.Generation,
 		Replicas:           obs.replicas,
 		ReadyReplicas:      obs.ready,
+		Autoscaling:        a.Status.Autoscaling.DeepCopy(),
 	}
 	desired := obs.desired
-	if !autoscaled(a) || !obs.found {
-		desired = int32(a.DesiredReplicas())
+	if !cpuAutoscaled(a) || !obs.found {
+		desired = workloadReplicas(a)
 	}
 	cond := func(t string, ok bool, reason, msg string) {
 		s := metav1.ConditionFalse
@@ -427,12 +439,14 @@ func computeStatus(a *v1alpha1.Agent, obs observation, applyErr error) v1alpha1.
 func (r *AgentReconciler) updateStatus(ctx context.Context, agent *v1alpha1.Agent, st v1alpha1.AgentStatus) error {
 	merged := agent.Status.DeepCopy()
 	merged.ObservedGeneration, merged.Replicas, merged.ReadyReplicas = st.ObservedGeneration, st.Replicas, st.ReadyReplicas
+	merged.Autoscaling = st.Autoscaling
 	for _, c := range st.Conditions {
 		meta.SetStatusCondition(&merged.Conditions, c)
 	}
 	if equalStatus(&agent.Status, merged) {
 		return nil
 	}
+	before := agent.Status.Autoscaling.DeepCopy()
 	wasReady := meta.IsStatusConditionTrue(agent.Status.Conditions, v1alpha1.ConditionReady)
 	isReady := meta.IsStatusConditionTrue(merged.Conditions, v1alpha1.ConditionReady)
 	patch := client.MergeFromWithOptions(agent.DeepCopy(), client.MergeFromWithOptimisticLock{})
@@ -440,6 +454,7 @@ func (r *AgentReconciler) updateStatus(ctx context.Context, agent *v1alpha1.Agen
 	if err := r.Client.Status().Patch(ctx, agent, patch, client.FieldOwner(FieldOwner)); err != nil {
 		return fmt.Errorf("status: %w", err)
 	}
+	r.scaledEvent(agent, before, merged.Autoscaling)
 	if wasReady != isReady {
 		c := meta.FindStatusCondition(merged.Conditions, v1alpha1.ConditionReady)
 		typ := corev1.EventTypeNormal
@@ -453,7 +468,7 @@ func (r *AgentReconciler) updateStatus(ctx context.Context, agent *v1alpha1.Agen
 
 func equalStatus(a, b *v1alpha1.AgentStatus) bool {
 	if a.ObservedGeneration != b.ObservedGeneration || a.Replicas != b.Replicas || a.ReadyReplicas != b.ReadyReplicas ||
-		len(a.Conditions) != len(b.Conditions) {
+		len(a.Conditions) != len(b.Conditions) || !equality.Semantic.DeepEqual(a.Autoscaling, b.Autoscaling) {
 		return false
 	}
 	for _, c := range a.Conditions {
@@ -475,7 +490,7 @@ func (r *AgentReconciler) event(obj runtime.Object, typ, reason, action, note st
 // own, and to their pods (for the Degraded condition).
 func (r *AgentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&v1alpha1.Agent{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}))).
+		For(&v1alpha1.Agent{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{}, scaleDecided))).
 		Owns(&appsv1.Deployment{}).
 		Owns(&appsv1.StatefulSet{}).
 		Owns(&corev1.Service{}).

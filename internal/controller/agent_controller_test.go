@@ -589,11 +589,13 @@ func wantCond(t *testing.T, a *v1alpha1.Agent, typ string, status metav1.Conditi
 
 // eventLog is an EventRecorder that remembers type/reason of each event.
 type eventLog struct {
-	list []string
+	list  []string
+	notes []string
 }
 
-func (e *eventLog) Eventf(_, _ runtime.Object, typ, reason, _, _ string, _ ...any) {
+func (e *eventLog) Eventf(_, _ runtime.Object, typ, reason, _, note string, args ...any) {
 	e.list = append(e.list, typ+"/"+reason)
+	e.notes = append(e.notes, typ+"/"+reason+": "+fmt.Sprintf(note, args...))
 }
 
 func (e *eventLog) reasons() []string { return e.list }

@@ -90,7 +90,23 @@ func port(a *v1alpha1.Agent) int32 {
 	return v1alpha1.DefaultPort
 }
 
-func autoscaled(a *v1alpha1.Agent) bool { return a.Spec.Autoscaling != nil }
+// cpuAutoscaled agents have a HorizontalPodAutoscaler own their workload's replicas.
+func cpuAutoscaled(a *v1alpha1.Agent) bool {
+	return a.Spec.Autoscaling != nil && !a.Spec.Autoscaling.TaskBased()
+}
+
+// taskAutoscaled agents have the operator set their workload's replicas from task demand.
+func taskAutoscaled(a *v1alpha1.Agent) bool { return a.Spec.Autoscaling.TaskBased() }
+
+// workloadReplicas is what the operator sets the workload's replicas to: spec.replicas, or under
+// task-based autoscaling the autoscaler's decision (status.autoscaling, which the reconciler
+// fills in before building).
+func workloadReplicas(a *v1alpha1.Agent) int32 {
+	if taskAutoscaled(a) && a.Status.Autoscaling != nil {
+		return a.Status.Autoscaling.DesiredReplicas
+	}
+	return int32(a.DesiredReplicas())
+}
 
 func stateful(a *v1alpha1.Agent) bool { return a.Spec.State == v1alpha1.Stateful }
 
@@ -130,7 +146,7 @@ func buildService(a *v1alpha1.Agent) *corev1ac.ServiceApplyConfiguration {
 }
 
 // buildDeployment runs a stateless agent. Replicas are left to the HorizontalPodAutoscaler when
-// autoscaling is on.
+// autoscaling is on CPU.
 func buildDeployment(a *v1alpha1.Agent) *appsv1ac.DeploymentApplyConfiguration {
 	spec := appsv1ac.DeploymentSpec().
 		WithSelector(metav1ac.LabelSelector().WithMatchLabels(selectorLabels(a))).
@@ -141,8 +157,8 @@ func buildDeployment(a *v1alpha1.Agent) *appsv1ac.DeploymentApplyConfiguration {
 			WithRollingUpdate(appsv1ac.RollingUpdateDeployment().
 				WithMaxUnavailable(intstr.FromInt32(0)).
 				WithMaxSurge(intstr.FromString("25%"))))
-	if !autoscaled(a) {
-		spec.WithReplicas(int32(a.DesiredReplicas()))
+	if !cpuAutoscaled(a) {
+		spec.WithReplicas(workloadReplicas(a))
 	}
 	return appsv1ac.Deployment(a.Name, a.Namespace).
 		WithLabels(objectLabels(a)).
@@ -177,8 +193,8 @@ func buildStatefulSet(a *v1alpha1.Agent) *appsv1ac.StatefulSetApplyConfiguration
 		WithPersistentVolumeClaimRetentionPolicy(appsv1ac.StatefulSetPersistentVolumeClaimRetentionPolicy().
 			WithWhenDeleted(appsv1.RetainPersistentVolumeClaimRetentionPolicyType).
 			WithWhenScaled(appsv1.RetainPersistentVolumeClaimRetentionPolicyType))
-	if !autoscaled(a) {
-		spec.WithReplicas(int32(a.DesiredReplicas()))
+	if !cpuAutoscaled(a) {
+		spec.WithReplicas(workloadReplicas(a))
 	}
 	return appsv1ac.StatefulSet(a.Name, a.Namespace).
 		WithLabels(objectLabels(a)).

@@ -93,7 +93,7 @@ func TestManagerWithLeastPrivilege(t *testing.T) {
 	cfg := operatorConfig(t, ns)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  controller.NewScheme(),
-		Cache:                   controller.CacheOptions(),
+		Cache:                   controller.CacheOptions(""),
 		Metrics:                 metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress:  "0",
 		LeaderElection:          true,

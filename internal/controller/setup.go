@@ -6,6 +6,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/agentplane/agentplane/api/v1alpha1"
+	"github.com/agentplane/agentplane/internal/controller/demand"
 )
 
 // NewScheme returns a scheme with the built-in kinds and the agentplane API.
@@ -32,8 +34,10 @@ func NewScheme() *runtime.Scheme {
 
 // CacheOptions limit the operator's informers to the objects it writes (labelled
 // app.kubernetes.io/managed-by=agentplane-operator), so that it does not hold every pod and
-// Deployment of the cluster in memory. namespaces, when not empty, limits it to those namespaces.
-func CacheOptions(namespaces ...string) cache.Options {
+// Deployment of the cluster in memory, and to the gateway's EndpointSlices (for the
+// autoscaler). namespaces, when not empty, limits it to those namespaces, and to
+// gatewayNamespace for the gateway's EndpointSlices.
+func CacheOptions(gatewayNamespace string, namespaces ...string) cache.Options {
 	ours := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: ManagedBy})}
 	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{}}
 	for _, o := range []client.Object{
@@ -43,6 +47,11 @@ func CacheOptions(namespaces ...string) cache.Options {
 	} {
 		opts.ByObject[o] = ours
 	}
+	gateways := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{"app.kubernetes.io/name": demand.GatewayAppName})}
+	if len(namespaces) > 0 && gatewayNamespace != "" {
+		gateways.Namespaces = map[string]cache.Config{gatewayNamespace: {}}
+	}
+	opts.ByObject[&discoveryv1.EndpointSlice{}] = gateways
 	if len(namespaces) > 0 {
 		opts.DefaultNamespaces = map[string]cache.Config{}
 		for _, ns := range namespaces {
@@ -54,6 +63,7 @@ func CacheOptions(namespaces ...string) cache.Options {
 
 // Setup registers the Agent reconciler with mgr.
 func Setup(mgr ctrl.Manager, opts Options) error {
+	registerMetrics()
 	r := &AgentReconciler{
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder(FieldOwner),

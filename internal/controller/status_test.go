@@ -118,12 +118,12 @@ func TestZoneSpreadIsHardOnlyWithZones(t *testing.T) {
 	}
 }
 
-func TestAutoscaledWorkloadsLeaveReplicasUnset(t *testing.T) {
+func TestCPUAutoscaledWorkloadsLeaveReplicasUnset(t *testing.T) {
 	a := &v1alpha1.Agent{ObjectMeta: metav1.ObjectMeta{Name: "x"}, Spec: v1alpha1.AgentSpec{Replicas: ptr.To[int32](3), Image: "i"}}
 	if r := buildDeployment(a).Spec.Replicas; r == nil || *r != 3 {
 		t.Errorf("deployment replicas = %v, want 3", r)
 	}
-	a.Spec.Autoscaling = &v1alpha1.Autoscaling{MaxReplicas: 5}
+	a.Spec.Autoscaling = &v1alpha1.Autoscaling{MaxReplicas: 5, TargetCPUUtilizationPercentage: ptr.To[int32](70)}
 	if r := buildDeployment(a).Spec.Replicas; r != nil {
 		t.Errorf("autoscaled deployment replicas = %d, want unset", *r)
 	}
@@ -133,5 +133,24 @@ func TestAutoscaledWorkloadsLeaveReplicasUnset(t *testing.T) {
 	}
 	if k := *buildHPA(a).Spec.ScaleTargetRef.Kind; k != "StatefulSet" {
 		t.Errorf("hpa target kind = %s, want StatefulSet", k)
+	}
+}
+
+// Under task-based autoscaling the operator sets the replicas itself, to the decision in
+// status.autoscaling, zero included; it makes no HorizontalPodAutoscaler.
+func TestTaskAutoscaledWorkloadsFollowTheDecision(t *testing.T) {
+	a := &v1alpha1.Agent{ObjectMeta: metav1.ObjectMeta{Name: "x"}, Spec: v1alpha1.AgentSpec{Replicas: ptr.To[int32](3), Image: "i",
+		Autoscaling: &v1alpha1.Autoscaling{MinReplicas: ptr.To[int32](0), MaxReplicas: 5}}}
+	a.Status.Autoscaling = &v1alpha1.AutoscalingStatus{DesiredReplicas: 0}
+	if r := buildDeployment(a).Spec.Replicas; r == nil || *r != 0 {
+		t.Errorf("deployment replicas = %v, want 0 (the decision)", r)
+	}
+	a.Status.Autoscaling.DesiredReplicas = 4
+	a.Spec.State, a.Spec.Memory = v1alpha1.Stateful, &v1alpha1.MemorySpec{Size: "1Gi"}
+	if r := buildStatefulSet(a).Spec.Replicas; r == nil || *r != 4 {
+		t.Errorf("statefulset replicas = %v, want 4 (the decision)", r)
+	}
+	if cpuAutoscaled(a) || !taskAutoscaled(a) {
+		t.Errorf("cpuAutoscaled = %v, taskAutoscaled = %v; want task-based", cpuAutoscaled(a), taskAutoscaled(a))
 	}
 }

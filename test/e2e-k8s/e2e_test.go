@@ -35,6 +35,7 @@ import (
 
 	"github.com/agentplane/agentplane/api/v1alpha1"
 	"github.com/agentplane/agentplane/internal/controller"
+	"github.com/agentplane/agentplane/internal/controller/demand"
 	"github.com/agentplane/agentplane/internal/discovery"
 	kdiscovery "github.com/agentplane/agentplane/internal/discovery/kubernetes"
 	"github.com/agentplane/agentplane/test/k8scluster"
@@ -111,6 +112,7 @@ func TestKubernetes(t *testing.T) {
 	ok = t.Run("zone spread", func(t *testing.T) { testZoneSpread(t, d, src) })
 	t.Run("drain respects the disruption budget", func(t *testing.T) { testDrain(t, d) })
 	t.Run("delete cleans up", func(t *testing.T) { testDeleteCleansUp(t, d) })
+	t.Run("autoscale from zero on task demand", func(t *testing.T) { testAutoscaleFromZero(t, d, src) })
 	if ok {
 		t.Run("zone loss", func(t *testing.T) { testZoneLoss(t, d, src) })
 	}
@@ -227,7 +229,7 @@ func startOperator(t *testing.T, d diagnosis) {
 	c := d.c
 	mgr, err := ctrl.NewManager(impersonate(c.Config, "agentplane-operator"), ctrl.Options{
 		Scheme:                  controller.NewScheme(),
-		Cache:                   controller.CacheOptions(),
+		Cache:                   controller.CacheOptions(""),
 		Metrics:                 metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress:  "0",
 		LeaderElection:          true,
@@ -239,6 +241,20 @@ func startOperator(t *testing.T, d diagnosis) {
 		t.Fatal(err)
 	}
 	if err := controller.Setup(mgr, controller.Options{GatewayNamespace: systemNS, MaxConcurrentReconciles: 2}); err != nil {
+		t.Fatal(err)
+	}
+	// The installed gateway is a kwok pod that runs nothing: the autoscaler asks the gateways
+	// the tests start in this process instead (--gateway-url).
+	gateways := demand.SourceFunc(func(context.Context) ([]demand.Gateway, error) {
+		var out []demand.Gateway
+		if urls := autoscaleGateways.Load(); urls != nil {
+			for _, u := range *urls {
+				out = append(out, demand.Gateway{URL: u, Namespace: systemNS})
+			}
+		}
+		return out, nil
+	})
+	if err := controller.SetupAutoscaler(mgr, controller.AutoscalerOptions{Gateways: gateways}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))

@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -154,6 +155,7 @@ patches:
 	}
 	t.Run("a killed container is restarted and no task is lost", rn.testKillContainer)
 	t.Run("scale up and down under load", rn.testScale)
+	t.Run("scale from zero on the first task", rn.testScaleFromZero)
 	t.Run("delete cleans up", rn.testDelete)
 	t.Run("the Helm chart's gateway with API keys and its journal encrypted at rest", func(t *testing.T) { rn.testHelmGateway(t, dir) })
 }
@@ -614,6 +616,91 @@ func (rn *realNode) testScale(t *testing.T) {
 	if len(failed) > 0 {
 		t.Errorf("%d of %d tasks did not complete:\n%s", len(failed), len(outcomes), strings.Join(failed[:min(10, len(failed))], "\n"))
 	}
+}
+
+// testScaleFromZero: an agent with minReplicas 0 runs no container; its first task waits at the
+// installed gateway while the installed operator (its autoscaler polling that gateway through
+// the gateway Service's EndpointSlice) starts one, and completes. The task's latency is the cold
+// start of a real container: the autoscaler's poll, the Deployment, scheduling, the sandbox and
+// container, the readiness probe, the EndpointSlice, the gateway's discovery. Then the agent goes
+// back to zero after scaleToZeroAfter.
+func (rn *realNode) testScaleFromZero(t *testing.T) {
+	ctx, c := t.Context(), rn.c
+	const agent = "coldstart"
+	a := &v1alpha1.Agent{
+		ObjectMeta: metav1.ObjectMeta{Namespace: systemNS, Name: agent},
+		Spec: v1alpha1.AgentSpec{Image: k8scluster.AgentImage, ImagePullPolicy: corev1.PullNever, Replicas: ptr.To[int32](0),
+			Args: []string{"simagent", "--latency", "50ms"},
+			Autoscaling: &v1alpha1.Autoscaling{MinReplicas: ptr.To[int32](0), MaxReplicas: 2,
+				ScaleDownDelay: &metav1.Duration{Duration: 5 * time.Second}, ScaleToZeroAfter: &metav1.Duration{Duration: 10 * time.Second}}},
+	}
+	if err := c.Client.Create(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Client.Delete(context.WithoutCancel(ctx), a) })
+	pods := func() int {
+		var l corev1.PodList
+		if err := c.Client.List(ctx, &l, client.InNamespace(systemNS), client.MatchingLabels{v1alpha1.LabelAgent: agent}); err != nil {
+			t.Fatal(err)
+		}
+		return len(l.Items)
+	}
+	rep := rn.d.about(systemNS, "agent/"+agent, "deployment/"+agent)
+	waitFor(t, 30*time.Second, rep, func() error {
+		var dep appsv1.Deployment
+		if err := c.Client.Get(ctx, client.ObjectKey{Namespace: systemNS, Name: agent}, &dep); err != nil {
+			return err
+		}
+		if ptr.Deref(dep.Spec.Replicas, -1) != 0 {
+			return fmt.Errorf("deployment at %d replicas, want 0", ptr.Deref(dep.Spec.Replicas, -1))
+		}
+		res, err := http.Get(rn.url + "/api/v1/agents")
+		if err != nil {
+			return err
+		}
+		defer res.Body.Close()
+		var v struct {
+			Agents []struct {
+				Name string `json:"name"`
+			} `json:"agents"`
+		}
+		if err := json.NewDecoder(res.Body).Decode(&v); err != nil {
+			return err
+		}
+		for _, a := range v.Agents {
+			if a.Name == agent {
+				return nil
+			}
+		}
+		return fmt.Errorf("the gateway does not know %s yet: %+v", agent, v.Agents)
+	})
+	if n := pods(); n != 0 {
+		t.Fatalf("%d pods at rest, want 0", n)
+	}
+
+	start := time.Now()
+	o := rn.send(ctx, agent, 1, false)
+	cold := time.Since(start)
+	if !o.completed() {
+		t.Fatalf("first task from zero: state %q, %s\n%s", o.state, o.err, rep())
+	}
+	fmt.Printf("realnode autoscale: cold_start=%d\n", cold.Milliseconds())
+	t.Logf("REPORT the first task of an agent at zero replicas completed in %v (cold start of a real container), served by %s",
+		cold.Round(time.Millisecond), o.replica)
+	warm := time.Now()
+	if o := rn.send(ctx, agent, 2, true); !o.completed() {
+		t.Errorf("second task: state %q, %s", o.state, o.err)
+	}
+	t.Logf("a second task, on the running replica, completed in %v", time.Since(warm).Round(time.Millisecond))
+
+	idle := time.Now()
+	waitFor(t, 90*time.Second, rep, func() error {
+		if n := pods(); n != 0 {
+			return fmt.Errorf("%d pods, want 0 after scaleToZeroAfter", n)
+		}
+		return nil
+	})
+	t.Logf("back to zero pods %v after the last task (scaleToZeroAfter 10s)", time.Since(idle).Round(time.Second))
 }
 
 func mustPods(t *testing.T, list func() ([]string, error)) []string {

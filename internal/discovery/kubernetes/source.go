@@ -31,6 +31,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -287,6 +288,11 @@ func (s *Source) build(ctx context.Context) ([]discovery.Agent, error) {
 			MaxConcurrency: int(cmp.Or(a.Spec.MaxConcurrency, v1alpha1.DefaultMaxConcurrency)),
 			Desired:        desired(a),
 		}
+		if as := a.Spec.Autoscaling; as.TaskBased() {
+			d.Autoscaled = true
+			d.MinReplicas = int(ptr.Deref(as.MinReplicas, 1))
+			d.MaxReplicas = int(as.MaxReplicas)
+		}
 		if a.Spec.TaskTimeout != nil {
 			d.TaskTimeout = a.Spec.TaskTimeout.Duration
 		}
@@ -327,16 +333,22 @@ func (s *Source) build(ctx context.Context) ([]discovery.Agent, error) {
 }
 
 // desired is how many replicas the agent should have: spec.replicas, or, under autoscaling, what
-// the autoscaler last asked for (within its bounds).
+// the autoscaler last asked for (within its bounds): the task-based autoscaler's decision in
+// status.autoscaling (0 when scaled to zero), or the replicas a CPU autoscaler left.
 func desired(a *v1alpha1.Agent) int {
-	if as := a.Spec.Autoscaling; as != nil {
-		lo := int32(1)
-		if as.MinReplicas != nil {
-			lo = *as.MinReplicas
-		}
-		return int(min(max(a.Status.Replicas, lo), as.MaxReplicas))
+	as := a.Spec.Autoscaling
+	if as == nil {
+		return a.DesiredReplicas()
 	}
-	return a.DesiredReplicas()
+	lo := ptr.Deref(as.MinReplicas, 1)
+	clamp := func(n int32) int { return int(min(max(n, lo), as.MaxReplicas)) }
+	if as.TaskBased() {
+		if st := a.Status.Autoscaling; st != nil {
+			return clamp(st.DesiredReplicas)
+		}
+		return clamp(int32(a.DesiredReplicas()))
+	}
+	return clamp(a.Status.Replicas)
 }
 
 // sortPods orders replicas by StatefulSet ordinal, else by age then name, so that indexes are

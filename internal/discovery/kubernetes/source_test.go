@@ -291,3 +291,59 @@ func TestSourceWaitsForTheAPIServer(t *testing.T) {
 		t.Fatal("not synced 30s after the API server became reachable")
 	}
 }
+
+// Task-based autoscaled agents are marked so (the gateway then holds their tasks while a replica
+// starts), with their bounds, and their desired replicas are the autoscaler's decision in status,
+// zero included. CPU-autoscaled agents are not marked.
+func TestSourceReportsTaskBasedAutoscaling(t *testing.T) {
+	ns := env.Namespace(t)
+	ctx := t.Context()
+	c := env.Client
+	task := &v1alpha1.Agent{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "burst"},
+		Spec: v1alpha1.AgentSpec{Image: "x", Replicas: ptr.To[int32](0),
+			Autoscaling: &v1alpha1.Autoscaling{MinReplicas: ptr.To[int32](0), MaxReplicas: 4}},
+	}
+	cpu := &v1alpha1.Agent{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "cpu"},
+		Spec: v1alpha1.AgentSpec{Image: "x", Replicas: ptr.To[int32](2),
+			Autoscaling: &v1alpha1.Autoscaling{MinReplicas: ptr.To[int32](2), MaxReplicas: 5, TargetCPUUtilizationPercentage: ptr.To[int32](60)}},
+	}
+	for _, a := range []*v1alpha1.Agent{task, cpu} {
+		if err := c.Create(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src, err := kubernetes.New(env.Config, kubernetes.Options{Namespace: ns, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- src.Start(sctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	check := func(want int) {
+		t.Helper()
+		waitFor(t, src, func(as []discovery.Agent) error {
+			b, ok := discovery.Lookup(as, "burst")
+			cp, ok2 := discovery.Lookup(as, "cpu")
+			if !ok || !ok2 {
+				return fmt.Errorf("agents = %+v", as)
+			}
+			if !b.Autoscaled || b.MinReplicas != 0 || b.MaxReplicas != 4 || b.Desired != want {
+				return fmt.Errorf("burst = autoscaled %v [%d, %d] desired %d, want autoscaled [0, 4] desired %d", b.Autoscaled, b.MinReplicas, b.MaxReplicas, b.Desired, want)
+			}
+			if cp.Autoscaled || cp.Desired != 2 {
+				return fmt.Errorf("cpu = autoscaled %v desired %d, want not task-autoscaled, desired 2", cp.Autoscaled, cp.Desired)
+			}
+			return nil
+		})
+	}
+	check(0)
+	task.Status.Autoscaling = &v1alpha1.AutoscalingStatus{DesiredReplicas: 3, Reason: "scaled 0→3: test"}
+	if err := c.Status().Update(ctx, task); err != nil {
+		t.Fatal(err)
+	}
+	check(3)
+}
