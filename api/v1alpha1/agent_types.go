@@ -28,7 +28,8 @@ type AgentSpec struct {
 	// +optional
 	Description string `json:"description,omitempty"`
 
-	// Replicas is the number of replicas to run. Defaults to 1.
+	// Replicas is the number of replicas to run. Defaults to 1. Under spec.autoscaling it is
+	// only where the agent starts (within the bounds); the autoscaler decides from then on.
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:default=1
 	// +optional

@@ -16,7 +16,7 @@ import (
 
 func autoscaled(a v1alpha1.Agent, minReplicas, maxReplicas int32) v1alpha1.Agent {
 	a = *a.DeepCopy()
-	a.Spec.Replicas = nil
+	a.Spec.Replicas = ptr.To[int32](0) // the starting point
 	a.Spec.Autoscaling = &v1alpha1.Autoscaling{MinReplicas: ptr.To(minReplicas), MaxReplicas: maxReplicas}
 	return a
 }

@@ -298,11 +298,12 @@ type scaleReason struct {
 }
 
 // autoscaledReplicas is how many replicas an agent that scales on task load runs: what Scale
-// last set, or minReplicas to begin with (spec.replicas does not count), within the bounds.
+// last set, or spec.replicas to begin with (as on Kubernetes, where it is the workload's first
+// count), within the bounds.
 func (s *Supervisor) autoscaledReplicas(a *v1alpha1.Agent, as autoscale.Spec) int {
 	n, ok := s.scaled[a.Name]
 	if !ok {
-		n = as.MinReplicas
+		n = a.DesiredReplicas()
 	}
 	return min(max(n, as.MinReplicas), as.MaxReplicas)
 }

@@ -22,6 +22,7 @@ kind: Agent
 metadata:
   name: burst
 spec:
+  replicas: 0 # to begin with; the autoscaler decides from then on
   maxConcurrency: 4
   command: [agentplane, simagent]
   args: ["--latency", "100ms"]

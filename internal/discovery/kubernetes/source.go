@@ -292,6 +292,12 @@ func (s *Source) build(ctx context.Context) ([]discovery.Agent, error) {
 			d.Autoscaled = true
 			d.MinReplicas = int(ptr.Deref(as.MinReplicas, 1))
 			d.MaxReplicas = int(as.MaxReplicas)
+			if st := a.Status.Autoscaling; st != nil {
+				d.ScaleReason = st.Reason
+				if st.LastScaleTime != nil {
+					d.ScaledAt = st.LastScaleTime.Time
+				}
+			}
 		}
 		if a.Spec.TaskTimeout != nil {
 			d.TaskTimeout = a.Spec.TaskTimeout.Duration
