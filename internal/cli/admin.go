@@ -512,5 +512,13 @@ func agentStatus(a discovery.Agent, outdated []string, now time.Time) v1alpha1.A
 	} else {
 		conds = append(conds, cond(v1alpha1.ConditionDegraded, false, reason, "no replica is crash-looping or failing probes"))
 	}
-	return v1alpha1.AgentStatus{Replicas: int32(len(a.Endpoints)), ReadyReplicas: int32(ready), Conditions: conds}
+	st := v1alpha1.AgentStatus{Replicas: int32(len(a.Endpoints)), ReadyReplicas: int32(ready), Conditions: conds}
+	if a.Autoscaled {
+		st.Autoscaling = &v1alpha1.AutoscalingStatus{DesiredReplicas: int32(a.Desired), Reason: a.ScaleReason}
+		if !a.ScaledAt.IsZero() {
+			t := metav1.NewTime(a.ScaledAt)
+			st.Autoscaling.LastScaleTime = &t
+		}
+	}
+	return st
 }

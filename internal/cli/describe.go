@@ -73,7 +73,14 @@ func printDescription(w io.Writer, d AgentDescription, now time.Time) error {
 	field("Name", a.Name)
 	field("Description", orDash(s.Description))
 	field("State", string(s.State))
-	field("Replicas", fmt.Sprintf("%d desired | %d total | %d ready", a.DesiredReplicas(), a.Status.Replicas, a.Status.ReadyReplicas))
+	desired := a.DesiredReplicas()
+	if as := a.Status.Autoscaling; as != nil {
+		desired = int(as.DesiredReplicas)
+	}
+	field("Replicas", fmt.Sprintf("%d desired | %d total | %d ready", desired, a.Status.Replicas, a.Status.ReadyReplicas))
+	if as := s.Autoscaling; as != nil {
+		field("Autoscaling", describeAutoscaling(as, a.Status.Autoscaling, now))
+	}
 	field("Max concurrency", strconv.Itoa(int(s.MaxConcurrency)))
 	field("Command", orDash(shellJoin(append(append([]string{}, s.Command...), s.Args...))))
 	if s.Image != "" {
@@ -166,4 +173,28 @@ func shellJoin(args []string) string {
 		out[i] = a
 	}
 	return strings.Join(out, " ")
+}
+
+// describeAutoscaling is the Autoscaling line of describe: how the agent scales, and why it
+// has the replicas it has.
+func describeAutoscaling(as *v1alpha1.Autoscaling, st *v1alpha1.AutoscalingStatus, now time.Time) string {
+	minReplicas := int32(1)
+	if as.MinReplicas != nil {
+		minReplicas = *as.MinReplicas
+	}
+	if !as.TaskBased() {
+		return fmt.Sprintf("%d–%d replicas on CPU (target %d%%)", minReplicas, as.MaxReplicas, *as.TargetCPUUtilizationPercentage)
+	}
+	target := 0.7
+	if as.TargetLoad != nil {
+		target = *as.TargetLoad
+	}
+	out := fmt.Sprintf("%d–%d replicas on task load (target %.2f)", minReplicas, as.MaxReplicas, target)
+	if st != nil && st.Reason != "" {
+		out += "; " + st.Reason
+		if st.LastScaleTime != nil {
+			out += fmt.Sprintf(" (%s ago)", now.Sub(st.LastScaleTime.Time).Round(time.Second))
+		}
+	}
+	return out
 }

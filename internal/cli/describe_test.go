@@ -5,8 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/agentplane/agentplane/api/v1alpha1"
 	"github.com/agentplane/agentplane/internal/discovery"
 )
 
@@ -77,6 +79,31 @@ func TestPrintDescriptionOfACrashLoop(t *testing.T) {
 	for _, want := range []string{
 		"  Degraded     True    CrashLoopBackOff  crash-looping: x-0\n",
 		"  x-0   CrashLoopBackOff (restart in 8s)  false  -    4         exit status 3  1m ",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+// describe shows how an autoscaled agent scales, its desired replicas from the autoscaler (not
+// spec.replicas), and why it has them.
+func TestPrintDescriptionOfAnAutoscaledAgent(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	st := discovery.Agent{Name: "x", Desired: 3, Autoscaled: true, MinReplicas: 0, MaxReplicas: 4,
+		ScaleReason: "scaled 1→3: load 1.40 over target 0.70", ScaledAt: now.Add(-12 * time.Second)}
+	d := AgentDescription{}
+	d.Agent.Name = "x"
+	d.Agent.Spec.Replicas = ptr.To[int32](1)
+	d.Agent.Spec.Autoscaling = &v1alpha1.Autoscaling{MinReplicas: ptr.To[int32](0), MaxReplicas: 4}
+	d.Agent.Status = agentStatus(st, nil, now)
+	var b strings.Builder
+	if err := printDescription(&b, d, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"Replicas:         3 desired | 0 total | 0 ready\n",
+		"Autoscaling:      0–4 replicas on task load (target 0.70); scaled 1→3: load 1.40 over target 0.70 (12s ago)\n",
 	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("lacks %q:\n%s", want, b.String())

@@ -77,6 +77,7 @@ func newFakeAPI() *fakeAPI {
 			{Name: "radiology", Description: "Radiology pre-read", State: "stateless", MaxConcurrency: 2, Desired: 2,
 				Endpoints: []discovery.Endpoint{ep("radiology", 0, "clinic-a", "a1"), ep("radiology", 1, "hospital", "h1")}},
 			{Name: "scheduling", Description: "Appointment scheduling", State: "stateful", MaxConcurrency: 8, Desired: 2,
+				Autoscaled: true, MinReplicas: 0, MaxReplicas: 4, ScaleReason: "scaled 1→2: load 0.90 over target 0.70", ScaledAt: time.Now().Add(-30 * time.Second),
 				Endpoints: []discovery.Endpoint{ep("scheduling", 0, "clinic-a", "a1"), ep("scheduling", 1, "clinic-a", "a2")}},
 		},
 		inFlight:    map[string]int{"triage-0": 3, "triage-1": 2, "triage-2": 4, "radiology-0": 2, "radiology-1": 1, "scheduling-0": 1},
@@ -124,6 +125,9 @@ func (f *fakeAPI) routes(mux *http.ServeMux) {
 		for _, a := range f.agents {
 			s := agentStatus{AgentStatus: gateway.AgentStatus{Name: a.Name, Description: a.Description, State: a.State,
 				Desired: a.Desired, Ready: a.ReadyCount(), MaxConcurrency: a.MaxConcurrency}, Queued: f.queued[a.Name]}
+			if a.Autoscaled {
+				s.Autoscaling = &gateway.AutoscalingStatus{MinReplicas: a.MinReplicas, MaxReplicas: a.MaxReplicas, Reason: a.ScaleReason, ScaledAt: a.ScaledAt}
+			}
 			for _, e := range a.Endpoints {
 				s.InFlight += f.inFlight[e.Name]
 				s.Restarts += e.Restarts
@@ -377,6 +381,14 @@ func TestDashboardShowsAgentsAndFollowsAKilledReplica(t *testing.T) {
 	}
 	if got := eval[string](bctx, t, `[...document.querySelectorAll('article[data-agent="triage"] .zone h5')].map(e => e.textContent).join(",")`); got != "Zone a1,Zone a2" {
 		t.Errorf("triage's zones: %q", got)
+	}
+	// An autoscaled agent shows its bounds, desired vs ready, and why it scaled.
+	if got := eval[string](bctx, t, `document.querySelector('[data-autoscale="scheduling"]').textContent`); !strings.Contains(got, "Autoscaling 0–4 on task load") ||
+		!strings.Contains(got, "2 desired, 2 ready") || !strings.Contains(got, "scaled 1→2: load 0.90 over target 0.70 (3") || !strings.HasSuffix(got, "s ago)") {
+		t.Errorf("the autoscaling line of scheduling: %q", got)
+	}
+	if got := eval[string](bctx, t, `String(document.querySelectorAll('[data-autoscale]').length)`); got != "1" {
+		t.Errorf("%s agents show an autoscaling line, want only scheduling", got)
 	}
 	if got := eval[string](bctx, t, `document.querySelector('[data-queued="triage"]').textContent`); got != "2" {
 		t.Errorf("triage's queue shows %q, want 2", got)

@@ -164,7 +164,9 @@
     const cap = num(a.maxConcurrency);
     const ready = num(a.ready), desired = num(a.desired);
     const crash = reps.filter((r) => r.state === "CrashLoopBackOff").length;
-    const status = ready === 0 && desired > 0 ? "down" : (ready < desired || crash ? "degraded" : "ok");
+    const as = a.autoscaling;
+    // An autoscaled agent starting replicas for waiting tasks is scaling, not down.
+    const status = ready === 0 && desired > 0 && !as ? "down" : (ready < desired || crash ? "degraded" : "ok");
     const readyBadge = el("span", {
       className: "badge " + (status === "ok" ? "h-ready" : status === "down" ? "h-crash" : "h-ejected"),
       text: ready + "/" + desired + " ready",
@@ -186,6 +188,16 @@
     const body = [head];
     if (a.description) body.push(el("p", { className: "desc", text: a.description }));
     body.push(stats);
+    if (as) {
+      // Desired vs actual, and why: the autoscaler's last decision.
+      let why = as.reason || "no change yet";
+      if (as.scaledAt) why += " (" + fmtAgo(as.scaledAt) + ")";
+      body.push(el("p", { className: "autoscale muted", dataset: { autoscale: a.name } }, [
+        "Autoscaling " + num(as.minReplicas) + "–" + num(as.maxReplicas) + " on task load · ",
+        el("b", { text: desired + " desired, " + ready + " ready" }),
+        " · " + why,
+      ]));
+    }
 
     // group by site, then zone, in name order
     const sites = new Map();
