@@ -473,6 +473,7 @@ func (p *pool) snapshot() telemetry.Snapshot {
 		}
 		st := p.queue.Stats(a.Name)
 		s.Queues = append(s.Queues, telemetry.QueueSample{Agent: a.Name, Depth: st.Depth, OldestWait: st.OldestWait})
+		s.Agents = append(s.Agents, telemetry.AgentSample{Agent: a.Name, Desired: a.Desired, Autoscaled: a.Autoscaled})
 	}
 	return s
 }

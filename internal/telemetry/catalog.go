@@ -51,6 +51,7 @@ var catalog = []MetricInfo{
 	{"agentplane_replica_state", "gauge", []string{"agent", "replica", "state"}, "1 for a replica's current state, 0 for the others."},
 	{"agentplane_queue_depth", "gauge", []string{"agent"}, "Tasks waiting in the gateway for a free replica slot."},
 	{"agentplane_queue_oldest_wait_seconds", "gauge", []string{"agent"}, "How long the oldest waiting task has waited."},
+	{"agentplane_agent_desired_replicas", "gauge", []string{"agent", "autoscaled"}, "Replicas an agent should have: its spec, or its autoscaler's decision (autoscaled=\"true\")."},
 	{"agentplane_build_info", "gauge", []string{"version", "goversion"}, "Always 1; labels name the agentplane version and the Go version it was built with."},
 }
 

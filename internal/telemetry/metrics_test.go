@@ -34,6 +34,7 @@ func exercise(m *Metrics) {
 		return Snapshot{
 			Replicas: []ReplicaSample{{Agent: "triage", Replica: "triage-0", Site: "clinic-a", Zone: "z1", State: "Running", Ready: true, InFlight: 2, Capacity: 4}},
 			Queues:   []QueueSample{{Agent: "triage", Depth: 3, OldestWait: 1500 * time.Millisecond}},
+			Agents:   []AgentSample{{Agent: "triage", Desired: 2, Autoscaled: true}},
 		}
 	})
 }

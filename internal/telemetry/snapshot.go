@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -11,6 +12,14 @@ import (
 type Snapshot struct {
 	Replicas []ReplicaSample
 	Queues   []QueueSample
+	Agents   []AgentSample
+}
+
+// AgentSample is an agent's desired replicas.
+type AgentSample struct {
+	Agent      string
+	Desired    int
+	Autoscaled bool
 }
 
 // ReplicaSample is one replica as the gateway sees it.
@@ -43,7 +52,7 @@ var ReplicaStates = []string{"Pending", "Starting", "Running", "CrashLoopBackOff
 type snapshotCollector struct {
 	fn atomic.Pointer[func() Snapshot]
 
-	inFlight, capacity, ready, ejected, state, depth, oldest *prometheus.Desc
+	inFlight, capacity, ready, ejected, state, depth, oldest, desired *prometheus.Desc
 }
 
 func newSnapshotCollector() *snapshotCollector {
@@ -59,11 +68,12 @@ func newSnapshotCollector() *snapshotCollector {
 		state:    desc("agentplane_replica_state"),
 		depth:    desc("agentplane_queue_depth"),
 		oldest:   desc("agentplane_queue_oldest_wait_seconds"),
+		desired:  desc("agentplane_agent_desired_replicas"),
 	}
 }
 
 func (c *snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.inFlight, c.capacity, c.ready, c.ejected, c.state, c.depth, c.oldest} {
+	for _, d := range []*prometheus.Desc{c.inFlight, c.capacity, c.ready, c.ejected, c.state, c.depth, c.oldest, c.desired} {
 		ch <- d
 	}
 }
@@ -110,6 +120,14 @@ func (c *snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		seenQ[q.Agent] = true
 		gauge(c.depth, float64(q.Depth), q.Agent)
 		gauge(c.oldest, q.OldestWait.Seconds(), q.Agent)
+	}
+	seenA := make(map[string]bool, len(s.Agents))
+	for _, a := range s.Agents {
+		if seenA[a.Agent] {
+			continue
+		}
+		seenA[a.Agent] = true
+		gauge(c.desired, float64(a.Desired), a.Agent, strconv.FormatBool(a.Autoscaled))
 	}
 }
 

@@ -155,6 +155,13 @@ func TestAutoscaleFromZeroAndBack(t *testing.T) {
 	if s.Autoscaling == nil || !strings.HasPrefix(s.Autoscaling.Reason, "scaled ") {
 		t.Errorf("the agent's status does not say why it scaled: %+v", s.Autoscaling)
 	}
+	// The metric and describe say the same; scaling down waits for scaleDownDelay (3s).
+	if got, want := scrape(t, up.URL)[`agentplane_agent_desired_replicas{agent="burst",autoscaled="true"}`], float64(s.Desired); got != want || got < 1 {
+		t.Errorf("agentplane_agent_desired_replicas = %v, want the agent's desired %v", got, want)
+	}
+	if out := agentplane(t, "describe", "agent", "burst", "--gateway", up.URL); !strings.Contains(out, "Autoscaling:      0–4 replicas on task load (target 0.70); scaled ") {
+		t.Errorf("describe does not show the autoscaling:\n%s", out)
+	}
 
 	// Back to zero after scaleDownDelay and scaleToZeroAfter (3s, 4s), with room to spare.
 	atZero(20 * time.Second)
