@@ -116,7 +116,7 @@ func Desired(samples []Sample, current int, spec Spec, now time.Time) Decision {
 	// From zero: the first task asks for a replica at once.
 	if current == 0 {
 		n := clamp(want)
-		return Decision{n, reason(current, n, fmt.Sprintf("%d tasks waiting and no replica", demand))}
+		return Decision{n, reason(current, n, fmt.Sprintf("%s waiting and no replica", tasks(demand)))}
 	}
 	// Up: at once, unless within the tolerance.
 	if want > current {
@@ -168,6 +168,14 @@ func idleSince(samples []Sample, t time.Time) bool {
 		}
 	}
 	return true
+}
+
+// tasks is "1 task" or "n tasks".
+func tasks(n int) string {
+	if n == 1 {
+		return "1 task"
+	}
+	return fmt.Sprintf("%d tasks", n)
 }
 
 func reason(from, to int, why string) string {
