@@ -88,13 +88,17 @@ func NewAutoscaler(r *AgentReconciler, opts AutoscalerOptions, logger logr.Logge
 // NeedLeaderElection implements manager.LeaderElectionRunnable: one operator scales at a time.
 func (s *Autoscaler) NeedLeaderElection() bool { return true }
 
-// Start polls until ctx ends.
+// Start polls until ctx ends: every Interval, and at once when a gateway says a task of an
+// autoscaled agent waits for a replica (see watchWaiting), so that a task for an agent at zero
+// replicas does not wait for the next poll.
 //
-// Polls are put on a grid of Interval (mid-way between its points, sampled at the point before):
-// autoscale.Desired counts a window as known only when a sample falls exactly at its start, so
-// samples at jittered instants would never let it scale to zero (nor down when scaleDownDelay
-// equals scaleToZeroAfter). Windows that are a multiple of Interval then always find one.
+// Polls are put on a grid of Interval (mid-way between its points, sampled at the point
+// before), which keeps the samples of the decision windows evenly spaced.
 func (s *Autoscaler) Start(ctx context.Context) error {
+	waiting := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() { defer close(done); s.watchWaiting(ctx, waiting) }()
+	defer func() { <-done }()
 	iv := s.opts.Interval
 	now := s.opts.Clock.Now()
 	phase := now.Truncate(iv).Add(iv / 2)
@@ -115,7 +119,64 @@ func (s *Autoscaler) Start(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C():
+		case <-waiting:
 		}
+	}
+}
+
+// longPoll is how long one wait at a gateway for a waiting task lasts.
+const longPoll = 20 * time.Second
+
+// watchWaiting waits at every gateway for a task of an autoscaled agent to find no replica, and
+// then signals waiting (without blocking), until ctx ends. A gateway that cannot wait (an older
+// one, or one that does not answer) is asked again after Interval.
+func (s *Autoscaler) watchWaiting(ctx context.Context, waiting chan<- struct{}) {
+	for ctx.Err() == nil {
+		lctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
+		gws, err := s.opts.Gateways.Gateways(lctx)
+		cancel()
+		if err != nil || len(gws) == 0 {
+			s.sleep(ctx, s.opts.Interval)
+			continue
+		}
+		wctx, stop := context.WithCancel(ctx)
+		type result struct{ waiting, failed bool }
+		results := make(chan result, len(gws))
+		for _, g := range gws {
+			go func() {
+				w, err := s.poller.Wait(wctx, g.URL, longPoll)
+				results <- result{waiting: w && err == nil, failed: err != nil && wctx.Err() == nil}
+			}()
+		}
+		woken, failed := false, 0
+		for range gws {
+			r := <-results
+			if r.failed {
+				failed++
+			}
+			if r.waiting && !woken {
+				woken = true
+				stop() // one is enough: the poll then asks them all
+				select {
+				case waiting <- struct{}{}:
+				default:
+				}
+			}
+		}
+		stop()
+		switch {
+		case woken:
+			s.sleep(ctx, s.opts.Interval/10) // many tasks arriving at once wake it once
+		case failed == len(gws):
+			s.sleep(ctx, s.opts.Interval) // none can wait (older gateways, or down): do not spin
+		}
+	}
+}
+
+func (s *Autoscaler) sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-s.opts.Clock.After(d):
 	}
 }
 

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -21,6 +22,8 @@ type adminAPI struct {
 	recent *recentTasks
 	log    *slog.Logger
 	fleet  *fleet.Fleet
+	// stopping is closed when the gateway starts to drain: long polls answer then.
+	stopping <-chan struct{}
 }
 
 // FleetStatus is the answer of GET /api/v1/fleet: the live gateways of the fleet as this one
@@ -155,3 +158,34 @@ func (g *Gateway) Demand() map[string]Demand {
 
 // InFlight is the number of tasks the gateway has running on the replica at url.
 func (g *Gateway) InFlight(url string) int { return g.tasks.pool.tracker.InFlight(url) }
+
+// maxAutoscaleWait bounds GET /api/v1/autoscale/wait's timeout.
+const maxAutoscaleWait = 30 * time.Second
+
+// autoscaleWait answers, as a long poll, when a task of an autoscaled agent finds no ready
+// replica ({"waiting": true}), or after ?timeout= (default and at most 30s: {"waiting": false}).
+// An autoscaler outside the gateway (the Kubernetes operator) polls demand every few seconds and
+// waits here in between, so that a task for an agent at zero replicas asks for one at once.
+func (a *adminAPI) autoscaleWait(w http.ResponseWriter, r *http.Request) {
+	timeout := maxAutoscaleWait
+	if v := r.URL.Query().Get("timeout"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": fmt.Sprintf("timeout %q: want a positive duration such as 20s", v)})
+			return
+		}
+		timeout = min(d, maxAutoscaleWait)
+	}
+	changed := a.pool.waitingChanged()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-changed:
+		writeJSON(w, http.StatusOK, map[string]bool{"waiting": true})
+	case <-t.C:
+		writeJSON(w, http.StatusOK, map[string]bool{"waiting": false})
+	case <-a.stopping:
+		writeJSON(w, http.StatusOK, map[string]bool{"waiting": false})
+	case <-r.Context().Done():
+	}
+}

@@ -46,6 +46,25 @@ func TestTaskWaitsForAnAutoscaledAgentAtZero(t *testing.T) {
 		t.Errorf("readyz with an autoscaled agent at zero = %d, want 200", code)
 	}
 
+	// An autoscaler outside the gateway waits in a long poll for a task to wait.
+	var longPoll struct {
+		Waiting bool `json:"waiting"`
+	}
+	var quiet = longPoll
+	getJSON(t, srv.URL+"/api/v1/autoscale/wait?timeout=50ms", &quiet)
+	if quiet.Waiting {
+		t.Error("the long poll says a task waits before any was sent")
+	}
+	if code := getStatus(t, srv.URL+"/api/v1/autoscale/wait?timeout=soon"); code != http.StatusBadRequest {
+		t.Errorf("a long poll with timeout=soon answered %d, want 400", code)
+	}
+	polled := make(chan bool, 1)
+	go func() {
+		var v = longPoll
+		getJSON(t, srv.URL+"/api/v1/autoscale/wait?timeout=10s", &v)
+		polled <- v.Waiting
+	}()
+	time.Sleep(100 * time.Millisecond) // the poll is in
 	var (
 		wg    sync.WaitGroup
 		reply rpcReply
@@ -63,6 +82,14 @@ func TestTaskWaitsForAnAutoscaledAgentAtZero(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the waiting task did not ask for a replica")
+	}
+	select {
+	case w := <-polled:
+		if !w {
+			t.Error("the long poll ended without a waiting task")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the long poll did not answer when a task waited")
 	}
 	testutil.Eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
 		if d := g.Demand()["triage"]; d.Queued != 1 {

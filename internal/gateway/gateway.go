@@ -140,8 +140,10 @@ type Gateway struct {
 	log     *slog.Logger
 	tasks   *dispatcher
 	handler http.Handler
-	// draining is set when Start stops accepting; /readyz reports it.
-	draining atomic.Bool
+	// draining is set when Start stops accepting; /readyz reports it. drainStarted is closed
+	// then, ending long polls.
+	draining     atomic.Bool
+	drainStarted chan struct{}
 	// auditBroken is set when an audit record could not be written.
 	auditBroken atomic.Bool
 	// stopAllTasks ends every task still running when the drain deadline passes.
@@ -166,7 +168,7 @@ func New(opts Options) (*Gateway, error) {
 	if opts.Fleet != nil {
 		opts.Source = &fleetSource{local: local, fleet: opts.Fleet, spill: opts.FleetSigner != nil && opts.SpillAfter >= 0}
 	}
-	g := &Gateway{opts: opts, log: opts.Logger, local: local}
+	g := &Gateway{opts: opts, log: opts.Logger, local: local, drainStarted: make(chan struct{})}
 	client := upstream.NewClient(opts.Transport, opts.Now)
 	p := &pool{
 		source:       opts.Source,
@@ -323,6 +325,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 // drain stops accepting, then waits up to DrainTimeout for in-flight work before ending it.
 func (g *Gateway) drain(srv *http.Server, served <-chan error, stopConsuming func()) error {
 	g.draining.Store(true)
+	close(g.drainStarted)
 	g.log.Info("gateway draining", "timeout", g.opts.DrainTimeout)
 	stopConsuming()
 	sctx, cancel := context.WithTimeout(context.Background(), g.opts.DrainTimeout)

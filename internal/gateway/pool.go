@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/agentplane/agentplane/internal/discovery"
@@ -43,6 +44,34 @@ type pool struct {
 	spillAfter time.Duration
 	// scaleUp is Options.ScaleUp; nil when nothing scales agents.
 	scaleUp func(agent string)
+	// waiting is closed, and replaced, when a task of an autoscaled agent finds no ready
+	// replica: GET /api/v1/autoscale/wait answers then. Guarded by waitingMu.
+	waitingMu sync.Mutex
+	waiting   chan struct{}
+}
+
+// waitingChanged returns a channel closed the next time a task of an autoscaled agent finds no
+// ready replica.
+func (p *pool) waitingChanged() <-chan struct{} {
+	p.waitingMu.Lock()
+	defer p.waitingMu.Unlock()
+	if p.waiting == nil {
+		p.waiting = make(chan struct{})
+	}
+	return p.waiting
+}
+
+// taskWaits tells autoscalers that a task of agent waits for a replica.
+func (p *pool) taskWaits(agent string) {
+	if p.scaleUp != nil {
+		p.scaleUp(agent)
+	}
+	p.waitingMu.Lock()
+	if p.waiting != nil {
+		close(p.waiting)
+		p.waiting = nil
+	}
+	p.waitingMu.Unlock()
 }
 
 // slot is a replica slot granted to a task; release must be called when the task leaves it,
@@ -128,9 +157,7 @@ func (p *pool) admit(ctx context.Context, t taskRef, pick func(discovery.Agent) 
 		if agent.Autoscaled && errors.Is(err, balancer.ErrUnavailable) {
 			// An autoscaled agent at zero, or whose replicas are starting: the task waits,
 			// durably journaled, while the autoscaler brings one up.
-			if p.scaleUp != nil {
-				p.scaleUp(agent.Name)
-			}
+			p.taskWaits(agent.Name)
 			return nil, admission.ErrNoSlot
 		}
 		if err != nil {

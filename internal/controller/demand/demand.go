@@ -254,3 +254,39 @@ func (p *Poller) logger() *slog.Logger {
 	}
 	return slog.Default()
 }
+
+// Wait asks the gateway at base to answer as soon as a task of an autoscaled agent waits for a
+// replica there (GET /api/v1/autoscale/wait, a long poll of at most wait): true when one does,
+// false when wait passed first. It does not touch the Poller's state, so it may run beside Poll.
+func (p *Poller) Wait(ctx context.Context, base string, wait time.Duration) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, wait+cmp.Or(p.Timeout, time.Second))
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/autoscale/wait?timeout="+wait.String(), nil)
+	if err != nil {
+		return false, err
+	}
+	req.Header.Set("Accept", "application/json")
+	if p.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+p.Token)
+	}
+	c := p.Client
+	if c == nil {
+		c = http.DefaultClient
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxAnswer))
+		return false, fmt.Errorf("%w %d", errStatus, resp.StatusCode)
+	}
+	var body struct {
+		Waiting bool `json:"waiting"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxAnswer)).Decode(&body); err != nil {
+		return false, fmt.Errorf("decode answer: %w", err)
+	}
+	return body.Waiting, nil
+}

@@ -178,3 +178,43 @@ func TestEndpointSlicesListsReadyGateways(t *testing.T) {
 		t.Errorf("gateways = %v, want %v (ready, not terminating, port http, this namespace and label only, once each)", got, want)
 	}
 }
+
+// Wait is a long poll: it answers true as soon as the gateway says a task waits, false when the
+// wait passes, and an error for a gateway that cannot wait (an older one: 404).
+func TestWaitForAWaitingTask(t *testing.T) {
+	release := make(chan struct{})
+	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v1/autoscale/wait" || r.Header.Get("Authorization") != "Bearer tok" {
+			http.NotFound(w, r)
+			return
+		}
+		wait, err := time.ParseDuration(r.URL.Query().Get("timeout"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		select {
+		case <-release:
+			fmt.Fprint(w, `{"waiting":true}`)
+		case <-time.After(wait):
+			fmt.Fprint(w, `{"waiting":false}`)
+		}
+	}))
+	defer gw.Close()
+	p := &demand.Poller{Token: "tok", Timeout: time.Second}
+	if w, err := p.Wait(t.Context(), gw.URL, 50*time.Millisecond); err != nil || w {
+		t.Errorf("Wait with no task waiting = %v, %v; want false, nil", w, err)
+	}
+	go func() { time.Sleep(100 * time.Millisecond); close(release) }()
+	start := time.Now()
+	if w, err := p.Wait(t.Context(), gw.URL, 10*time.Second); err != nil || !w {
+		t.Errorf("Wait when a task waits = %v, %v; want true, nil", w, err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("Wait answered after %v, not when the task waited", took)
+	}
+	old := &demand.Poller{Timeout: time.Second} // no token: the gateway answers 404 as an older one would
+	if _, err := old.Wait(t.Context(), gw.URL, time.Second); err == nil {
+		t.Error("Wait at a gateway that cannot wait did not fail")
+	}
+}
