@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentplane/agentplane/internal/discovery"
+	"github.com/agentplane/agentplane/internal/gateway/health"
 	"github.com/agentplane/agentplane/internal/simagent"
 	"github.com/agentplane/agentplane/internal/testutil"
 )
@@ -120,6 +121,9 @@ func TestSlowReplicaIsEjectedAsALatencyOutlier(t *testing.T) {
 	}
 	slow := startAgent(t, "triage", "3", simagent.Config{Latency: latency(t, "3s")})
 	g, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 4, append(fast, slow)...)))
+	// An ejection lasts a minute here, not a second: on a loaded machine the waves below take
+	// longer than a second, and an ejection that ended would read as none.
+	g.tasks.pool.ejector = health.NewEjector(time.Minute, time.Minute)
 	// Waves of 8: enough for every replica to serve, few enough that on a loaded machine the
 	// fast replicas' latency stays far below the slow one's.
 	for wave := range 4 {
