@@ -166,7 +166,12 @@ func (s *Autoscaler) watchWaiting(ctx context.Context, waiting chan<- struct{}) 
 		stop()
 		switch {
 		case woken:
-			s.sleep(ctx, s.opts.Interval/10) // many tasks arriving at once wake it once
+			// The rest of a burst arrives just after its first task: decide once more on it.
+			s.sleep(ctx, s.opts.Interval/10)
+			select {
+			case waiting <- struct{}{}:
+			default:
+			}
 		case failed == len(gws):
 			s.sleep(ctx, s.opts.Interval) // none can wait (older gateways, or down): do not spin
 		}
