@@ -110,26 +110,18 @@ func (s *Supervisor) Update(ctx context.Context, f func(current []v1alpha1.Agent
 // count holds across later Applies of the agent, while it scales on task load. It returns the
 // change made, if any.
 func (s *Supervisor) Scale(ctx context.Context, name string, n int, reason string) (Diff, error) {
-	s.applyMu.Lock()
-	defer s.applyMu.Unlock()
-	if err := s.waitRetired(ctx); err != nil {
-		return Diff{}, err
-	}
-	current := s.Agents()
-	i := slices.IndexFunc(current, func(a v1alpha1.Agent) bool { return a.Name == name })
-	if i < 0 {
-		return Diff{}, fmt.Errorf("agent %q: %w", name, ErrUnknownAgent)
-	}
-	if !current[i].Spec.Autoscaling.TaskBased() {
-		return Diff{}, fmt.Errorf("agent %q does not scale on task load", name)
-	}
-	s.scaled[name] = max(n, 0)
-	s.reasons[name] = scaleReason{why: reason, at: s.opts.Clock()}
-	defs, specs, err := s.resolve(current)
-	if err != nil {
-		return Diff{}, err
-	}
-	return s.apply(ctx, defs, specs)
+	return s.Update(ctx, func(current []v1alpha1.Agent) ([]v1alpha1.Agent, error) {
+		i := slices.IndexFunc(current, func(a v1alpha1.Agent) bool { return a.Name == name })
+		if i < 0 {
+			return nil, fmt.Errorf("agent %q: %w", name, ErrUnknownAgent)
+		}
+		if !current[i].Spec.Autoscaling.TaskBased() {
+			return nil, fmt.Errorf("agent %q does not scale on task load", name)
+		}
+		s.scaled[name] = max(n, 0) // f runs under applyMu, which guards scaled and reasons
+		s.reasons[name] = scaleReason{why: reason, at: s.opts.Clock()}
+		return current, nil
+	})
 }
 
 // ErrUnknownAgent is wrapped by Scale's error for an agent the supervisor does not run.
