@@ -208,9 +208,28 @@ const maxAnswer = 4 << 20
 func (p *Poller) fetch(ctx context.Context, base string) (map[string]Tasks, error) {
 	ctx, cancel := context.WithTimeout(ctx, cmp.Or(p.Timeout, time.Second))
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/agents", nil)
-	if err != nil {
+	var body struct {
+		Agents []struct {
+			Name     string `json:"name"`
+			InFlight int    `json:"inFlight"`
+			Queued   int    `json:"queued"`
+		} `json:"agents"`
+	}
+	if err := p.getJSON(ctx, base+"/api/v1/agents", &body); err != nil {
 		return nil, err
+	}
+	out := make(map[string]Tasks, len(body.Agents))
+	for _, a := range body.Agents {
+		out[a.Name] = Tasks{InFlight: max(a.InFlight, 0), Queued: max(a.Queued, 0)}
+	}
+	return out, nil
+}
+
+// getJSON GETs url from a gateway, with the token if any, and decodes its 200 answer into v.
+func (p *Poller) getJSON(ctx context.Context, url string, v any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
 	}
 	req.Header.Set("Accept", "application/json")
 	if p.Token != "" {
@@ -222,28 +241,17 @@ func (p *Poller) fetch(ctx context.Context, base string) (map[string]Tasks, erro
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxAnswer))
-		return nil, fmt.Errorf("%w %d", errStatus, resp.StatusCode)
+		return fmt.Errorf("%w %d", errStatus, resp.StatusCode)
 	}
-	var body struct {
-		Agents []struct {
-			Name     string `json:"name"`
-			InFlight int    `json:"inFlight"`
-			Queued   int    `json:"queued"`
-		} `json:"agents"`
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxAnswer)).Decode(v); err != nil {
+		return fmt.Errorf("decode answer: %w", err)
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxAnswer)).Decode(&body); err != nil {
-		return nil, fmt.Errorf("decode answer: %w", err)
-	}
-	out := make(map[string]Tasks, len(body.Agents))
-	for _, a := range body.Agents {
-		out[a.Name] = Tasks{InFlight: max(a.InFlight, 0), Queued: max(a.Queued, 0)}
-	}
-	return out, nil
+	return nil
 }
 
 func (p *Poller) keepFor() time.Duration { return cmp.Or(p.KeepFor, 10*time.Second) }
@@ -261,32 +269,11 @@ func (p *Poller) logger() *slog.Logger {
 func (p *Poller) Wait(ctx context.Context, base string, wait time.Duration) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait+cmp.Or(p.Timeout, time.Second))
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/autoscale/wait?timeout="+wait.String(), nil)
-	if err != nil {
-		return false, err
-	}
-	req.Header.Set("Accept", "application/json")
-	if p.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+p.Token)
-	}
-	c := p.Client
-	if c == nil {
-		c = http.DefaultClient
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxAnswer))
-		return false, fmt.Errorf("%w %d", errStatus, resp.StatusCode)
-	}
 	var body struct {
 		Waiting bool `json:"waiting"`
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, maxAnswer)).Decode(&body); err != nil {
-		return false, fmt.Errorf("decode answer: %w", err)
+	if err := p.getJSON(ctx, base+"/api/v1/autoscale/wait?timeout="+wait.String(), &body); err != nil {
+		return false, err
 	}
 	return body.Waiting, nil
 }
