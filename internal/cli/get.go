@@ -67,28 +67,11 @@ func newGetCommand(streams Streams) *cobra.Command {
 	return cmd
 }
 
+// fetchJSON GETs an admin endpoint of the gateway, within 5 seconds, and decodes its answer into v.
 func fetchJSON(ctx context.Context, gw gatewayTarget, path string, v any) error {
-	base := gw.URL
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(base, "/")+path, nil)
-	if err != nil {
-		return err
-	}
-	gw.authorize(req)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("cannot reach the gateway at %s: %w (is agentplane up running? set --gateway)", base, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("gateway answered %s: %s", resp.Status, strings.TrimSpace(string(body)))
-	}
-	return json.Unmarshal(body, v)
+	return adminDo(ctx, http.MethodGet, gw, path, nil, v)
 }
 
 func printData(w io.Writer, format string, v any) error {
