@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -281,7 +282,8 @@ func (g gatewayTarget) send(req *http.Request) (*http.Response, error) {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return nil, fmt.Errorf("no answer from the gateway at %s in time: %w", g.URL, err)
 	}
-	if _, ok := errors.AsType[tls.AlertError](err); ok && g.ClientCert == "" {
+	// crypto/tls reports an alert from the server as a net.OpError of Op "remote error".
+	if op, ok := errors.AsType[*net.OpError](err); ok && op.Op == "remote error" && g.ClientCert == "" {
 		return nil, fmt.Errorf("the gateway at %s refused the TLS handshake: %w (does it require a client certificate? give --client-cert and --client-key)", g.URL, err)
 	}
 	return nil, fmt.Errorf("cannot reach the gateway at %s (from %s): %w (is agentplane up running? set --gateway, %s or a context)", g.URL, g.urlFrom, err, envGateway)
