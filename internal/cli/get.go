@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -26,18 +28,69 @@ type getOptions struct {
 	output  string
 	agent   string
 	limit   int
+	watch   bool
+}
+
+// Watching: how often a list is read again, and after how many failed reads in a row the watch
+// gives up.
+const (
+	watchInterval = time.Second
+	watchGiveUp   = 30
+)
+
+// getKind is one kind of thing `get` lists: where the gateway serves it and how it is printed.
+type getKind struct {
+	path  func(o getOptions) string
+	print func(streams Streams, o getOptions, raw []byte) error
+}
+
+func getKinds(id string) map[string]getKind {
+	agents := getKind{func(getOptions) string { return "/api/v1/agents" }, printAgents}
+	replicas := getKind{func(o getOptions) string {
+		if o.agent != "" {
+			return "/api/v1/replicas?agent=" + url.QueryEscape(o.agent)
+		}
+		return "/api/v1/replicas"
+	}, printReplicas}
+	tasks := getKind{func(o getOptions) string {
+		q := url.Values{"limit": {strconv.Itoa(o.limit)}}
+		if id != "" {
+			q.Set("limit", strconv.Itoa(gateway.RecentTasks)) // the one task is looked for among all the gateway keeps
+		}
+		if o.agent != "" {
+			q.Set("agent", o.agent)
+		}
+		return "/api/v1/tasks?" + q.Encode()
+	}, printTasks}
+	if id != "" {
+		tasks.print = func(streams Streams, o getOptions, raw []byte) error { return printTask(streams, o, raw, id) }
+	}
+	gateways := getKind{func(getOptions) string { return "/api/v1/fleet" }, printGateways}
+	sites := getKind{func(getOptions) string { return "/api/v1/fleet" }, printSites}
+	return map[string]getKind{
+		"agents": agents, "agent": agents, "ag": agents,
+		"replicas": replicas, "replica": replicas,
+		"tasks": tasks, "task": tasks,
+		"gateways": gateways, "gateway": gateways, "gw": gateways,
+		"sites": sites, "site": sites,
+	}
 }
 
 func newGetCommand(streams Streams) *cobra.Command {
 	o := getOptions{}
 	cmd := &cobra.Command{
-		Use:   "get agents|replicas|tasks|gateways|sites",
-		Short: "List agents, replicas, recent tasks, or the gateways and sites of the fleet, of a running gateway",
+		Use:   "get agents|replicas|tasks|gateways|sites | get task ID",
+		Short: "List agents, replicas, recent tasks, or the gateways and sites of the fleet, of a running gateway; or show one task",
+		Long: `List agents, replicas, recent tasks, or the gateways and sites of the fleet, of a running gateway.
+"get task ID" shows one task: its state, agent, replica, attempts, timings and why it ended so;
+never what it was asked or answered. With --watch, the list is read again every second and
+printed again when it changed, until Ctrl-C.`,
 		Example: `  agentplane get agents
   agentplane get replicas --agent triage -o json
-  agentplane get tasks --limit 20
+  agentplane get tasks --agent triage --limit 20 --watch
+  agentplane get task 0b7c5cf4-41d1-4c1e-9d2e-5e1f1b8f2a10
   agentplane get gateways`,
-		Args:      cobra.ExactArgs(1),
+		Args:      cobra.RangeArgs(1, 2),
 		ValidArgs: []string{"agents", "replicas", "tasks", "gateways", "sites"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch o.output {
@@ -45,26 +98,96 @@ func newGetCommand(streams Streams) *cobra.Command {
 			default:
 				return &exitError{code: 2, err: fmt.Errorf("-o %q: must be table, json or yaml", o.output)}
 			}
-			switch args[0] {
-			case "agents", "agent", "ag":
-				return getAgents(cmd.Context(), streams, o)
-			case "replicas", "replica":
-				return getReplicas(cmd.Context(), streams, o)
-			case "tasks", "task":
-				return getTasks(cmd.Context(), streams, o)
-			case "gateways", "gateway", "gw":
-				return getGateways(cmd.Context(), streams, o)
-			case "sites", "site":
-				return getSites(cmd.Context(), streams, o)
+			if o.limit < 1 || o.limit > gateway.RecentTasks {
+				return &exitError{code: 2, err: fmt.Errorf("--limit %d: must be from 1 to %d", o.limit, gateway.RecentTasks)}
 			}
-			return &exitError{code: 2, err: fmt.Errorf("unknown resource %q: use agents, replicas, tasks, gateways or sites", args[0])}
+			var id string
+			if len(args) == 2 {
+				if args[0] != "task" && args[0] != "tasks" {
+					return &exitError{code: 2, err: fmt.Errorf("get %s takes no name: only get task ID does", args[0])}
+				}
+				id = args[1]
+			}
+			k, ok := getKinds(id)[args[0]]
+			if !ok {
+				return &exitError{code: 2, err: fmt.Errorf("unknown resource %q: use agents, replicas, tasks, gateways or sites", args[0])}
+			}
+			if o.watch {
+				return watch(cmd.Context(), streams, o, k, watchInterval)
+			}
+			raw, err := fetchRaw(cmd.Context(), o.gateway, k.path(o))
+			if err != nil {
+				return err
+			}
+			return k.print(streams, o, raw)
 		},
 	}
 	gatewayFlag(cmd, &o.gateway)
 	cmd.Flags().StringVarP(&o.output, "output", "o", "table", "output format: table, json or yaml")
 	cmd.Flags().StringVar(&o.agent, "agent", "", "only replicas or tasks of this agent")
 	cmd.Flags().IntVar(&o.limit, "limit", 50, "how many recent tasks to list")
+	cmd.Flags().BoolVarP(&o.watch, "watch", "w", false, "read the list again every second and print it again when it changed, until Ctrl-C")
 	return cmd
+}
+
+// watch prints what k lists, then again each time it changed, reading it every interval until
+// ctx ends. Each read has its own deadline. A refused request (401, 403, a bad request) ends
+// the watch at once; other failures are reported once and retried, up to watchGiveUp in a row.
+func watch(ctx context.Context, streams Streams, o getOptions, k getKind, interval time.Duration) error {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	var (
+		last, lastErr []byte
+		failed        int
+		printed       bool
+	)
+	for {
+		raw, err := fetchRaw(ctx, o.gateway, k.path(o))
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			if _, ok := errors.AsType[*exitError](err); ok {
+				return err
+			}
+			if failed++; failed >= watchGiveUp {
+				return fmt.Errorf("gave up after %d failed reads in a row: %w", failed, err)
+			}
+			if msg := []byte(err.Error()); !bytes.Equal(msg, lastErr) {
+				fmt.Fprintln(streams.Err, "Error:", err, "(retrying)")
+				lastErr = msg
+			}
+		case !bytes.Equal(raw, last):
+			failed, lastErr, last = 0, nil, raw
+			if printed {
+				sep := "\n"
+				if o.output == "yaml" {
+					sep = "---\n"
+				}
+				if o.output != "json" {
+					fmt.Fprint(streams.Out, sep)
+				}
+			}
+			if err := k.print(streams, o, raw); err != nil {
+				return err
+			}
+			printed = true
+		default:
+			failed, lastErr = 0, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// fetchRaw GETs an admin endpoint of the gateway, within 5 seconds.
+func fetchRaw(ctx context.Context, gw gatewayTarget, path string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return adminRaw(ctx, http.MethodGet, gw, path, nil)
 }
 
 // fetchJSON GETs an admin endpoint of the gateway, within 5 seconds, and decodes its answer into v.
@@ -91,12 +214,12 @@ func printData(w io.Writer, format string, v any) error {
 	return fmt.Errorf("unknown format %q", format)
 }
 
-func getAgents(ctx context.Context, streams Streams, o getOptions) error {
+func printAgents(streams Streams, o getOptions, raw []byte) error {
 	var resp struct {
 		Agents []gateway.AgentStatus `json:"agents"`
 	}
-	if err := fetchJSON(ctx, o.gateway, "/api/v1/agents", &resp); err != nil {
-		return err
+	if err := json.Unmarshal(raw, &resp); err != nil {
+		return fmt.Errorf("the gateway answered something else than JSON: %w", err)
 	}
 	if o.output != "table" {
 		return printData(streams.Out, o.output, resp.Agents)
@@ -110,16 +233,12 @@ func getAgents(ctx context.Context, streams Streams, o getOptions) error {
 	return tw.Flush()
 }
 
-func getReplicas(ctx context.Context, streams Streams, o getOptions) error {
+func printReplicas(streams Streams, o getOptions, raw []byte) error {
 	var resp struct {
 		Replicas []gateway.ReplicaStatus `json:"replicas"`
 	}
-	path := "/api/v1/replicas"
-	if o.agent != "" {
-		path += "?agent=" + url.QueryEscape(o.agent)
-	}
-	if err := fetchJSON(ctx, o.gateway, path, &resp); err != nil {
-		return err
+	if err := json.Unmarshal(raw, &resp); err != nil {
+		return fmt.Errorf("the gateway answered something else than JSON: %w", err)
 	}
 	if o.output != "table" {
 		return printData(streams.Out, o.output, resp.Replicas)
@@ -164,16 +283,12 @@ func age(now, since time.Time) string {
 	}
 }
 
-func getTasks(ctx context.Context, streams Streams, o getOptions) error {
+func printTasks(streams Streams, o getOptions, raw []byte) error {
 	var resp struct {
 		Tasks []gateway.TaskSummary `json:"tasks"`
 	}
-	q := url.Values{"limit": {strconv.Itoa(o.limit)}}
-	if o.agent != "" {
-		q.Set("agent", o.agent)
-	}
-	if err := fetchJSON(ctx, o.gateway, "/api/v1/tasks?"+q.Encode(), &resp); err != nil {
-		return err
+	if err := json.Unmarshal(raw, &resp); err != nil {
+		return fmt.Errorf("the gateway answered something else than JSON: %w", err)
 	}
 	if o.output != "table" {
 		return printData(streams.Out, o.output, resp.Tasks)
@@ -188,10 +303,10 @@ func getTasks(ctx context.Context, streams Streams, o getOptions) error {
 	return tw.Flush()
 }
 
-func getGateways(ctx context.Context, streams Streams, o getOptions) error {
+func printGateways(streams Streams, o getOptions, raw []byte) error {
 	var resp gateway.FleetStatus
-	if err := fetchJSON(ctx, o.gateway, "/api/v1/fleet", &resp); err != nil {
-		return err
+	if err := json.Unmarshal(raw, &resp); err != nil {
+		return fmt.Errorf("the gateway answered something else than JSON: %w", err)
 	}
 	if o.output != "table" {
 		return printData(streams.Out, o.output, resp.Members)
@@ -238,10 +353,10 @@ type SiteStatus struct {
 	Queued   int      `json:"queued"`
 }
 
-func getSites(ctx context.Context, streams Streams, o getOptions) error {
+func printSites(streams Streams, o getOptions, raw []byte) error {
 	var resp gateway.FleetStatus
-	if err := fetchJSON(ctx, o.gateway, "/api/v1/fleet", &resp); err != nil {
-		return err
+	if err := json.Unmarshal(raw, &resp); err != nil {
+		return fmt.Errorf("the gateway answered something else than JSON: %w", err)
 	}
 	by := map[string]*SiteStatus{}
 	var sites []*SiteStatus
@@ -280,5 +395,43 @@ func getSites(ctx context.Context, streams Streams, o getOptions) error {
 		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d/%d\t%d\n", orDash(s.Site), len(s.Gateways), orDash(strings.Join(s.Agents, ",")),
 			s.Ready, s.InFlight, s.Slots, s.Queued)
 	}
+	return tw.Flush()
+}
+
+// printTask prints the task id of a GET /api/v1/tasks answer, as describe does.
+func printTask(streams Streams, o getOptions, raw []byte, id string) error {
+	var resp struct {
+		Tasks []gateway.TaskSummary `json:"tasks"`
+	}
+	if err := json.Unmarshal(raw, &resp); err != nil {
+		return fmt.Errorf("the gateway answered something else than JSON: %w", err)
+	}
+	i := slices.IndexFunc(resp.Tasks, func(t gateway.TaskSummary) bool { return t.ID == id })
+	if i < 0 {
+		of := ""
+		if o.agent != "" {
+			of = " of agent " + o.agent
+		}
+		return fmt.Errorf("no task %q among the last %d tasks%s this gateway handled (it keeps no older ones; see agentplane get tasks)",
+			id, gateway.RecentTasks, of)
+	}
+	t := resp.Tasks[i]
+	if o.output != "table" {
+		return printData(streams.Out, o.output, t)
+	}
+	tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
+	field := func(k, v string) { fmt.Fprintf(tw, "%s:\t%s\n", k, v) }
+	field("ID", t.ID)
+	field("Agent", t.Agent)
+	field("State", t.State)
+	field("Replica", orDash(t.Replica))
+	field("Attempts", strconv.Itoa(t.Attempts))
+	if t.Async {
+		field("Async", "yes (returnImmediately: queued durably)")
+	}
+	field("Created", t.CreatedAt.Format(time.RFC3339Nano))
+	field("Updated", t.UpdatedAt.Format(time.RFC3339Nano))
+	field("Duration", (time.Duration(t.LatencyMs) * time.Millisecond).String())
+	field("Reason", orDash(t.Reason))
 	return tw.Flush()
 }
