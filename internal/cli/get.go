@@ -31,6 +31,9 @@ type getOptions struct {
 	watch   bool
 }
 
+// maxRecentTasks is how many tasks GET /api/v1/tasks can list: the latest the gateway touched.
+const maxRecentTasks = 500
+
 // Watching: how often a list is read again, and after how many failed reads in a row the watch
 // gives up.
 const (
@@ -55,7 +58,7 @@ func getKinds(id string) map[string]getKind {
 	tasks := getKind{func(o getOptions) string {
 		q := url.Values{"limit": {strconv.Itoa(o.limit)}}
 		if id != "" {
-			q.Set("limit", strconv.Itoa(gateway.RecentTasks)) // the one task is looked for among all the gateway keeps
+			q.Set("limit", strconv.Itoa(maxRecentTasks)) // the one task is looked for among all the gateway keeps
 		}
 		if o.agent != "" {
 			q.Set("agent", o.agent)
@@ -98,8 +101,8 @@ printed again when it changed, until Ctrl-C.`,
 			default:
 				return &exitError{code: 2, err: fmt.Errorf("-o %q: must be table, json or yaml", o.output)}
 			}
-			if o.limit < 1 || o.limit > gateway.RecentTasks {
-				return &exitError{code: 2, err: fmt.Errorf("--limit %d: must be from 1 to %d", o.limit, gateway.RecentTasks)}
+			if o.limit < 1 || o.limit > maxRecentTasks {
+				return &exitError{code: 2, err: fmt.Errorf("--limit %d: must be from 1 to %d", o.limit, maxRecentTasks)}
 			}
 			var id string
 			if len(args) == 2 {
@@ -413,7 +416,7 @@ func printTask(streams Streams, o getOptions, raw []byte, id string) error {
 			of = " of agent " + o.agent
 		}
 		return fmt.Errorf("no task %q among the last %d tasks%s this gateway handled (it keeps no older ones; see agentplane get tasks)",
-			id, gateway.RecentTasks, of)
+			id, maxRecentTasks, of)
 	}
 	t := resp.Tasks[i]
 	if o.output != "table" {

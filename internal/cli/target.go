@@ -303,8 +303,10 @@ func (g gatewayTarget) statusError(resp *http.Response) error {
 		if json.Unmarshal(raw, &e) == nil && e.Error != "" {
 			msg = e.Error
 		}
-		return fmt.Errorf("the gateway at %s refused this request (403 Forbidden): %s; %s. The admin API (get, describe, logs, apply) is "+
-			"for members of the gateway's admin group (agentplane-admins unless configured otherwise): use an admin's credentials",
+		if g.Token == "" && g.ClientCert == "" {
+			return fmt.Errorf("the gateway at %s answered 403 Forbidden: %s", g.URL, msg)
+		}
+		return fmt.Errorf("the gateway at %s answered 403 Forbidden: %s. It accepted %s, but does not let its subject do this: use an admin's credentials",
 			g.URL, msg, g.sentCredentials())
 	}
 	return adminResponseError(resp)
@@ -340,10 +342,7 @@ func (g gatewayTarget) sentCredentials() string {
 	if g.ClientCert != "" {
 		parts = append(parts, g.certFrom)
 	}
-	if len(parts) == 0 {
-		return "no credentials were sent"
-	}
-	return "it was sent " + strings.Join(parts, " and ")
+	return strings.Join(parts, " and ")
 }
 
 // adminDo sends a request to an admin endpoint of the gateway and decodes its JSON answer into

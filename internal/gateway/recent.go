@@ -10,8 +10,8 @@ import (
 	"github.com/agentplane/agentplane/internal/tasks"
 )
 
-// RecentTasks is how many tasks GET /api/v1/tasks can list: the latest this gateway touched.
-const RecentTasks = 500
+// recentSize is how many tasks GET /api/v1/tasks can list.
+const recentSize = 500
 
 // TaskSummary is one entry of GET /api/v1/tasks: what an operator needs to see of a task,
 // never its content.
@@ -45,7 +45,7 @@ func (r *recentTasks) note(t *store.Task) {
 	defer r.mu.Unlock()
 	if _, ok := r.by[t.ID]; !ok {
 		r.order = append(r.order, t.ID)
-		if len(r.order) > RecentTasks {
+		if len(r.order) > recentSize {
 			delete(r.by, r.order[0])
 			r.order = r.order[1:]
 		}
@@ -70,8 +70,8 @@ func (a *adminAPI) tasks(w http.ResponseWriter, r *http.Request) {
 	limit := 50
 	if v := r.URL.Query().Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > RecentTasks {
-			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "limit must be a number from 1 to " + strconv.Itoa(RecentTasks)})
+		if err != nil || n < 1 || n > recentSize {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "limit must be a number from 1 to " + strconv.Itoa(recentSize)})
 			return
 		}
 		limit = n
