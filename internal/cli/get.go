@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"net/url"
 	"slices"
@@ -41,35 +42,39 @@ const (
 	watchGiveUp   = 30
 )
 
-// getKind is one kind of thing `get` lists: where the gateway serves it and how it is printed.
+// getKind is one kind of thing `get` shows: how it is read from the gateway (each read within
+// 5 seconds) and how it is printed.
 type getKind struct {
-	path  func(o getOptions) string
+	fetch func(ctx context.Context, o getOptions) ([]byte, error)
 	print func(streams Streams, o getOptions, raw []byte) error
 }
 
+// at reads the admin endpoint path(o).
+func at(path func(o getOptions) string) func(context.Context, getOptions) ([]byte, error) {
+	return func(ctx context.Context, o getOptions) ([]byte, error) { return fetchRaw(ctx, o.gateway, path(o)) }
+}
+
 func getKinds(id string) map[string]getKind {
-	agents := getKind{func(getOptions) string { return "/api/v1/agents" }, printAgents}
-	replicas := getKind{func(o getOptions) string {
+	agents := getKind{at(func(getOptions) string { return "/api/v1/agents" }), printAgents}
+	replicas := getKind{at(func(o getOptions) string {
 		if o.agent != "" {
 			return "/api/v1/replicas?agent=" + url.QueryEscape(o.agent)
 		}
 		return "/api/v1/replicas"
-	}, printReplicas}
-	tasks := getKind{func(o getOptions) string {
+	}), printReplicas}
+	tasks := getKind{at(func(o getOptions) string {
 		q := url.Values{"limit": {strconv.Itoa(o.limit)}}
-		if id != "" {
-			q.Set("limit", strconv.Itoa(maxRecentTasks)) // the one task is looked for among all the gateway keeps
-		}
 		if o.agent != "" {
 			q.Set("agent", o.agent)
 		}
 		return "/api/v1/tasks?" + q.Encode()
-	}, printTasks}
+	}), printTasks}
 	if id != "" {
-		tasks.print = func(streams Streams, o getOptions, raw []byte) error { return printTask(streams, o, raw, id) }
+		tasks = getKind{func(ctx context.Context, o getOptions) ([]byte, error) { return fetchTask(ctx, o, id) }, printTask}
 	}
-	gateways := getKind{func(getOptions) string { return "/api/v1/fleet" }, printGateways}
-	sites := getKind{func(getOptions) string { return "/api/v1/fleet" }, printSites}
+	fleet := at(func(getOptions) string { return "/api/v1/fleet" })
+	gateways := getKind{fleet, printGateways}
+	sites := getKind{fleet, printSites}
 	return map[string]getKind{
 		"agents": agents, "agent": agents, "ag": agents,
 		"replicas": replicas, "replica": replicas,
@@ -118,7 +123,7 @@ printed again when it changed, until Ctrl-C.`,
 			if o.watch {
 				return watch(cmd.Context(), streams, o, k, watchInterval)
 			}
-			raw, err := fetchRaw(cmd.Context(), o.gateway, k.path(o))
+			raw, err := k.fetch(cmd.Context(), o)
 			if err != nil {
 				return err
 			}
@@ -145,7 +150,7 @@ func watch(ctx context.Context, streams Streams, o getOptions, k getKind, interv
 		printed       bool
 	)
 	for {
-		raw, err := fetchRaw(ctx, o.gateway, k.path(o))
+		raw, err := k.fetch(ctx, o)
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -401,24 +406,76 @@ func printSites(streams Streams, o getOptions, raw []byte) error {
 	return tw.Flush()
 }
 
-// printTask prints the task id of a GET /api/v1/tasks answer, as describe does.
-func printTask(streams Streams, o getOptions, raw []byte, id string) error {
-	var resp struct {
+// taskDetail is what get task shows of one task: the answer of GET /api/v1/tasks/{id} (the
+// task's record in the journal, and the changes this gateway saw of it), or, from a gateway
+// without that endpoint, its entry in GET /api/v1/tasks. Never its messages or results.
+type taskDetail struct {
+	gateway.TaskSummary
+	Method   string `json:"method,omitempty"`
+	Priority string `json:"priority,omitempty"`
+	Subject  string `json:"subject,omitempty"`
+	Tenant   string `json:"tenant,omitempty"`
+	Owner    string `json:"owner,omitempty"`
+	Origin   string `json:"origin,omitempty"`
+	History  []struct {
+		At      time.Time `json:"at"`
+		State   string    `json:"state"`
+		Replica string    `json:"replica,omitempty"`
+		Attempt int       `json:"attempt"`
+		Reason  string    `json:"reason,omitempty"`
+	} `json:"history,omitempty"`
+	HistoryTruncated bool `json:"historyTruncated,omitempty"`
+}
+
+// fetchTask reads task id: from GET /api/v1/tasks/{id}, or, when the gateway has no such
+// endpoint (it answers the mux's plain 404), from the recent tasks it lists.
+func fetchTask(ctx context.Context, o getOptions, id string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(o.gateway.URL, "/")+"/api/v1/tasks/"+url.PathEscape(id), nil)
+	if err != nil {
+		return nil, &exitError{code: 2, err: err}
+	}
+	resp, err := o.gateway.send(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	ct, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		return io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	case resp.StatusCode != http.StatusNotFound || ct == "application/json":
+		return nil, o.gateway.statusError(resp)
+	}
+	q := url.Values{"limit": {strconv.Itoa(maxRecentTasks)}}
+	if o.agent != "" {
+		q.Set("agent", o.agent)
+	}
+	raw, err := adminRaw(ctx, http.MethodGet, o.gateway, "/api/v1/tasks?"+q.Encode(), nil)
+	if err != nil {
+		return nil, err
+	}
+	var list struct {
 		Tasks []gateway.TaskSummary `json:"tasks"`
 	}
-	if err := json.Unmarshal(raw, &resp); err != nil {
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, fmt.Errorf("the gateway answered something else than JSON: %w", err)
+	}
+	i := slices.IndexFunc(list.Tasks, func(t gateway.TaskSummary) bool { return t.ID == id })
+	if i < 0 {
+		return nil, fmt.Errorf("no task %q among the last %d tasks this gateway handled (it keeps no older ones; see agentplane get tasks)",
+			id, maxRecentTasks)
+	}
+	return json.Marshal(taskDetail{TaskSummary: list.Tasks[i]})
+}
+
+// printTask prints a taskDetail as describe does.
+func printTask(streams Streams, o getOptions, raw []byte) error {
+	var t taskDetail
+	if err := json.Unmarshal(raw, &t); err != nil {
 		return fmt.Errorf("the gateway answered something else than JSON: %w", err)
 	}
-	i := slices.IndexFunc(resp.Tasks, func(t gateway.TaskSummary) bool { return t.ID == id })
-	if i < 0 {
-		of := ""
-		if o.agent != "" {
-			of = " of agent " + o.agent
-		}
-		return fmt.Errorf("no task %q among the last %d tasks%s this gateway handled (it keeps no older ones; see agentplane get tasks)",
-			id, maxRecentTasks, of)
-	}
-	t := resp.Tasks[i]
 	if o.output != "table" {
 		return printData(streams.Out, o.output, t)
 	}
@@ -429,6 +486,15 @@ func printTask(streams Streams, o getOptions, raw []byte, id string) error {
 	field("State", t.State)
 	field("Replica", orDash(t.Replica))
 	field("Attempts", strconv.Itoa(t.Attempts))
+	if t.Method != "" {
+		field("Method", t.Method)
+	}
+	if t.Subject != "" {
+		field("Asked by", t.Subject+orEmpty(" (tenant ", t.Tenant, ")"))
+	}
+	if t.Priority != "" {
+		field("Priority", t.Priority)
+	}
 	if t.Async {
 		field("Async", "yes (returnImmediately: queued durably)")
 	}
@@ -436,5 +502,28 @@ func printTask(streams Streams, o getOptions, raw []byte, id string) error {
 	field("Updated", t.UpdatedAt.Format(time.RFC3339Nano))
 	field("Duration", (time.Duration(t.LatencyMs) * time.Millisecond).String())
 	field("Reason", orDash(t.Reason))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(t.History) == 0 {
+		return nil
+	}
+	fmt.Fprintln(streams.Out, "History:")
+	tw = tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  AT\tSTATE\tREPLICA\tATTEMPT\tREASON")
+	for i, e := range t.History {
+		if t.HistoryTruncated && i == len(t.History)/2 {
+			fmt.Fprintln(tw, "  ...\t\t\t\t")
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\n", e.At.Format(time.RFC3339Nano), e.State, orDash(e.Replica), e.Attempt, orDash(e.Reason))
+	}
 	return tw.Flush()
+}
+
+// orEmpty is prefix+s+suffix, or "" when s is.
+func orEmpty(prefix, s, suffix string) string {
+	if s == "" {
+		return ""
+	}
+	return prefix + s + suffix
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -15,60 +16,108 @@ import (
 )
 
 // fakeTasks serves GET /api/v1/tasks with two tasks, of two agents, and records the queries.
-func fakeTasks(t *testing.T, queries chan<- string) *httptest.Server {
+// With detail, it also serves GET /api/v1/tasks/{id} for t-2, with its history, as a gateway
+// with that endpoint does; without, it answers that path as the mux of an older one.
+func fakeTasks(t *testing.T, queries chan<- string, detail bool) *httptest.Server {
 	t.Helper()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if queries != nil {
-			queries <- r.URL.RawQuery
-		}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/tasks", func(w http.ResponseWriter, r *http.Request) {
+		queries <- r.URL.RawQuery
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprint(w, `{"tasks":[
  {"id":"t-2","agent":"radiology","state":"TASK_STATE_FAILED","replica":"radiology-1","attempts":3,"reason":"retry budget exhausted",
   "createdAt":"2026-05-01T12:00:00Z","updatedAt":"2026-05-01T12:00:02.5Z","latencyMs":2500},
  {"id":"t-1","agent":"triage","state":"TASK_STATE_COMPLETED","replica":"triage-0","attempts":1,
   "createdAt":"2026-05-01T11:59:00Z","updatedAt":"2026-05-01T11:59:00.2Z","latencyMs":200}]}`)
-	}))
+	})
+	if detail {
+		mux.HandleFunc("GET /api/v1/tasks/{id}", func(w http.ResponseWriter, r *http.Request) {
+			queries <- r.URL.Path
+			w.Header().Set("Content-Type", "application/json")
+			if r.PathValue("id") != "t-2" {
+				w.WriteHeader(http.StatusNotFound)
+				fmt.Fprintf(w, `{"error":%q}`, "no task "+strconv.Quote(r.PathValue("id"))+" in the journal")
+				return
+			}
+			fmt.Fprint(w, `{"id":"t-2","agent":"radiology","state":"TASK_STATE_FAILED","replica":"radiology-1","attempts":3,
+ "reason":"retry budget exhausted","createdAt":"2026-05-01T12:00:00Z","updatedAt":"2026-05-01T12:00:02.5Z","latencyMs":2500,
+ "method":"SendMessage","subject":"nurse-a","tenant":"clinic-a","history":[
+  {"at":"2026-05-01T12:00:00Z","state":"TASK_STATE_SUBMITTED","attempt":0},
+  {"at":"2026-05-01T12:00:00.1Z","state":"TASK_STATE_WORKING","replica":"radiology-0","attempt":1},
+  {"at":"2026-05-01T12:00:02.5Z","state":"TASK_STATE_FAILED","replica":"radiology-1","attempt":3,"reason":"retry budget exhausted"}]}`)
+		})
+	}
+	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return srv
 }
 
-// get task ID shows one task's state, agent, replica, attempts, timings and reason, looked for
-// among all the tasks the gateway keeps; get tasks --agent asks the gateway for that agent's.
+// get task ID shows one task's state, agent, replica, attempts, timings and reason, never its
+// messages: from GET /api/v1/tasks/{id} with its history, or, from a gateway without that
+// endpoint, looked for among all the recent tasks it keeps. get tasks --agent asks the gateway
+// for that agent's.
 func TestGetTask(t *testing.T) {
 	t.Setenv(envConfig, filepath.Join(t.TempDir(), "none.yaml"))
-	queries := make(chan string, 10)
-	srv := fakeTasks(t, queries)
+	summary := []string{"ID:        t-2", "Agent:     radiology", "State:     TASK_STATE_FAILED", "Replica:   radiology-1",
+		"Attempts:  3", "Duration:  2.5s", "Reason:    retry budget exhausted", "Created:   2026-05-01T12:00:00Z"}
 
-	out, errs, code := runCLI(t.Context(), t, newGetCommand, "task", "t-2", "--gateway", srv.URL)
-	if code != 0 {
-		t.Fatal(errs)
-	}
-	for _, want := range []string{"ID:        t-2", "Agent:     radiology", "State:     TASK_STATE_FAILED", "Replica:   radiology-1",
-		"Attempts:  3", "Duration:  2.5s", "Reason:    retry budget exhausted", "Created:   2026-05-01T12:00:00Z"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("get task t-2: no %q in\n%s", want, out)
+	t.Run("from the list", func(t *testing.T) {
+		queries := make(chan string, 10)
+		srv := fakeTasks(t, queries, false)
+		out, errs, code := runCLI(t.Context(), t, newGetCommand, "task", "t-2", "--gateway", srv.URL)
+		if code != 0 {
+			t.Fatal(errs)
 		}
-	}
-	if q := <-queries; q != "limit=500" {
-		t.Errorf("get task asked for %q, want all the gateway keeps", q)
-	}
-	if out, _, _ := runCLI(t.Context(), t, newGetCommand, "task", "t-1", "--gateway", srv.URL, "-o", "json"); !strings.Contains(out, `"id": "t-1"`) || strings.Contains(out, "t-2") {
-		t.Errorf("get task t-1 -o json:\n%s", out)
-	}
-	<-queries
-	if _, errs, code := runCLI(t.Context(), t, newGetCommand, "task", "t-9", "--gateway", srv.URL); code != 1 || !strings.Contains(errs, `no task "t-9" among the last 500`) {
-		t.Errorf("an unknown task: %d %q", code, errs)
-	}
-	<-queries
-	if _, _, code := runCLI(t.Context(), t, newGetCommand, "tasks", "--agent", "triage", "--gateway", srv.URL); code != 0 {
-		t.Fatal("get tasks --agent")
-	}
-	if q := <-queries; q != "agent=triage&limit=50" {
-		t.Errorf("get tasks --agent triage asked for %q", q)
-	}
-	if _, errs, code := runCLI(t.Context(), t, newGetCommand, "agents", "triage", "--gateway", srv.URL); code != 2 || !strings.Contains(errs, "takes no name") {
-		t.Errorf("get agents NAME: %d %q", code, errs)
-	}
+		for _, want := range summary {
+			if !strings.Contains(out, want) {
+				t.Errorf("get task t-2: no %q in\n%s", want, out)
+			}
+		}
+		if q := <-queries; q != "limit=500" {
+			t.Errorf("get task asked for %q, want all the gateway keeps", q)
+		}
+		if out, _, _ := runCLI(t.Context(), t, newGetCommand, "task", "t-1", "--gateway", srv.URL, "-o", "json"); !strings.Contains(out, `"id": "t-1"`) || strings.Contains(out, "t-2") {
+			t.Errorf("get task t-1 -o json:\n%s", out)
+		}
+		<-queries
+		if _, errs, code := runCLI(t.Context(), t, newGetCommand, "task", "t-9", "--gateway", srv.URL); code != 1 || !strings.Contains(errs, `no task "t-9" among the last 500`) {
+			t.Errorf("an unknown task: %d %q", code, errs)
+		}
+		<-queries
+		if _, _, code := runCLI(t.Context(), t, newGetCommand, "tasks", "--agent", "triage", "--gateway", srv.URL); code != 0 {
+			t.Fatal("get tasks --agent")
+		}
+		if q := <-queries; q != "agent=triage&limit=50" {
+			t.Errorf("get tasks --agent triage asked for %q", q)
+		}
+		if _, errs, code := runCLI(t.Context(), t, newGetCommand, "agents", "triage", "--gateway", srv.URL); code != 2 || !strings.Contains(errs, "takes no name") {
+			t.Errorf("get agents NAME: %d %q", code, errs)
+		}
+	})
+
+	t.Run("from the task endpoint", func(t *testing.T) {
+		queries := make(chan string, 10)
+		srv := fakeTasks(t, queries, true)
+		out, errs, code := runCLI(t.Context(), t, newGetCommand, "task", "t-2", "--gateway", srv.URL)
+		if code != 0 {
+			t.Fatal(errs)
+		}
+		for _, want := range append(summary, "Method:    SendMessage", "Asked by:  nurse-a (tenant clinic-a)", "History:",
+			"TASK_STATE_WORKING    radiology-0  1") {
+			if !strings.Contains(out, want) {
+				t.Errorf("get task t-2: no %q in\n%s", want, out)
+			}
+		}
+		if q := <-queries; q != "/api/v1/tasks/t-2" {
+			t.Errorf("get task asked for %q", q)
+		}
+		if _, errs, code := runCLI(t.Context(), t, newGetCommand, "task", "t-9", "--gateway", srv.URL); code != 1 || !strings.Contains(errs, `no task "t-9" in the journal`) {
+			t.Errorf("a task not in the journal: %d %q", code, errs)
+		}
+		if len(queries) != 1 { // the 404 of the endpoint is the answer: no fallback to the list
+			t.Errorf("queries: %d", len(queries))
+		}
+	})
 }
 
 // --watch prints the list, then again only when it changed, reading it each interval with a
