@@ -3,7 +3,6 @@ package cli
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -59,45 +58,6 @@ changed, one line per agent.`,
 	f.DurationVar(&o.timeout, "timeout", 15*time.Minute, "how long to wait for the change, rolling updates included")
 	gatewayFlag(cmd, &o.gateway)
 	return cmd
-}
-
-// gatewayTarget is the gateway a command talks to, and the credential it presents.
-type gatewayTarget struct {
-	URL string
-	// Token is sent as "Authorization: Bearer <token>": an API key or a JWT. Empty sends none.
-	Token string
-}
-
-// authorize adds the target's credential to req.
-func (g gatewayTarget) authorize(req *http.Request) {
-	if g.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+g.Token)
-	}
-}
-
-// gatewayFlag adds --gateway, defaulting to $AGENTPLANE_GATEWAY or the default address of up,
-// and --token, defaulting to $AGENTPLANE_TOKEN, for a gateway with authentication on. The
-// token's value is never printed (not even as the flag's default in --help).
-func gatewayFlag(cmd *cobra.Command, target *gatewayTarget) {
-	gw := os.Getenv("AGENTPLANE_GATEWAY")
-	if gw == "" {
-		gw = defaultGatewayURL
-	}
-	cmd.Flags().StringVar(&target.URL, "gateway", gw, "gateway base URL (env AGENTPLANE_GATEWAY)")
-	cmd.Flags().StringVar(&target.Token, "token", "", "API key or bearer JWT for a gateway with authentication on (env AGENTPLANE_TOKEN)")
-	cmd.PreRun = chainPreRun(cmd.PreRun, func(*cobra.Command, []string) {
-		if target.Token == "" {
-			target.Token = os.Getenv("AGENTPLANE_TOKEN")
-		}
-	})
-}
-
-// chainPreRun runs a, then b.
-func chainPreRun(a, b func(*cobra.Command, []string)) func(*cobra.Command, []string) {
-	if a == nil {
-		return b
-	}
-	return func(c *cobra.Command, args []string) { a(c, args); b(c, args) }
 }
 
 func runApply(ctx context.Context, streams Streams, o applyOptions) error {
@@ -192,60 +152,4 @@ func printDiff(w io.Writer, d supervisor.Diff) error {
 		}
 	}
 	return nil
-}
-
-// adminDo sends a request to an admin endpoint of the gateway and decodes its JSON answer into
-// v. An error answer becomes an error with the gateway's message.
-func adminDo(ctx context.Context, method string, gw gatewayTarget, path string, body []byte, v any) error {
-	base := gw.URL
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(base, "/")+path, bytes.NewReader(body))
-	if err != nil {
-		return &exitError{code: 2, err: fmt.Errorf("--gateway %q: %w", base, err)}
-	}
-	if method == http.MethodPost {
-		req.Header.Set("Content-Type", "application/yaml")
-	}
-	gw.authorize(req)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("no answer from the gateway at %s in time: %w", base, err)
-		}
-		return fmt.Errorf("cannot reach the gateway at %s: %w (is agentplane up running? set --gateway)", base, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return adminResponseError(resp)
-	}
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(raw, v); err != nil {
-		return fmt.Errorf("the gateway answered something else than JSON: %w", err)
-	}
-	return nil
-}
-
-// adminResponseError turns an error answer of an admin endpoint into an error.
-func adminResponseError(resp *http.Response) error {
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	var e adminErrorBody
-	if json.Unmarshal(raw, &e) != nil || e.Error == "" {
-		msg := strings.TrimSpace(string(raw))
-		if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
-			return fmt.Errorf("the gateway answered %s to %s: is it an agentplane up with the admin API? (%s)", resp.Status, resp.Request.URL.Path, msg)
-		}
-		return fmt.Errorf("the gateway answered %s: %s", resp.Status, msg)
-	}
-	err := fmt.Errorf("%s", e.Error)
-	if d := e.Diff; d != nil && d.Changed() {
-		var b strings.Builder
-		_ = printDiff(&b, *d)
-		err = fmt.Errorf("%s\nwhat it set out to do:\n%s", e.Error, strings.TrimSpace(b.String()))
-	}
-	if resp.StatusCode == http.StatusBadRequest {
-		return &exitError{code: 2, err: err}
-	}
-	return err
 }

@@ -70,19 +70,22 @@ func runLogs(ctx context.Context, streams Streams, o logsOptions, arg string, re
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return &exitError{code: 2, err: fmt.Errorf("--gateway %q: %w", o.gateway.URL, err)}
 	}
-	o.gateway.authorize(req)
-	client := &http.Client{Transport: &http.Transport{Proxy: nil, ResponseHeaderTimeout: 10 * time.Second}}
-	resp, err := client.Do(req)
+	// The answer's headers must come within 10 seconds; with -f its body then lasts until Ctrl-C.
+	headers := time.AfterFunc(10*time.Second, cancel)
+	resp, err := o.gateway.send(req)
+	headers.Stop()
 	if err != nil {
-		return fmt.Errorf("cannot reach the gateway at %s: %w (is agentplane up running? set --gateway)", o.gateway.URL, err)
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return adminResponseError(resp)
+		return o.gateway.statusError(resp)
 	}
 	if _, err := io.Copy(streams.Out, resp.Body); err != nil && ctx.Err() == nil {
 		return fmt.Errorf("reading the log of %s: %w", name, err)

@@ -149,6 +149,7 @@ func NewRootCommand(streams Streams) *cobra.Command {
 		newGatewayCommand(streams),
 		newSimagentCommand(streams),
 		newAuditCommand(streams),
+		newConfigCommand(streams),
 		newVersionCommand(streams),
 	)
 	return root
