@@ -11,6 +11,7 @@ import (
 	"github.com/agentplane/agentplane/internal/audit"
 	"github.com/agentplane/agentplane/internal/discovery"
 	"github.com/agentplane/agentplane/internal/fleet"
+	"github.com/agentplane/agentplane/internal/store"
 )
 
 // adminAPI serves the gateway's own admin endpoints (GET /api/v1/agents, replicas, tasks and
@@ -19,8 +20,10 @@ type adminAPI struct {
 	source discovery.Source
 	pool   *pool
 	recent *recentTasks
-	log    *slog.Logger
-	fleet  *fleet.Fleet
+	// journal is read for one task's record (GET /api/v1/tasks/{id}).
+	journal store.Journal
+	log     *slog.Logger
+	fleet   *fleet.Fleet
 }
 
 // FleetStatus is the answer of GET /api/v1/fleet: the live gateways of the fleet as this one
