@@ -1,5 +1,7 @@
-// Package ui_test drives the dashboard (internal/ui) in a real headless Chromium against a fake
-// admin API whose data changes while the page is open.
+// Package ui_test drives the dashboard (internal/ui) in a real headless Chromium: against a fake
+// admin API whose data changes while the page is open (every state and layout at once: sites,
+// zones, an ejected replica, the fleet, the audit trail, an API key), and against a real
+// `agentplane up` with agents that cannot start (live_test.go).
 //
 // It needs Debian's chromium (apt-get install -y chromium; AGENTPLANE_CHROMIUM names another
 // binary). Without one the test skips, except under CI=true, where it fails. Screenshots go to
@@ -396,7 +398,7 @@ func TestDashboardShowsAgentsAndFollowsAKilledReplica(t *testing.T) {
 			r.textContent.includes("signal: killed");
 	})()`, 5*time.Second)
 	waitFor(bctx, t, "2 unhealthy replicas, each with why", `document.querySelector('[data-metric="Unhealthy"]').firstChild.textContent === "2" &&
-		document.querySelector('[data-unhealthy="triage-1"]').textContent.includes("crash-looping: last exit signal: killed") &&
+		document.querySelector('[data-unhealthy="triage-1"]').textContent.includes("crash-looping (last exit: signal: killed, restarts: 1)") &&
 		document.querySelector('[data-unhealthy="radiology-1"]').textContent.includes("ejected")`, 5*time.Second)
 	if got := eval[string](bctx, t, `document.querySelector('article[data-agent="triage"] .agent-head .badge').textContent`); got != "2/3 ready" {
 		t.Errorf("triage's readiness shows %q, want 2/3 ready", got)

@@ -107,19 +107,19 @@
     const forAge = age !== null ? " for " + fmtDuration(age) : "";
     switch (r.state) {
       case "CrashLoopBackOff": {
-        let why = "crash-looping";
-        if (r.lastExit) why += ": last exit " + r.lastExit;
-        if (num(r.restarts)) why += ", restarts: " + num(r.restarts);
-        return withExtra(why);
+        const parts = [];
+        if (r.lastExit) parts.push("last exit: " + r.lastExit);
+        if (num(r.restarts)) parts.push("restarts: " + num(r.restarts));
+        return withExtra("crash-looping" + (parts.length ? " (" + parts.join(", ") + ")" : ""));
       }
       case "Starting": case "Pending":
         if (age !== null && age < STARTING_GRACE_MS) return null;
         return withExtra((r.state === "Pending" ? "not started" : "starting, startup probe not passed") + forAge +
-          (r.lastExit ? "; last exit " + r.lastExit : ""));
+          (r.lastExit ? " (last exit: " + r.lastExit + ")" : ""));
       case "Terminating": case "Stopped":
         return null;
       case "Running":
-        if (!r.ready) return withExtra("running but failing its readiness probe" + forAge + (r.lastExit ? "; last exit " + r.lastExit : ""));
+        if (!r.ready) return withExtra("running but failing its readiness probe" + forAge);
     }
     if (r.ejected) return withExtra("ejected by the gateway after failing tasks");
     return extra.length && !r.ready ? extra.join(" — ") : null;
@@ -480,7 +480,7 @@
   // --- the panel: a replica's log, or one task -------------------------------------------------
   // It opens from links (#log=REPLICA, #task=ID), so that a view can be linked and the back
   // button closes it.
-  let panelAbort = null, panelTimer = null;
+  let panelAbort = null, panelTimer = null, panelHash = "";
 
   function stopPanel() {
     if (panelAbort) panelAbort.abort();
@@ -496,6 +496,7 @@
 
   function openPanel(title) {
     stopPanel();
+    panelHash = location.hash;
     $("panel-title").textContent = title;
     $("panel-status").textContent = "";
     $("panel-body").replaceChildren();
@@ -607,7 +608,7 @@
       ...field("Agent", t.agent || "—"),
       ...field("Method", t.method || "—"),
       ...field("Attempts", String(num(t.attempts))),
-      ...field("Replica", t.replica ? logLink(t.replica) : "—"),
+      ...field("Replica", t.replica ? el("span", { className: "mono" }, [t.replica + " ", logLink(t.replica)]) : "—"),
       ...field(settled ? "Took" : "Running for", totalEl),
       ...field("Waited for a replica", attempts.length && attempts[0].start !== null ? fmtDuration(attempts[0].start) : (settled ? "—" : "still waiting")),
       ...field("Created", fmtClock(t.createdAt) + " (" + fmtAgo(t.createdAt) + ")"),
@@ -639,7 +640,7 @@
       el("tbody", null, rows.length ? rows : [el("tr", null, [el("td", { className: "empty", text: empty, attrs: { colspan: heads.length } })])]),
     ])]);
     $("panel-status").textContent = settled ? "" : "Running · updates every second";
-    $("panel-body").replaceChildren(
+    $("panel-body").replaceChildren(...[
       info,
       el("h3", { text: "Attempts" }),
       table("attempts", ["#", "Replica", "Sent at", "Took", "Last state"], attemptRows, "Not sent to a replica yet."),
@@ -647,13 +648,16 @@
       table("history", ["Time", "After", "State", "Replica", "Attempt", "Reason"], histRows,
         "This gateway has not seen this task change since it started: the journal keeps only where it is now."),
       t.historyTruncated ? el("p", { className: "muted", text: "Some changes in the middle are left out." }) : null,
-    );
+    ].filter(Boolean));
   }
 
   $("panel-close").addEventListener("click", closePanel);
   $("panel").addEventListener("close", () => {
+    // The event comes after the fact: the panel may have been opened again since.
+    if ($("panel").open) return;
     stopPanel();
-    if (location.hash) history.replaceState(null, "", location.pathname + location.search);
+    // Forget the view's address, unless a link to another view was followed meanwhile.
+    if (location.hash && location.hash === panelHash) history.replaceState(null, "", location.pathname + location.search);
   });
   window.addEventListener("hashchange", route);
 
