@@ -12,8 +12,6 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
-
-	"github.com/agentplane/agentplane/internal/supervisor"
 )
 
 // lockedBuffer is a bytes.Buffer safe for a writer and readers at once.
@@ -91,8 +89,10 @@ func TestApplyCommand(t *testing.T) {
 	if out, errs, code := apply("-f", filepath.Join(both, "b.yml"), "--prune", "-o", "json"); code != 0 {
 		t.Fatalf("apply --prune: %d %q %q", code, out, errs)
 	} else {
-		var d supervisor.Diff
-		if err := json.Unmarshal([]byte(out), &d); err != nil || len(d.Removed) != 1 || d.Removed[0] != "echo" {
+		// The same words as the text output.
+		var r ApplyResult
+		if err := json.Unmarshal([]byte(out), &r); err != nil || len(r.Agents) != 2 ||
+			r.Agents[0] != (AppliedAgent{Agent: "echo", Action: "deleted"}) || r.Agents[1] != (AppliedAgent{Agent: "other", Action: "unchanged"}) {
 			t.Errorf("apply --prune -o json: %v %s", err, out)
 		}
 	}

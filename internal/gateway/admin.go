@@ -12,6 +12,7 @@ import (
 	"github.com/agentplane/agentplane/internal/audit"
 	"github.com/agentplane/agentplane/internal/discovery"
 	"github.com/agentplane/agentplane/internal/fleet"
+	"github.com/agentplane/agentplane/internal/store"
 )
 
 // adminAPI serves the gateway's own admin endpoints (GET /api/v1/agents, replicas, tasks and
@@ -20,8 +21,10 @@ type adminAPI struct {
 	source discovery.Source
 	pool   *pool
 	recent *recentTasks
-	log    *slog.Logger
-	fleet  *fleet.Fleet
+	// journal is read for one task's record (GET /api/v1/tasks/{id}).
+	journal store.Journal
+	log     *slog.Logger
+	fleet   *fleet.Fleet
 	// stopping is closed when the gateway starts to drain: long polls answer then.
 	stopping <-chan struct{}
 }

@@ -115,10 +115,11 @@ func TestReadyzNamesAgentsOnlyToAdmins(t *testing.T) {
 func TestEveryCallIsAuditedAndCallerTextRedacted(t *testing.T) {
 	s := newSecureGateway(t)
 	for _, c := range []struct{ method, path, token string }{
-		{http.MethodGet, "/api/v1/tasks", ""},       // 401
-		{http.MethodGet, "/api/v1/tasks", keyAlice}, // 403
-		{http.MethodGet, "/api/v1/audit", keyOps},   // an admin reading the audit log
-		{http.MethodGet, "/agents", keyAlice},       // the agent list
+		{http.MethodGet, "/api/v1/tasks", ""},                                            // 401
+		{http.MethodGet, "/api/v1/tasks", keyAlice},                                      // 403
+		{http.MethodGet, "/api/v1/tasks/0199c3e0-7a5b-7c1e-9f00-000000000001", keyAlice}, // 403: one task is for admins too
+		{http.MethodGet, "/api/v1/audit", keyOps},                                        // an admin reading the audit log
+		{http.MethodGet, "/agents", keyAlice},                                            // the agent list
 		{http.MethodGet, "/agents/triage/.well-known/agent-card.json", keyAlice},
 		{http.MethodGet, "/agents/Jane Roe 993177/.well-known/agent-card.json", keyOps},
 	} {
@@ -129,6 +130,7 @@ func TestEveryCallIsAuditedAndCallerTextRedacted(t *testing.T) {
 	want := map[string]string{
 		"GET /api/v1/tasks|anonymous|unauthenticated":             "",
 		"GET /api/v1/tasks|alice|forbidden":                       "",
+		"GET /api/v1/tasks/{id}|alice|forbidden":                  "",
 		"GET /api/v1/audit|ops|ok":                                "",
 		"GET /agents|alice|ok":                                    "",
 		"GET /agents/{name}/.well-known/agent-card.json|alice|ok": "",

@@ -12,7 +12,7 @@ import (
 
 func (g *Gateway) routes() http.Handler {
 	mux := http.NewServeMux()
-	api := &adminAPI{source: g.opts.Source, pool: g.tasks.pool, recent: g.tasks.journal.recent, log: g.log, fleet: g.opts.Fleet, stopping: g.drainStarted}
+	api := &adminAPI{source: g.opts.Source, pool: g.tasks.pool, recent: g.tasks.journal.recent, journal: g.tasks.journal.store, log: g.log, fleet: g.opts.Fleet, stopping: g.drainStarted}
 	// Every call is audited (A2A calls by serveRPC itself); probes and the static dashboard are
 	// not: they carry nothing of anyone's and come every few seconds.
 	audited := func(pattern string, h http.HandlerFunc) { mux.HandleFunc(pattern, g.audited(h)) }
@@ -37,6 +37,7 @@ func (g *Gateway) routes() http.Handler {
 	admin("GET /api/v1/agents", api.agents)
 	admin("GET /api/v1/replicas", api.replicas)
 	admin("GET /api/v1/tasks", api.tasks)
+	admin("GET /api/v1/tasks/{id}", api.task)
 	admin("GET /api/v1/fleet", api.fleetStatus)
 	admin("GET /api/v1/autoscale/wait", api.autoscaleWait)
 	if h := g.opts.Admin; h != nil {

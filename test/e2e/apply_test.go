@@ -185,3 +185,65 @@ func TestApplyRejectsBadManifests(t *testing.T) {
 		}
 	}
 }
+
+// `apply` returns once a new agent is ready, so that a task sent right after it succeeds; an
+// agent that cannot start fails apply within its --wait, naming the replica and why; and
+// --wait=false returns without waiting.
+func TestApplyWaitsUntilReady(t *testing.T) {
+	dir := t.TempDir()
+	first := filepath.Join(dir, "echo.yaml")
+	if err := os.WriteFile(first, []byte(echoManifest(1, "10ms")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	up := startUp(t, "-f", first)
+
+	fresh := filepath.Join(dir, "fresh.yaml")
+	manifest := strings.Replace(echoManifest(2, "10ms"), "name: echo", "name: fresh", 1)
+	if err := os.WriteFile(fresh, []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := agentplane(t, "apply", "-f", fresh, "--gateway", up.URL); out != "agent/echo unchanged\nagent/fresh created\n" {
+		t.Fatalf("apply printed %q", out)
+	}
+	for i := range 4 {
+		r, err := post(t.Context(), up.URL+"/agents/fresh", sendV1(1000+i, "right after apply"))
+		if err != nil || r.Status != 200 || r.Error != nil {
+			t.Fatalf("task %d right after apply: %v %d %s", i, err, r.Status, r.Body)
+		}
+	}
+
+	brokenManifest := func(name string) string {
+		p := filepath.Join(dir, name+".yaml")
+		m := fmt.Sprintf("apiVersion: agentplane.io/v1alpha1\nkind: Agent\nmetadata:\n  name: %s\nspec:\n  command: [sh, -c, \"echo cannot load the model >&2; exit 1\"]\n", name)
+		if err := os.WriteFile(p, []byte(m), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(binary, "apply", "-f", brokenManifest("broken"), "--wait=3s", "--gateway", up.URL)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	took := time.Since(start)
+	var ee *exec.ExitError
+	if !asExit(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stdout.String(), "agent/broken created\n") {
+		t.Fatalf("apply of a broken agent: %v, stdout %q, stderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	for _, want := range []string{"agent/broken is not ready after 3s", "broken-0: ", "last exit: exit status 1", "agentplane logs broken-0"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("apply's error does not say %q:\n%s", want, stderr.String())
+		}
+	}
+	if took > 15*time.Second {
+		t.Errorf("apply --wait=3s took %s", took)
+	}
+
+	start = time.Now()
+	if out := agentplane(t, "apply", "-f", brokenManifest("broken2"), "--wait=false", "--gateway", up.URL); !strings.Contains(out, "agent/broken2 created\n") {
+		t.Errorf("apply --wait=false printed %q", out)
+	}
+	if ready, _ := readyReplicas(t, up.URL, "broken2"); ready != 0 || time.Since(start) > 10*time.Second {
+		t.Errorf("apply --wait=false: %d replicas ready after %s", ready, time.Since(start))
+	}
+}

@@ -1,5 +1,7 @@
-// Package ui_test drives the dashboard (internal/ui) in a real headless Chromium against a fake
-// admin API whose data changes while the page is open.
+// Package ui_test drives the dashboard (internal/ui) in a real headless Chromium: against a fake
+// admin API whose data changes while the page is open (every state and layout at once: sites,
+// zones, an ejected replica, the fleet, the audit trail, an API key), and against a real
+// `agentplane up` with agents that cannot start (live_test.go).
 //
 // It needs Debian's chromium (apt-get install -y chromium; AGENTPLANE_CHROMIUM names another
 // binary). Without one the test skips, except under CI=true, where it fails. Screenshots go to
@@ -15,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -85,6 +88,8 @@ func newFakeAPI() *fakeAPI {
 		queued:      map[string]int{"triage": 2},
 		auditStatus: http.StatusForbidden,
 	}
+	// triage-2 was killed long ago and has run fine since: its last exit is history.
+	f.agents[0].Endpoints[2].Restarts, f.agents[0].Endpoints[2].LastExit = 1, "signal: killed"
 	now := time.Now()
 	states := []string{"completed", "completed", "working", "failed", "completed", "input-required", "completed", "canceled"}
 	for i, st := range states {
@@ -285,69 +290,13 @@ func TestDashboardShowsAgentsAndFollowsAKilledReplica(t *testing.T) {
 	t.Cleanup(func() { _ = srv.Close() })
 	base := "http://" + ln.Addr().String()
 
-	profile, err := os.MkdirTemp("", "agentplane-ui-chromium-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// Chromium's helpers may still write there for a moment after it exits.
-		for range 50 {
-			if os.RemoveAll(profile) == nil {
-				return
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	})
 	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
 	defer cancel()
-	actx, cancelAlloc := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(exe),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(profile),
-		chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("force-color-profile", "srgb"),
-		chromedp.WindowSize(1440, 1000),
-	)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(actx, chromedp.WithErrorf(t.Logf))
-	defer cancelBrowser()
-
-	// Collect what the page reports as errors: exceptions, console.error, and browser log
-	// errors, which include Content-Security-Policy violations.
-	var mu sync.Mutex
-	var pageErrors []string
-	if err := chromedp.Listen(bctx, func(ev any) {
-		mu.Lock()
-		defer mu.Unlock()
-		switch ev := ev.(type) {
-		case *runtime.EventExceptionThrown:
-			pageErrors = append(pageErrors, "exception: "+ev.ExceptionDetails.Text+" "+exceptionText(ev.ExceptionDetails))
-		case *runtime.EventConsoleAPICalled:
-			if ev.Type == runtime.ConsoleAPICalledTypeError {
-				pageErrors = append(pageErrors, "console.error")
-			}
-		case *cdplog.EventEntryAdded:
-			e := ev.Entry
-			// The audit endpoint answers 403 on purpose: the page must then hide its section.
-			// Until the key is given the API answers 401, which the page handles by asking for it.
-			expected := e.Source == cdplog.EntrySourceNetwork &&
-				(strings.Contains(e.URL, "/api/v1/audit") || strings.Contains(e.Text, "status of 401"))
-			if e.Level == cdplog.EntryLevelError && !expected {
-				pageErrors = append(pageErrors, fmt.Sprintf("%s: %s (%s)", e.Source, e.Text, e.URL))
-			}
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
+	// The audit endpoint answers 403 on purpose: the page must then hide its section. Until the
+	// key is given the API answers 401, which the page handles by asking for it.
+	bctx, pageErrors := startBrowser(ctx, t, exe, func(e *cdplog.Entry) bool {
+		return e.Source == cdplog.EntrySourceNetwork && (strings.Contains(e.URL, "/api/v1/audit") || strings.Contains(e.Text, "status of 401"))
+	})
 
 	if err := chromedp.Do(bctx, chromedp.EmulateViewport(1440, 1000), chromedp.Navigate(base+"/ui/")); err != nil {
 		t.Fatal(err)
@@ -389,6 +338,19 @@ func TestDashboardShowsAgentsAndFollowsAKilledReplica(t *testing.T) {
 	}
 	if got := eval[string](bctx, t, `String(document.querySelectorAll('[data-autoscale]').length)`); got != "1" {
 		t.Errorf("%s agents show an autoscaling line, want only scheduling", got)
+	}
+	// An old exit of a replica running fine since is shown muted, not as an alarm.
+	if got := eval[string](bctx, t, `(() => { const e = document.querySelector('[data-replica="triage/triage-2"] [data-role="exit"]');
+		return e ? e.dataset.stale + "|" + e.className + "|" + e.textContent : "none"; })()`); got != "true|exit stale|last exit: signal: killed" {
+		t.Errorf("triage-2's old exit: %q", got)
+	}
+	// A running task shows the time it has run, not 0 ms.
+	if got := eval[string](bctx, t, `(() => { const c = document.querySelector('#tasks tr[data-state="working"] td.live');
+		return c ? c.textContent : "none"; })()`); got == "none" || got == "0 ms" || got == "—" {
+		t.Errorf("the working task's time: %q", got)
+	}
+	if got := eval[string](bctx, t, `document.querySelector('[data-metric="Unhealthy"]').firstChild.textContent`); got != "1" {
+		t.Errorf("unhealthy replicas: %s, want 1 (the ejected radiology-1)", got)
 	}
 	if got := eval[string](bctx, t, `document.querySelector('[data-queued="triage"]').textContent`); got != "2" {
 		t.Errorf("triage's queue shows %q, want 2", got)
@@ -435,6 +397,9 @@ func TestDashboardShowsAgentsAndFollowsAKilledReplica(t *testing.T) {
 			r.querySelector('[data-role="health"]').textContent === "CrashLoopBackOff" &&
 			r.textContent.includes("signal: killed");
 	})()`, 5*time.Second)
+	waitFor(bctx, t, "2 unhealthy replicas, each with why", `document.querySelector('[data-metric="Unhealthy"]').firstChild.textContent === "2" &&
+		document.querySelector('[data-unhealthy="triage-1"]').textContent.includes("crash-looping (last exit: signal: killed, restarts: 1)") &&
+		document.querySelector('[data-unhealthy="radiology-1"]').textContent.includes("ejected")`, 5*time.Second)
 	if got := eval[string](bctx, t, `document.querySelector('article[data-agent="triage"] .agent-head .badge').textContent`); got != "2/3 ready" {
 		t.Errorf("triage's readiness shows %q, want 2/3 ready", got)
 	}
@@ -471,10 +436,8 @@ func TestDashboardShowsAgentsAndFollowsAKilledReplica(t *testing.T) {
 	_ = srv.Close()
 	waitFor(bctx, t, "the stale indicator", `document.querySelector("#conn").className.includes("conn-stale")`, 5*time.Second)
 
-	mu.Lock()
-	defer mu.Unlock()
 	var unexpected []string
-	for _, e := range pageErrors {
+	for _, e := range pageErrors() {
 		// After the server is closed, failed fetches are expected.
 		if !strings.Contains(e, "ERR_CONNECTION_REFUSED") && !strings.Contains(e, "Failed to fetch") {
 			unexpected = append(unexpected, e)
@@ -482,6 +445,76 @@ func TestDashboardShowsAgentsAndFollowsAKilledReplica(t *testing.T) {
 	}
 	if len(unexpected) > 0 {
 		t.Errorf("the page reported errors:\n%s", strings.Join(unexpected, "\n"))
+	}
+}
+
+// startBrowser starts a headless Chromium for the test and returns its context, and a function
+// that returns what the page reported as errors so far: exceptions, console.error, and browser
+// log errors (which include Content-Security-Policy violations) that expected does not accept.
+func startBrowser(ctx context.Context, t *testing.T, exe string, expected func(*cdplog.Entry) bool) (context.Context, func() []string) {
+	t.Helper()
+	profile, err := os.MkdirTemp("", "agentplane-ui-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Chromium's helpers may still write there for a moment after it exits.
+		for range 50 {
+			if os.RemoveAll(profile) == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx,
+		chromedp.ExecPath(exe),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.UserDataDir(profile),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.Flag("force-color-profile", "srgb"),
+		chromedp.WindowSize(1440, 1000),
+	)
+	t.Cleanup(cancelAlloc)
+	bctx, cancelBrowser := chromedp.NewContext(actx, chromedp.WithErrorf(t.Logf))
+	t.Cleanup(cancelBrowser)
+
+	// Collect what the page reports as errors: exceptions, console.error, and browser log
+	// errors, which include Content-Security-Policy violations.
+	var mu sync.Mutex
+	var pageErrors []string
+	if err := chromedp.Listen(bctx, func(ev any) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch ev := ev.(type) {
+		case *runtime.EventExceptionThrown:
+			pageErrors = append(pageErrors, "exception: "+ev.ExceptionDetails.Text+" "+exceptionText(ev.ExceptionDetails))
+		case *runtime.EventConsoleAPICalled:
+			if ev.Type == runtime.ConsoleAPICalledTypeError {
+				pageErrors = append(pageErrors, "console.error")
+			}
+		case *cdplog.EventEntryAdded:
+			e := ev.Entry
+			if e.Level == cdplog.EntryLevelError && !expected(e) {
+				pageErrors = append(pageErrors, fmt.Sprintf("%s: %s (%s)", e.Source, e.Text, e.URL))
+			}
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	return bctx, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(pageErrors)
 	}
 }
 

@@ -4,7 +4,12 @@
 
 (function () {
   const POLL_MS = 1000;
+  const TICK_MS = 250;            // live durations (running tasks) move on this often
   const AUDIT_EVERY = 5;          // polls between audit reads
+  const STARTING_GRACE_MS = 10000; // a replica starting longer than this counts as unhealthy
+  const STALE_EXIT_MS = 10 * 60 * 1000; // a last exit this long before a healthy run is history
+  const LOG_TAIL = 500;           // lines of a replica's log shown when it opens
+  const LOG_MAX_CHARS = 512 * 1024; // what the log view keeps, newest last
   const KEY_STORE = "agentplane.apiKey";
   const api = {
     agents: "../api/v1/agents",
@@ -12,6 +17,8 @@
     tasks: "../api/v1/tasks?limit=50",
     audit: "../api/v1/audit?limit=50",
     fleet: "../api/v1/fleet",
+    task: (id) => "../api/v1/tasks/" + encodeURIComponent(id),
+    log: (replica) => "../api/v1/logs/" + encodeURIComponent(replica) + "?tail=" + LOG_TAIL + "&follow=true",
   };
 
   const $ = (id) => document.getElementById(id);
@@ -77,6 +84,53 @@
     return { text: r.state || "Unknown", cls: "h-down" };
   }
 
+  // Task states that end a task's clock: it ended, or it waits for its client.
+  const SETTLED = new Set(["completed", "failed", "canceled", "rejected", "input-required", "auth-required"]);
+
+  // The gateway's clock minus this browser's, from the last GET /api/v1/tasks: running times
+  // are measured by the gateway's clock, which started them.
+  let clockSkew = 0;
+  function serverNow() { return Date.now() + clockSkew; }
+
+  function sinceMs(t) {
+    const d = parseTime(t);
+    return d ? Math.max(0, serverNow() - d.getTime()) : null;
+  }
+
+  // unhealthy says why a replica that should take tasks cannot, or null when it can (or is on
+  // its way out, or has only just started). Reason and message, when the supervisor reports
+  // them (the probe's error, the tail of the replica's output), are shown as they are.
+  function unhealthy(r) {
+    const extra = [r.reason, r.message].filter((x) => typeof x === "string" && x.trim()).map((x) => x.trim());
+    const withExtra = (why) => extra.length ? why + " — " + extra.join(" — ") : why;
+    const age = sinceMs(r.since);
+    const forAge = age !== null ? " for " + fmtDuration(age) : "";
+    switch (r.state) {
+      case "CrashLoopBackOff": {
+        const parts = [];
+        if (r.lastExit) parts.push("last exit: " + r.lastExit);
+        if (num(r.restarts)) parts.push("restarts: " + num(r.restarts));
+        return withExtra("crash-looping" + (parts.length ? " (" + parts.join(", ") + ")" : ""));
+      }
+      case "Starting": case "Pending":
+        if (age !== null && age < STARTING_GRACE_MS) return null;
+        return withExtra((r.state === "Pending" ? "not started" : "starting, startup probe not passed") + forAge +
+          (r.lastExit ? " (last exit: " + r.lastExit + ")" : ""));
+      case "Terminating": case "Stopped":
+        return null;
+      case "Running":
+        if (!r.ready) return withExtra("running but failing its readiness probe" + forAge);
+    }
+    if (r.ejected) return withExtra("ejected by the gateway after failing tasks");
+    return extra.length && !r.ready ? extra.join(" — ") : null;
+  }
+
+  // staleExit reports whether a replica's last exit is history: it has run ready since, for long.
+  function staleExit(r) {
+    const age = sinceMs(r.since);
+    return r.state === "Running" && !!r.ready && !r.ejected && age !== null && age >= STALE_EXIT_MS;
+  }
+
   function stateClass(state) {
     return "s-" + String(state || "").toLowerCase().replace(/[^a-z-]/g, "");
   }
@@ -118,7 +172,7 @@
   function renderSummary(agents, replicas, tasks) {
     const ready = replicas.filter((r) => r.ready && !r.ejected && r.state !== "CrashLoopBackOff").length;
     const crash = replicas.filter((r) => r.state === "CrashLoopBackOff").length;
-    const ejected = replicas.filter((r) => r.ejected).length;
+    const sick = replicas.filter((r) => unhealthy(r) !== null);
     const inFlight = agents.reduce((a, x) => a + num(x.inFlight), 0);
     const capacity = replicas.reduce((a, r) => a + (r.ready ? num(agentCap(agents, r.agent)) : 0), 0);
     const queued = agents.reduce((a, x) => a + num(x.queued), 0);
@@ -126,8 +180,8 @@
     const failed = tasks ? tasks.filter((t) => t.state === "failed").length : null;
     const tiles = [
       ["Agents", String(agents.length), "", "tile-agents"],
-      ["Replicas ready", String(ready), " / " + replicas.length, crash || ejected ? "t-warn" : ""],
-      ["Unhealthy", String(crash + ejected), crash ? " " + crash + " crashing" : "", crash ? "t-bad" : (ejected ? "t-warn" : "")],
+      ["Replicas ready", String(ready), " / " + replicas.length, sick.length ? "t-warn" : ""],
+      ["Unhealthy", String(sick.length), crash ? " " + crash + " crashing" : "", crash ? "t-bad" : (sick.length ? "t-warn" : "")],
       ["Tasks in flight", String(inFlight), capacity ? " / " + capacity + " slots" : "", ""],
       ["Queued", String(queued), "", queued > 0 ? "t-warn" : ""],
       ["Restarts", String(restarts), "", restarts > 0 ? "t-warn" : ""],
@@ -139,6 +193,28 @@
         el("dt", { text: label }),
         el("dd", { dataset: { metric: label } }, [value, small ? el("small", { text: small }) : null]),
       ])));
+    renderUnhealthy(sick);
+  }
+
+  // renderUnhealthy lists every replica that cannot take tasks, with why and a link to its log.
+  function renderUnhealthy(sick) {
+    const section = $("unhealthy-section");
+    section.hidden = !sick.length;
+    $("unhealthy").replaceChildren(...sick.map((r) => el("li", { dataset: { unhealthy: r.name } }, [
+      el("span", { className: "badge " + health(r).cls, text: health(r).text }),
+      " ",
+      el("b", { className: "mono", text: r.name }),
+      " ",
+      el("span", { className: "why", text: unhealthy(r) }),
+      " ",
+      logLink(r.name),
+    ])));
+  }
+
+  // logLink is a link that opens a replica's log in the panel.
+  function logLink(replica) {
+    return el("a", { className: "log-link", text: "log", attrs: { href: "#log=" + encodeURIComponent(replica) },
+      title: "Follow the log of " + replica, dataset: { log: replica } });
   }
 
   function agentCap(agents, name) {
@@ -241,7 +317,7 @@
     const meta = ["restarts " + num(r.restarts)];
     if (r.pid) meta.push("pid " + r.pid);
     const since = parseTime(r.since);
-    if (since) meta.push("since " + fmtAgo(r.since).replace(" ago", ""));
+    if (since) meta.push((r.state === "Running" ? "up " : "since ") + fmtAgo(r.since).replace(" ago", ""));
     const parts = [
       el("div", { className: "replica-head" }, [
         el("span", { className: "replica-name", text: r.name, title: r.url || r.name }),
@@ -254,9 +330,14 @@
       const s = Math.max(0, Math.round((parseTime(r.nextStart).getTime() - Date.now()) / 1000));
       parts.push(el("div", { className: "meta", text: "next start in " + s + "s" }));
     }
-    if (r.lastExit && (r.state === "CrashLoopBackOff" || num(r.restarts) > 0)) {
-      parts.push(el("div", { className: "exit", text: "last exit: " + r.lastExit }));
+    const why = unhealthy(r);
+    if (why) parts.push(el("div", { className: "why", text: why, dataset: { role: "why" } }));
+    if (r.lastExit && (r.state === "CrashLoopBackOff" || num(r.restarts) > 0) && !(why && why.includes(r.lastExit))) {
+      const stale = staleExit(r);
+      parts.push(el("div", { className: "exit" + (stale ? " stale" : ""), text: "last exit: " + r.lastExit,
+        title: stale ? "running ready since " + fmtAgo(r.since) : "", dataset: { role: "exit", stale: stale } }));
     }
+    parts.push(el("div", { className: "replica-links" }, [logLink(r.name)]));
     return el("li", {
       className: "replica " + h.cls,
       dataset: { replica: r.agent + "/" + r.name, health: h.text, ready: !!r.ready, state: r.state || "" },
@@ -281,18 +362,38 @@
     tbody.replaceChildren(...tasks.map((t) => {
       const attempts = num(t.attempts);
       return el("tr", { dataset: { task: t.id, state: t.state || "" } }, [
-        el("td", { className: "id", text: shortID(t.id), title: t.id }),
+        el("td", { className: "id" }, [el("a", { text: shortID(t.id), title: "Open task " + t.id,
+          attrs: { href: "#task=" + encodeURIComponent(t.id) }, dataset: { openTask: t.id } })]),
         el("td", { text: t.agent }),
         el("td", null, [el("span", { className: "badge " + stateClass(t.state), text: t.state || "—" })]),
-        el("td", { className: "mono", text: t.replica || "—" }),
+        el("td", { className: "mono" }, [t.replica ? el("a", { text: t.replica, title: "Follow the log of " + t.replica,
+          attrs: { href: "#log=" + encodeURIComponent(t.replica) } }) : "—"]),
         el("td", { className: "num" + (attempts > 1 ? " redispatched" : ""), text: attempts > 1 ? attempts + " (↻" + (attempts - 1) + ")" : String(attempts),
           title: attempts > 1 ? "re-dispatched " + (attempts - 1) + " time(s)" : "" }),
-        el("td", { className: "num", text: fmtDuration(t.latencyMs) }),
+        durationCell(t),
         el("td", { text: fmtAgo(t.updatedAt), title: t.updatedAt || "" }),
         el("td", { className: "reason", text: t.reason || "" }),
       ]);
     }));
     return tasks;
+  }
+
+  // durationCell is a task's time: how long it took, or, while it runs, how long it has been
+  // running, ticking.
+  function durationCell(t) {
+    if (!SETTLED.has(t.state) && parseTime(t.createdAt)) {
+      return el("td", { className: "num live", text: fmtDuration(sinceMs(t.createdAt)), title: "running; since " + t.createdAt,
+        dataset: { liveSince: t.createdAt } });
+    }
+    return el("td", { className: "num", text: fmtDuration(t.latencyMs) });
+  }
+
+  // tick moves every running time on the page.
+  function tick() {
+    for (const n of document.querySelectorAll("[data-live-since]")) {
+      const ms = sinceMs(n.dataset.liveSince);
+      if (ms !== null) n.textContent = fmtDuration(ms);
+    }
   }
 
   function renderAudit(res) {
@@ -375,6 +476,191 @@
     poll();
   });
 
+
+  // --- the panel: a replica's log, or one task -------------------------------------------------
+  // It opens from links (#log=REPLICA, #task=ID), so that a view can be linked and the back
+  // button closes it.
+  let panelAbort = null, panelTimer = null, panelHash = "";
+
+  function stopPanel() {
+    if (panelAbort) panelAbort.abort();
+    panelAbort = null;
+    clearTimeout(panelTimer);
+  }
+
+  function closePanel() {
+    stopPanel();
+    const d = $("panel");
+    if (d.open) d.close();
+  }
+
+  function openPanel(title) {
+    stopPanel();
+    panelHash = location.hash;
+    $("panel-title").textContent = title;
+    $("panel-status").textContent = "";
+    $("panel-body").replaceChildren();
+    const d = $("panel");
+    if (!d.open) d.showModal();
+    panelAbort = new AbortController();
+    return panelAbort.signal;
+  }
+
+  function route() {
+    const h = location.hash.slice(1);
+    const eq = h.indexOf("=");
+    const kind = eq > 0 ? h.slice(0, eq) : "";
+    let arg = "";
+    try { arg = decodeURIComponent(h.slice(eq + 1)); } catch (e) { arg = ""; }
+    if (kind === "log" && arg) return openLog(arg);
+    if (kind === "task" && arg) return openTask(arg);
+    closePanel();
+  }
+
+  // openLog follows a replica's log: its last lines, then lines as they are written, streamed
+  // from GET /api/v1/logs/{replica}?follow=true until the panel closes.
+  async function openLog(replica) {
+    const signal = openPanel("Log of " + replica);
+    const pre = el("pre", { className: "log", attrs: { tabindex: "0", "aria-label": "Log of " + replica, "aria-live": "off" } });
+    $("panel-body").replaceChildren(pre);
+    $("panel").dataset.view = "log";
+    $("panel").dataset.replica = replica;
+    const status = $("panel-status");
+    status.textContent = "Connecting…";
+    try {
+      const resp = await fetch(api.log(replica), { headers: authHeaders(), cache: "no-store", credentials: "same-origin", signal: signal });
+      if (resp.status !== 200) {
+        let msg = "HTTP " + resp.status;
+        try { const b = await resp.json(); if (b && b.error) msg = b.error; } catch (e) { /* not JSON */ }
+        status.textContent = resp.status === 404 && !msg.includes("replica")
+          ? "This gateway does not serve replica logs (only agentplane up does)."
+          : "Cannot read the log: " + msg;
+        return;
+      }
+      status.textContent = "Following · newest at the bottom";
+      const reader = resp.body.getReader();
+      const dec = new TextDecoder();
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        const atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+        let text = pre.textContent + dec.decode(value, { stream: true });
+        if (text.length > LOG_MAX_CHARS) text = text.slice(text.indexOf("\n", text.length - LOG_MAX_CHARS) + 1);
+        pre.textContent = text;
+        if (atEnd) pre.scrollTop = pre.scrollHeight;
+      }
+      status.textContent = "The log stream ended.";
+    } catch (e) {
+      if (!signal.aborted) status.textContent = "The log stream broke: " + (e && e.message ? e.message : e);
+    }
+  }
+
+  // openTask shows one task: its attempts, replicas, timings and state changes (never its
+  // messages), refreshed while it runs.
+  async function openTask(id) {
+    const signal = openPanel("Task " + id);
+    $("panel").dataset.view = "task";
+    $("panel").dataset.task = id;
+    const load = async () => {
+      let res;
+      try {
+        res = await get(api.task(id));
+      } catch (e) {
+        if (!signal.aborted) $("panel-status").textContent = "Gateway unreachable.";
+        res = null;
+      }
+      if (signal.aborted) return;
+      if (res && res.status === 200 && res.body) {
+        renderTask(res.body);
+        if (SETTLED.has(res.body.state)) return;
+      } else if (res) {
+        $("panel-status").textContent = res.status === 404 ? "No such task in the journal (it may have expired)." : "Cannot read the task (HTTP " + res.status + ").";
+        if (res.status === 404) return;
+      }
+      panelTimer = setTimeout(load, POLL_MS);
+    };
+    await load();
+  }
+
+  function renderTask(t) {
+    const created = parseTime(t.createdAt);
+    const settled = SETTLED.has(t.state);
+    const at = (x) => { const d = parseTime(x); return d && created ? d.getTime() - created.getTime() : null; };
+    const hist = Array.isArray(t.history) ? t.history : [];
+    // Attempts: each from its first event to the next attempt's, or to the task's end.
+    const attempts = [];
+    for (const e of hist) {
+      const n = num(e.attempt);
+      if (n < 1) continue;
+      const last = attempts[attempts.length - 1];
+      if (!last || last.n !== n) attempts.push({ n: n, replica: e.replica || "", start: at(e.at), startAt: e.at, end: null, state: e.state });
+      else last.state = e.state;
+    }
+    for (let i = 0; i < attempts.length; i++) {
+      attempts[i].end = i + 1 < attempts.length ? attempts[i + 1].start : (settled ? at(t.updatedAt) : null);
+    }
+    const total = settled ? num(t.latencyMs) : sinceMs(t.createdAt);
+    const field = (k, v) => [el("dt", { text: k }), el("dd", null, [v])];
+    const totalEl = settled ? el("span", { text: fmtDuration(total) })
+      : el("span", { className: "live", text: fmtDuration(total), dataset: { liveSince: t.createdAt, role: "elapsed" } });
+    const info = el("dl", { className: "task-fields" }, [
+      ...field("State", el("span", { className: "badge " + stateClass(t.state), text: t.state || "—", dataset: { role: "task-state" } })),
+      ...field("Agent", t.agent || "—"),
+      ...field("Method", t.method || "—"),
+      ...field("Attempts", String(num(t.attempts))),
+      ...field("Replica", t.replica ? el("span", { className: "mono" }, [t.replica + " ", logLink(t.replica)]) : "—"),
+      ...field(settled ? "Took" : "Running for", totalEl),
+      ...field("Waited for a replica", attempts.length && attempts[0].start !== null ? fmtDuration(attempts[0].start) : (settled ? "—" : "still waiting")),
+      ...field("Created", fmtClock(t.createdAt) + " (" + fmtAgo(t.createdAt) + ")"),
+      ...field("Updated", fmtClock(t.updatedAt) + " (" + fmtAgo(t.updatedAt) + ")"),
+    ]);
+    if (t.subject || t.tenant) info.append(...field("Asked by", (t.subject || "—") + (t.tenant ? " (" + t.tenant + ")" : "")));
+    if (t.priority) info.append(...field("Priority", t.priority));
+    if (t.owner) info.append(...field("Gateway", t.owner + (t.origin ? " (forwarded by " + t.origin + ")" : "")));
+    if (t.reason) info.append(...field("Reason", el("span", { className: "reason", text: t.reason })));
+
+    const attemptRows = attempts.map((a) => el("tr", { dataset: { attempt: a.n } }, [
+      el("td", { className: "num", text: a.n }),
+      el("td", { className: "mono" }, [a.replica ? el("span", null, [a.replica + " ", logLink(a.replica)]) : "—"]),
+      el("td", { className: "num", text: "+" + fmtDuration(a.start) }),
+      a.end === null ? el("td", { className: "num live", text: fmtDuration(sinceMs(a.startAt)), dataset: { liveSince: a.startAt } })
+        : el("td", { className: "num", text: fmtDuration(a.end - a.start) }),
+      el("td", null, [el("span", { className: "badge " + stateClass(a.state), text: a.state })]),
+    ]));
+    const histRows = hist.map((e) => el("tr", { dataset: { event: e.state || "" } }, [
+      el("td", { text: fmtClock(e.at), title: e.at || "" }),
+      el("td", { className: "num", text: "+" + fmtDuration(at(e.at)) }),
+      el("td", null, [el("span", { className: "badge " + stateClass(e.state), text: e.state || "—" })]),
+      el("td", { className: "mono", text: e.replica || "—" }),
+      el("td", { className: "num", text: num(e.attempt) || "—" }),
+      el("td", { className: "reason", text: e.reason || "" }),
+    ]));
+    const table = (cls, heads, rows, empty) => el("div", { className: "table-wrap" }, [el("table", { className: "data " + cls }, [
+      el("thead", null, [el("tr", null, heads.map((h) => el("th", { text: h, attrs: { scope: "col" } })))]),
+      el("tbody", null, rows.length ? rows : [el("tr", null, [el("td", { className: "empty", text: empty, attrs: { colspan: heads.length } })])]),
+    ])]);
+    $("panel-status").textContent = settled ? "" : "Running · updates every second";
+    $("panel-body").replaceChildren(...[
+      info,
+      el("h3", { text: "Attempts" }),
+      table("attempts", ["#", "Replica", "Sent at", "Took", "Last state"], attemptRows, "Not sent to a replica yet."),
+      el("h3", { text: "State changes" }),
+      table("history", ["Time", "After", "State", "Replica", "Attempt", "Reason"], histRows,
+        "This gateway has not seen this task change since it started: the journal keeps only where it is now."),
+      t.historyTruncated ? el("p", { className: "muted", text: "Some changes in the middle are left out." }) : null,
+    ].filter(Boolean));
+  }
+
+  $("panel-close").addEventListener("click", closePanel);
+  $("panel").addEventListener("close", () => {
+    // The event comes after the fact: the panel may have been opened again since.
+    if ($("panel").open) return;
+    stopPanel();
+    // Forget the view's address, unless a link to another view was followed meanwhile.
+    if (location.hash && location.hash === panelHash) history.replaceState(null, "", location.pathname + location.search);
+  });
+  window.addEventListener("hashchange", route);
+
   // --- loop ---------------------------------------------------------------------------------
   let n = 0, running = false, timer = null;
   async function poll() {
@@ -384,6 +670,7 @@
     try {
       const wantAudit = n % AUDIT_EVERY === 0;
       n++;
+      const asked = Date.now();
       const [ar, rr, tr, au, fr] = await Promise.all([
         get(api.agents), get(api.replicas), get(api.tasks).catch(() => ({ status: 0 })),
         wantAudit ? get(api.audit).catch(() => ({ status: 0 })) : Promise.resolve(null),
@@ -397,12 +684,15 @@
       }
       if (ar.status !== 200 || rr.status !== 200) throw new Error("HTTP " + (ar.status !== 200 ? ar.status : rr.status));
       needAuth(false);
+      const gwNow = tr && tr.status === 200 && tr.body ? parseTime(tr.body.now) : null;
+      if (gwNow) clockSkew = gwNow.getTime() - (asked + Date.now()) / 2;
       const agents = Array.isArray(ar.body.agents) ? ar.body.agents : [];
       const replicas = Array.isArray(rr.body.replicas) ? rr.body.replicas : [];
-      if (changed("agents", [agents, replicas])) renderAgents(agents, replicas);
+      const sick = replicas.map((r) => unhealthy(r) !== null);
+      if (changed("agents", [agents, replicas, sick])) renderAgents(agents, replicas);
       let tasks = null;
-      if (changed("tasks", tr)) tasks = renderTasks(tr); else tasks = tr.status === 200 && tr.body && Array.isArray(tr.body.tasks) ? tr.body.tasks : null;
-      if (changed("summary", [agents, replicas, tasks])) renderSummary(agents, replicas, tasks);
+      if (changed("tasks", [tr.status, tr.body && tr.body.tasks])) tasks = renderTasks(tr); else tasks = tr.status === 200 && tr.body && Array.isArray(tr.body.tasks) ? tr.body.tasks : null;
+      if (changed("summary", [agents, replicas, tasks, sick])) renderSummary(agents, replicas, tasks);
       if (au && changed("audit", au)) renderAudit(au);
       if (changed("fleet", fr)) renderFleet(fr);
       lastOK = Date.now();
@@ -419,5 +709,7 @@
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden) poll();
   });
+  setInterval(tick, TICK_MS);
   poll();
+  route();
 })();
