@@ -428,6 +428,26 @@ func (h *adminHandler) serveDescribe(w http.ResponseWriter, r *http.Request) {
 	adminJSON(w, http.StatusOK, AgentDescription{Agent: def, Replicas: replicas})
 }
 
+// failedBefore reports whether e is starting again after a run that failed: it is in a crash
+// loop between two tries.
+func failedBefore(e discovery.Endpoint) bool {
+	if e.State != discovery.StateStarting && e.State != discovery.StatePending {
+		return false
+	}
+	return e.Restarts > 0 && e.Reason != "" && e.Reason != discovery.ReasonStartupProbeFailing
+}
+
+// replicaWhy names a replica and, when it has one, the reason it is not ready.
+func replicaWhy(e discovery.Endpoint) string {
+	switch {
+	case e.Reason == "":
+		return e.Name
+	case e.Message == "":
+		return e.Name + " (" + e.Reason + ")"
+	}
+	return e.Name + " (" + e.Reason + ": " + e.Message + ")"
+}
+
 // agentStatus computes an agent's status from its replicas; outdated are the replicas that
 // still run an older spec. The conditions' transition time is the last change of a replica's
 // state, as the supervisor keeps no history of conditions.
@@ -443,14 +463,14 @@ func agentStatus(a discovery.Agent, outdated []string, now time.Time) v1alpha1.A
 			last = e.Since
 		}
 		switch {
-		case e.State == discovery.StatePending || e.State == discovery.StateStarting:
-			starting = append(starting, e.Name)
 		case e.State == discovery.StateTerminating:
 			terminating = append(terminating, e.Name)
-		case e.State == discovery.StateCrashLoopBackOff:
-			looping = append(looping, e.Name)
+		case e.State == discovery.StateCrashLoopBackOff || failedBefore(e):
+			looping = append(looping, replicaWhy(e))
+		case e.State == discovery.StatePending || e.State == discovery.StateStarting:
+			starting = append(starting, replicaWhy(e))
 		case e.State == discovery.StateRunning && !e.Ready:
-			unready = append(unready, e.Name)
+			unready = append(unready, replicaWhy(e))
 		}
 	}
 	if last.IsZero() {
@@ -480,7 +500,7 @@ func agentStatus(a discovery.Agent, outdated []string, now time.Time) v1alpha1.A
 	}
 	var progress []string
 	if len(starting) > 0 {
-		progress = append(progress, "starting "+strings.Join(starting, ", "))
+		progress = append(progress, "starting "+strings.Join(starting, "; "))
 	}
 	if len(terminating) > 0 {
 		progress = append(progress, "stopping "+strings.Join(terminating, ", "))
@@ -500,11 +520,11 @@ func agentStatus(a discovery.Agent, outdated []string, now time.Time) v1alpha1.A
 	var degraded []string
 	reason := "AsExpected"
 	if len(unready) > 0 {
-		degraded = append(degraded, "failing readiness: "+strings.Join(unready, ", "))
+		degraded = append(degraded, "failing readiness: "+strings.Join(unready, "; "))
 		reason = "ReadinessFailing"
 	}
 	if len(looping) > 0 {
-		degraded = append(degraded, "crash-looping: "+strings.Join(looping, ", "))
+		degraded = append(degraded, "crash-looping: "+strings.Join(looping, "; "))
 		reason = "CrashLoopBackOff"
 	}
 	if len(degraded) > 0 {

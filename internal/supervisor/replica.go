@@ -65,7 +65,8 @@ func (s *Supervisor) runReplica(ctx context.Context, r *replica) {
 		if n := len(out.stderr); n > 0 {
 			args = append(args, "stderr", out.stderr[n-1])
 		}
-		switch summary := out.reason + ": " + out.message; {
+		// The same way is the same reason and exit: a message may name a new port each time.
+		switch summary := out.reason + ": " + out.exit; {
 		case summary != logged:
 			log.Warn("replica exited", args...)
 			logged, looping = summary, false
