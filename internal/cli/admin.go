@@ -223,6 +223,9 @@ func (h *adminHandler) serveApply(w http.ResponseWriter, r *http.Request) {
 	// only have to be resumed.
 	ctx := context.WithoutCancel(r.Context())
 	diff, err := h.sup.Update(ctx, func(current []v1alpha1.Agent) ([]v1alpha1.Agent, error) {
+		if !reload {
+			keepManifestDirs(current, agents)
+		}
 		if prune {
 			return agents, nil
 		}
@@ -237,6 +240,30 @@ func (h *adminHandler) serveApply(w http.ResponseWriter, r *http.Request) {
 		adminError(w, http.StatusServiceUnavailable, "agentplane is stopping", nil)
 	default:
 		adminError(w, http.StatusInternalServerError, err.Error(), &diff)
+	}
+}
+
+// keepManifestDirs gives each agent of changes that does not say which directory its relative
+// paths are relative to (v1alpha1.AnnotationManifestDir: manifests sent as YAML do not) the
+// directory of the running agent of the same name, so that applying the file an agent was
+// loaded from changes nothing. A new agent without one has the supervisor's working directory.
+func keepManifestDirs(current, changes []v1alpha1.Agent) {
+	dirs := map[string]string{}
+	for _, a := range current {
+		if d := a.Annotations[v1alpha1.AnnotationManifestDir]; d != "" {
+			dirs[a.Name] = d
+		}
+	}
+	for i := range changes {
+		a := &changes[i]
+		d, ok := dirs[a.Name]
+		if !ok || a.Annotations[v1alpha1.AnnotationManifestDir] != "" {
+			continue
+		}
+		if a.Annotations == nil {
+			a.Annotations = map[string]string{}
+		}
+		a.Annotations[v1alpha1.AnnotationManifestDir] = d
 	}
 }
 

@@ -175,9 +175,9 @@ func printDescription(w io.Writer, d AgentDescription, now time.Time) error {
 			header = true
 		}
 		fmt.Fprintf(w, "  %s: %s: %s\n", r.Name, r.Reason, orDash(r.Message))
-		if len(r.StderrTail) > 0 {
+		if tail := strings.TrimRight(r.StderrTail, "\n"); tail != "" {
 			fmt.Fprintf(w, "    last lines of stderr:\n")
-			for _, l := range r.StderrTail {
+			for l := range strings.SplitSeq(tail, "\n") {
 				fmt.Fprintf(w, "      %s\n", l)
 			}
 		}

@@ -94,7 +94,7 @@ func TestPrintDescriptionOfAReplicaThatCannotStart(t *testing.T) {
 	msg := "no answer to its startup probe in 3s (3 tries; a replica must listen on $PORT): connection refused"
 	st := discovery.Agent{Name: "x", Desired: 2, Endpoints: []discovery.Endpoint{{
 		Name: "x-0", State: discovery.StateStarting, Restarts: 1, LastExit: "startup probe failed",
-		Reason: discovery.ReasonStartupProbeFailed, Message: msg, StderrTail: []string{"config loaded", "listening on :8080"},
+		Reason: discovery.ReasonStartupProbeFailed, Message: msg, StderrTail: "config loaded\nlistening on :8080\n",
 		Since: now.Add(-time.Second),
 	}, {
 		Name: "x-1", State: discovery.StateStarting, Reason: discovery.ReasonStartupProbeFailing, Message: "startup probe failing: connection refused",

@@ -193,12 +193,12 @@ func problemLines(e discovery.Endpoint) (first, again string, ok bool) {
 	if e.Reason == discovery.ReasonExited || e.Reason == "" {
 		detail = e.LastExit
 	}
-	if n := len(e.StderrTail); n > 0 {
+	if tail := strings.TrimRight(e.StderrTail, "\n"); tail != "" {
 		sep := "; stderr: "
 		if e.Reason == discovery.ReasonExited {
 			sep = ": "
 		}
-		detail += sep + shorten(e.StderrTail[n-1], 100)
+		detail += sep + shorten(tail[strings.LastIndexByte(tail, '\n')+1:], 100)
 	}
 	name := "replica " + e.Name
 	switch {

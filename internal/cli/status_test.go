@@ -22,7 +22,7 @@ func TestStatusReporterPrintsEachEventOnce(t *testing.T) {
 	}
 	starting := func(name string, restarts int) discovery.Endpoint {
 		return discovery.Endpoint{Name: name, URL: "http://127.0.0.1:9", State: discovery.StateStarting, Restarts: restarts,
-			Reason: discovery.ReasonExited, Message: "exit status 3", LastExit: "exit status 3", StderrTail: []string{"boom"}}
+			Reason: discovery.ReasonExited, Message: "exit status 3", LastExit: "exit status 3", StderrTail: "boom\n"}
 	}
 	crashed := func(restarts int) discovery.Endpoint {
 		e := starting("crashy-0", restarts)

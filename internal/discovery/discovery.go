@@ -65,10 +65,11 @@ type Endpoint struct {
 	// Both are empty once the replica is ready.
 	Reason  string `json:"reason,omitempty"`
 	Message string `json:"message,omitempty"`
-	// StderrTail is the last lines (at most 10, each cut to 512 bytes) the replica's last run
-	// wrote to stderr, kept with Reason while it is not ready: why it could not start is
-	// usually there.
-	StderrTail []string `json:"stderrTail,omitempty"`
+	// StderrTail is the last lines (at most 10, each cut to 512 bytes, each ended by a
+	// newline) the replica's last run wrote to stderr, kept with Reason while it is not ready:
+	// why it could not start is usually there. (A string, not a list, so that an Endpoint
+	// stays comparable.)
+	StderrTail string `json:"stderrTail,omitempty"`
 	// Since is when the replica entered its current State.
 	Since time.Time `json:"since"`
 	// NextStart is when a replica in CrashLoopBackOff will be started again.

@@ -47,7 +47,9 @@ func (e *Error) Unwrap() []error { return e.Errs }
 
 // Load reads every Agent in the given files and directories (a directory contributes its *.yaml and
 // *.yml files, not recursively, in name order). It returns defaulted, validated agents in the order
-// found, or every error found, joined.
+// found, or every error found, joined. Each agent is annotated with its file's directory
+// (v1alpha1.AnnotationManifestDir), and its working directory and program must be found on
+// this machine (ResolvePaths): Load reads manifests for embedded mode.
 func Load(paths ...string) ([]v1alpha1.Agent, error) {
 	if len(paths) == 0 {
 		return nil, errors.New("no manifest files given")
@@ -68,11 +70,26 @@ func Load(paths ...string) ([]v1alpha1.Agent, error) {
 			errs = append(errs, err)
 			continue
 		}
-		got, err := Decode(f, data)
+		got, err := decode(f, data)
 		if err != nil {
 			errs = append(errs, err)
 		}
-		for _, a := range got {
+		dir, err := filepath.Abs(filepath.Dir(f))
+		if err != nil {
+			errs = append(errs, &Error{File: f, Errs: []error{err}})
+			continue
+		}
+		for _, d := range got {
+			a := d.agent
+			// Its relative paths are relative to this file, wherever up or apply runs.
+			if a.Annotations == nil {
+				a.Annotations = map[string]string{}
+			}
+			a.Annotations[v1alpha1.AnnotationManifestDir] = dir
+			if _, fe := ResolvePaths(&a, dir); len(fe) > 0 {
+				errs = append(errs, &Error{File: f, Document: d.doc, Errs: asErrors(fe)})
+				continue
+			}
 			if prev, dup := seen[a.Name]; dup {
 				errs = append(errs, &Error{File: f, Errs: []error{
 					field.Duplicate(field.NewPath("metadata", "name"), a.Name+" (also defined in "+prev+")"),
@@ -143,9 +160,25 @@ var docSeparator = regexp.MustCompile(`(?m)^---[ \t]*(#.*)?$`)
 
 // Decode decodes, defaults and validates every Agent in one YAML stream. name is used in errors.
 // Agents that decode cleanly are returned even when others in the same stream do not.
+// Decode looks at nothing but data: paths are checked by ResolvePaths.
 func Decode(name string, data []byte) ([]v1alpha1.Agent, error) {
+	docs, err := decode(name, data)
+	agents := make([]v1alpha1.Agent, len(docs))
+	for i, d := range docs {
+		agents[i] = d.agent
+	}
+	return agents, err
+}
+
+// docAgent is an agent and the 1-based index of its document.
+type docAgent struct {
+	agent v1alpha1.Agent
+	doc   int
+}
+
+func decode(name string, data []byte) ([]docAgent, error) {
 	var (
-		agents []v1alpha1.Agent
+		agents []docAgent
 		errs   []error
 	)
 	for i, doc := range docSeparator.Split(string(data), -1) {
@@ -157,7 +190,7 @@ func Decode(name string, data []byte) ([]v1alpha1.Agent, error) {
 			errs = append(errs, &Error{File: name, Document: i + 1, Errs: err})
 			continue
 		}
-		agents = append(agents, *a)
+		agents = append(agents, docAgent{*a, i + 1})
 	}
 	return agents, errors.Join(errs...)
 }
@@ -276,6 +309,14 @@ func underAny(p string, paths []string) bool {
 		}
 	}
 	return false
+}
+
+func asErrors(fe field.ErrorList) []error {
+	out := make([]error, len(fe))
+	for i, e := range fe {
+		out[i] = e
+	}
+	return out
 }
 
 func jsonKind(t reflect.Type) string {

@@ -1,7 +1,9 @@
 package manifest
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -214,5 +216,98 @@ func TestTaskTimeout(t *testing.T) {
 		if _, err := Decode("t.yaml", []byte(strings.Replace(good, "maxConcurrency: 2", "maxConcurrency: 2\n  taskTimeout: "+bad, 1))); err == nil {
 			t.Errorf("taskTimeout %q accepted", bad)
 		}
+	}
+}
+
+// TestLoadResolvesPathsAgainstTheManifest loads a manifest from another working directory: its
+// relative command and working directory are relative to the manifest's directory, which is
+// also the default working directory.
+func TestLoadResolvesPathsAgainstTheManifest(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"bin", "data"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "agent"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m := strings.Replace(good, "[agentplane, simagent]", "[./bin/agent]\n  workingDir: data", 1) + "---\n" +
+		strings.Replace(strings.Replace(good, "triage", "sched", 1), "[agentplane, simagent]", "[sh, -c, 'exit 0']", 1)
+	if err := os.WriteFile(filepath.Join(dir, "agents.yaml"), []byte(m), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(t.TempDir())
+
+	agents, err := Load(filepath.Join(dir, "agents.yaml"))
+	if err != nil {
+		t.Fatalf("Load() error = %v", err)
+	}
+	for i, want := range []Paths{
+		{Dir: filepath.Join(dir, "data"), Program: filepath.Join(dir, "bin", "agent")},
+		{Dir: dir, Program: lookPath(t, "sh")},
+	} {
+		a := agents[i]
+		if got := a.Annotations[v1alpha1.AnnotationManifestDir]; got != dir {
+			t.Errorf("%s: manifest directory %q, want %q", a.Name, got, dir)
+		}
+		if p, errs := ResolvePaths(&a, "/elsewhere"); len(errs) > 0 || p != want {
+			t.Errorf("%s: ResolvePaths() = %+v, %v; want %+v", a.Name, p, errs, want)
+		}
+	}
+}
+
+func lookPath(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Skip(err)
+	}
+	abs, _ := filepath.Abs(p)
+	return abs
+}
+
+// TestLoadRefusesWhatCannotRun: a program that is not there or cannot run, or a working
+// directory that is not there, is an error at load, naming the file, the document and the field,
+// not a replica restarted for ever.
+func TestLoadRefusesWhatCannotRun(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "notes.txt"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	docs := []string{
+		good,
+		strings.Replace(good, "[agentplane, simagent]", "[no-such-program-here]", 1),
+		strings.Replace(good, "[agentplane, simagent]", "[./missing.sh]", 1),
+		strings.Replace(good, "[agentplane, simagent]", "[./notes.txt]", 1),
+		strings.Replace(good, "[agentplane, simagent]", "[./]", 1),
+		strings.Replace(good, "[agentplane, simagent]", "[agentplane]\n  workingDir: nowhere", 1),
+	}
+	for i := 1; i < len(docs); i++ {
+		docs[i] = strings.Replace(docs[i], "name: triage", fmt.Sprintf("name: a%d", i), 1)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "agents.yaml"), []byte(strings.Join(docs, "---\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(filepath.Join(dir, "agents.yaml"))
+	if err == nil {
+		t.Fatal("Load() error = nil")
+	}
+	f := filepath.Join(dir, "agents.yaml")
+	for _, want := range []string{
+		f + ` (document 2): spec.command[0]: Invalid value: "no-such-program-here": no such program in $PATH`,
+		f + ` (document 3): spec.command[0]: Invalid value: "./missing.sh": no such file: ` + filepath.Join(dir, "missing.sh") + ` (a relative command is relative to the manifest's directory, ` + dir + `)`,
+		f + ` (document 4): spec.command[0]: Invalid value: "./notes.txt": ` + filepath.Join(dir, "notes.txt") + ` is not executable (chmod +x)`,
+		f + ` (document 6): spec.workingDir: Invalid value: "nowhere": no such directory: ` + filepath.Join(dir, "nowhere"),
+	} {
+		if !strings.Contains(err.Error(), want+"\n") && !strings.HasSuffix(err.Error(), want) {
+			t.Errorf("error lacks the line %q:\n%s", want, err)
+		}
+	}
+	if !strings.Contains(err.Error(), f+` (document 5): spec.command[0]: Invalid value: "./": `+dir+" is a directory") {
+		t.Errorf("error lacks the directory as a command:\n%s", err)
+	}
+	if strings.Contains(err.Error(), "document 1") {
+		t.Errorf("the good document is reported:\n%s", err)
 	}
 }

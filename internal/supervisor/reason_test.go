@@ -47,7 +47,7 @@ func TestStartupProbeFailureSaysWhy(t *testing.T) {
 			t.Errorf("message %q does not say %q", e.Message, want)
 		}
 	}
-	if len(e.StderrTail) != stderrTailLines || e.StderrTail[len(e.StderrTail)-1] != "listening on 127.0.0.1:8080" || e.StderrTail[0] != "noport line 3" {
+	if tail := strings.Split(strings.TrimSuffix(e.StderrTail, "\n"), "\n"); len(tail) != stderrTailLines || tail[len(tail)-1] != "listening on 127.0.0.1:8080" || tail[0] != "noport line 3" {
 		t.Errorf("stderr tail = %q, want the last %d lines, ending with the listening line", e.StderrTail, stderrTailLines)
 	}
 	// stderr still goes to the replica's log, in full.
@@ -85,7 +85,7 @@ func TestCrashLoopLogsOnce(t *testing.T) {
 	})
 	snap := h.waitFor("5 restarts", 30*time.Second, func(s []discovery.Agent) bool { return s[0].Endpoints[0].Restarts >= 5 })
 	e := snap[0].Endpoints[0]
-	if e.Reason != discovery.ReasonExited || e.Message != "exit status 3" || !slices.Contains(e.StderrTail, "helper agent crashing") {
+	if e.Reason != discovery.ReasonExited || e.Message != "exit status 3" || e.StderrTail != "helper agent crashing\n" {
 		t.Errorf("reason %q, message %q, stderr %q", e.Reason, e.Message, e.StderrTail)
 	}
 	out := logs.String()

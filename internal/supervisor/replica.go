@@ -58,7 +58,7 @@ func (s *Supervisor) runReplica(ctx context.Context, r *replica) {
 			e.Restarts++
 			e.LastExit = out.exit
 			e.NextStart = next
-			e.Reason, e.Message, e.StderrTail = out.reason, out.message, out.stderr
+			e.Reason, e.Message, e.StderrTail = out.reason, out.message, joinLines(out.stderr)
 			restarts = e.Restarts
 		})
 		args := []any{"pid", out.pid, "exit", out.exit, "reason", out.reason, "message", out.message, "restarts", restarts, "restartIn", delay}
@@ -147,7 +147,7 @@ func (s *Supervisor) runOnce(ctx context.Context, log *slog.Logger, rep *replica
 		return startFailed("stderr: " + err.Error())
 	}
 	proc, untrack, err := s.launch(ctx, ProcessSpec{
-		Path: a.argv[0], Args: a.argv, Env: env, Stdout: logFile, Stderr: stderr.w,
+		Path: a.program, Args: a.argv, Dir: a.dir, Env: env, Stdout: logFile, Stderr: stderr.w,
 	})
 	stderr.started()
 	if err != nil {
@@ -281,7 +281,7 @@ func (r *run) supervise(ctx context.Context) outcome {
 	r.s.update(r.rep, func(e *discovery.Endpoint) {
 		e.State = discovery.StateRunning
 		e.Ready = true
-		e.Reason, e.Message, e.StderrTail = "", "", nil
+		e.Reason, e.Message, e.StderrTail = "", "", ""
 	})
 	r.log.Info("replica ready", "url", r.url)
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -69,6 +70,16 @@ func (t *stderrTail) Lines() []string {
 		}
 	}
 	return out
+}
+
+// joinLines joins lines, each ended by a newline.
+func joinLines(lines []string) string {
+	var b strings.Builder
+	for _, l := range lines {
+		b.WriteString(l)
+		b.WriteByte('\n')
+	}
+	return b.String()
 }
 
 // stderrPipe gives a process a pipe for its stderr, and copies what comes out of it, a line
