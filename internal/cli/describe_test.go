@@ -91,7 +91,7 @@ func TestPrintDescriptionOfACrashLoop(t *testing.T) {
 // first time is progressing, with its probe's error, not degraded.
 func TestPrintDescriptionOfAReplicaThatCannotStart(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	msg := "no answer to its startup probe in 3s (3 tries; a replica must listen on $PORT): connection refused"
+	msg := "no answer to its startup probe within 3s, 3 tries (does it listen on $PORT?): connection refused"
 	st := discovery.Agent{Name: "x", Desired: 2, Endpoints: []discovery.Endpoint{{
 		Name: "x-0", State: discovery.StateStarting, Restarts: 1, LastExit: "startup probe failed",
 		Reason: discovery.ReasonStartupProbeFailed, Message: msg, StderrTail: "config loaded\nlistening on :8080\n",

@@ -42,7 +42,7 @@ func TestStartupProbeFailureSaysWhy(t *testing.T) {
 	if e.State != discovery.StateCrashLoopBackOff || e.LastExit != "startup probe failed" {
 		t.Errorf("state %s, last exit %q", e.State, e.LastExit)
 	}
-	for _, want := range []string{"no answer to its startup probe", "3 tries", "$PORT", "connection refused"} {
+	for _, want := range []string{"no answer to its startup probe within ", "3 tries", "does it listen on $PORT?", "connection refused"} {
 		if !strings.Contains(e.Message, want) {
 			t.Errorf("message %q does not say %q", e.Message, want)
 		}

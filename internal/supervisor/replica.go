@@ -259,7 +259,7 @@ func (r *run) supervise(ctx context.Context) outcome {
 			continue
 		}
 		if failures++; failures >= int(sp.FailureThreshold) {
-			msg := fmt.Sprintf("no answer to its startup probe in %s (%d tries; a replica must listen on $PORT): %v",
+			msg := fmt.Sprintf("no answer to its startup probe within %s, %d tries (does it listen on $PORT?): %v",
 				time.Since(started).Round(100*time.Millisecond), failures, err)
 			r.log.Warn("startup probe failed, killing replica", "failures", failures, "err", err)
 			out := r.kill("startup probe failed")
