@@ -62,6 +62,14 @@ type AgentSpec struct {
 	// +optional
 	Args []string `json:"args,omitempty"`
 
+	// WorkingDir is the directory replicas run in, in embedded mode: relative to the directory
+	// of the manifest file, which is the default. A relative command path (one with a slash,
+	// such as ./bin/agent) is relative to the manifest's directory too, whatever WorkingDir
+	// says. Kubernetes ignores it: a replica runs in its image's working directory, and a path
+	// on the machine that holds the manifest means nothing inside a container.
+	// +optional
+	WorkingDir string `json:"workingDir,omitempty"`
+
 	// Env holds extra environment variables for each replica.
 	// +kubebuilder:validation:MaxItems=256
 	// +listType=map

@@ -13,6 +13,13 @@ const (
 	GatewayAppName = "agentplane-gateway"
 )
 
+// AnnotationManifestDir is set by embedded mode on an agent read from a manifest file: the
+// file's absolute directory, against which the agent's relative paths (spec.workingDir, a
+// relative spec.command[0]) are resolved. An agent without it (sent to the admin API as YAML)
+// keeps the directory of the agent of the same name it replaces, if any, or gets the working
+// directory of agentplane up.
+const AnnotationManifestDir = "agentplane.io/manifest-dir"
+
 // EnvMemoryDir tells a replica of a stateful agent where its memory is: the mount of its volume
 // claim on Kubernetes, a directory per replica under the data directory in embedded mode. What is
 // written there outlives the replica's process.

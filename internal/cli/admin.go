@@ -223,6 +223,9 @@ func (h *adminHandler) serveApply(w http.ResponseWriter, r *http.Request) {
 	// only have to be resumed.
 	ctx := context.WithoutCancel(r.Context())
 	diff, err := h.sup.Update(ctx, func(current []v1alpha1.Agent) ([]v1alpha1.Agent, error) {
+		if !reload {
+			keepManifestDirs(current, agents)
+		}
 		if prune {
 			return agents, nil
 		}
@@ -237,6 +240,30 @@ func (h *adminHandler) serveApply(w http.ResponseWriter, r *http.Request) {
 		adminError(w, http.StatusServiceUnavailable, "agentplane is stopping", nil)
 	default:
 		adminError(w, http.StatusInternalServerError, err.Error(), &diff)
+	}
+}
+
+// keepManifestDirs gives each agent of changes that does not say which directory its relative
+// paths are relative to (v1alpha1.AnnotationManifestDir: manifests sent as YAML do not) the
+// directory of the running agent of the same name, so that applying the file an agent was
+// loaded from changes nothing. A new agent without one has the supervisor's working directory.
+func keepManifestDirs(current, changes []v1alpha1.Agent) {
+	dirs := map[string]string{}
+	for _, a := range current {
+		if d := a.Annotations[v1alpha1.AnnotationManifestDir]; d != "" {
+			dirs[a.Name] = d
+		}
+	}
+	for i := range changes {
+		a := &changes[i]
+		d, ok := dirs[a.Name]
+		if !ok || a.Annotations[v1alpha1.AnnotationManifestDir] != "" {
+			continue
+		}
+		if a.Annotations == nil {
+			a.Annotations = map[string]string{}
+		}
+		a.Annotations[v1alpha1.AnnotationManifestDir] = d
 	}
 }
 
@@ -428,6 +455,26 @@ func (h *adminHandler) serveDescribe(w http.ResponseWriter, r *http.Request) {
 	adminJSON(w, http.StatusOK, AgentDescription{Agent: def, Replicas: replicas})
 }
 
+// failedBefore reports whether e is starting again after a run that failed: it is in a crash
+// loop between two tries.
+func failedBefore(e discovery.Endpoint) bool {
+	if e.State != discovery.StateStarting && e.State != discovery.StatePending {
+		return false
+	}
+	return e.Restarts > 0 && e.Reason != "" && e.Reason != discovery.ReasonStartupProbeFailing
+}
+
+// replicaWhy names a replica and, when it has one, the reason it is not ready.
+func replicaWhy(e discovery.Endpoint) string {
+	switch {
+	case e.Reason == "":
+		return e.Name
+	case e.Message == "":
+		return e.Name + " (" + e.Reason + ")"
+	}
+	return e.Name + " (" + e.Reason + ": " + e.Message + ")"
+}
+
 // agentStatus computes an agent's status from its replicas; outdated are the replicas that
 // still run an older spec. The conditions' transition time is the last change of a replica's
 // state, as the supervisor keeps no history of conditions.
@@ -443,14 +490,14 @@ func agentStatus(a discovery.Agent, outdated []string, now time.Time) v1alpha1.A
 			last = e.Since
 		}
 		switch {
-		case e.State == discovery.StatePending || e.State == discovery.StateStarting:
-			starting = append(starting, e.Name)
 		case e.State == discovery.StateTerminating:
 			terminating = append(terminating, e.Name)
-		case e.State == discovery.StateCrashLoopBackOff:
-			looping = append(looping, e.Name)
+		case e.State == discovery.StateCrashLoopBackOff || failedBefore(e):
+			looping = append(looping, replicaWhy(e))
+		case e.State == discovery.StatePending || e.State == discovery.StateStarting:
+			starting = append(starting, replicaWhy(e))
 		case e.State == discovery.StateRunning && !e.Ready:
-			unready = append(unready, e.Name)
+			unready = append(unready, replicaWhy(e))
 		}
 	}
 	if last.IsZero() {
@@ -480,7 +527,7 @@ func agentStatus(a discovery.Agent, outdated []string, now time.Time) v1alpha1.A
 	}
 	var progress []string
 	if len(starting) > 0 {
-		progress = append(progress, "starting "+strings.Join(starting, ", "))
+		progress = append(progress, "starting "+strings.Join(starting, "; "))
 	}
 	if len(terminating) > 0 {
 		progress = append(progress, "stopping "+strings.Join(terminating, ", "))
@@ -500,11 +547,11 @@ func agentStatus(a discovery.Agent, outdated []string, now time.Time) v1alpha1.A
 	var degraded []string
 	reason := "AsExpected"
 	if len(unready) > 0 {
-		degraded = append(degraded, "failing readiness: "+strings.Join(unready, ", "))
+		degraded = append(degraded, "failing readiness: "+strings.Join(unready, "; "))
 		reason = "ReadinessFailing"
 	}
 	if len(looping) > 0 {
-		degraded = append(degraded, "crash-looping: "+strings.Join(looping, ", "))
+		degraded = append(degraded, "crash-looping: "+strings.Join(looping, "; "))
 		reason = "CrashLoopBackOff"
 	}
 	if len(degraded) > 0 {

@@ -28,7 +28,8 @@ func newDescribeCommand(streams Streams) *cobra.Command {
 		Short: "Show an agent of a running agentplane up in detail",
 		Long: `Show an agent in detail: its spec as applied (defaults filled in), its conditions (Ready,
 Available, Progressing, Degraded, computed from its replicas) and its replicas with their state,
-restarts and last exit.`,
+restarts and last exit; for each replica that is not ready, why (such as its startup probe's
+last error) and the last lines it wrote to stderr.`,
 		Example: `  agentplane describe agent triage
   agentplane describe agent triage -o yaml`,
 		Args:      cobra.ExactArgs(2),
@@ -160,7 +161,28 @@ func printDescription(w io.Writer, d AgentDescription, now time.Time) error {
 		fmt.Fprintf(tw, "  %s\t%s\t%t\t%s\t%d\t%s\t%s\t%s\n", r.Name, state, r.Ready, pid, r.Restarts,
 			orDash(r.LastExit), age(now, r.Since), orDash(strings.TrimPrefix(r.URL, "http://")))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// Why the replicas that are not ready are not, with what they last wrote to stderr.
+	header := false
+	for _, r := range d.Replicas {
+		if r.Reason == "" {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w, "Not ready:")
+			header = true
+		}
+		fmt.Fprintf(w, "  %s: %s: %s\n", r.Name, r.Reason, orDash(r.Message))
+		if tail := strings.TrimRight(r.StderrTail, "\n"); tail != "" {
+			fmt.Fprintf(w, "    last lines of stderr:\n")
+			for l := range strings.SplitSeq(tail, "\n") {
+				fmt.Fprintf(w, "      %s\n", l)
+			}
+		}
+	}
+	return nil
 }
 
 // shellJoin quotes the arguments that a shell would split or expand.

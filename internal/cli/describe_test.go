@@ -86,6 +86,39 @@ func TestPrintDescriptionOfACrashLoop(t *testing.T) {
 	}
 }
 
+// A replica that never answered its startup probe: describe names it in the Degraded condition
+// with why, and shows the probe's error and its stderr's last lines; a replica starting for the
+// first time is progressing, with its probe's error, not degraded.
+func TestPrintDescriptionOfAReplicaThatCannotStart(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	msg := "no answer to its startup probe within 3s, 3 tries (does it listen on $PORT?): connection refused"
+	st := discovery.Agent{Name: "x", Desired: 2, Endpoints: []discovery.Endpoint{{
+		Name: "x-0", State: discovery.StateStarting, Restarts: 1, LastExit: "startup probe failed",
+		Reason: discovery.ReasonStartupProbeFailed, Message: msg, StderrTail: "config loaded\nlistening on :8080\n",
+		Since: now.Add(-time.Second),
+	}, {
+		Name: "x-1", State: discovery.StateStarting, Reason: discovery.ReasonStartupProbeFailing, Message: "startup probe failing: connection refused",
+		Since: now.Add(-time.Second),
+	}}}
+	d := AgentDescription{Replicas: st.Endpoints}
+	d.Agent.Name = "x"
+	d.Agent.Status = agentStatus(st, nil, now)
+	var b strings.Builder
+	if err := printDescription(&b, d, now); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"Degraded     True    CrashLoopBackOff  crash-looping: x-0 (StartupProbeFailed: " + msg + ")\n",
+		"Progressing  True    ReplicasChanging  starting x-1 (StartupProbeFailing: startup probe failing: connection refused)\n",
+		"Not ready:\n  x-0: StartupProbeFailed: " + msg + "\n    last lines of stderr:\n      config loaded\n      listening on :8080\n" +
+			"  x-1: StartupProbeFailing: startup probe failing: connection refused\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
 // describe shows how an autoscaled agent scales, its desired replicas from the autoscaler (not
 // spec.replicas), and why it has them.
 func TestPrintDescriptionOfAnAutoscaledAgent(t *testing.T) {

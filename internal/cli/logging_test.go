@@ -55,3 +55,33 @@ func TestParseLogLevel(t *testing.T) {
 		t.Fatalf("err = %v, want a usage error naming --log-level", err)
 	}
 }
+
+// TestConsoleLeavesOutWhatUpPrints checks the console's share of the log: warnings and errors,
+// but not the supervisor's warnings, which reportStatus prints as friendly lines; its errors
+// still show. The log file has everything.
+func TestConsoleLeavesOutWhatUpPrints(t *testing.T) {
+	var out, console bytes.Buffer
+	logger := newLogger(slog.LevelInfo, &out, &console)
+	sup := logger.With(logComponent, componentSupervisor).With("agent", "triage")
+	sup.Warn("replica exited", "exit", "exit status 3")
+	sup.Info("replica started")
+	sup.Error("cannot kill replica")
+	logger.Warn("journal slow")
+	logger.With(logComponent, "gateway").Warn("replica ejected")
+	logger.Info("listening")
+
+	got := console.String()
+	for _, want := range []string{"cannot kill replica", "journal slow", "replica ejected"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("console lacks %q:\n%s", want, got)
+		}
+	}
+	for _, not := range []string{"replica exited", "replica started", "listening"} {
+		if strings.Contains(got, not) {
+			t.Errorf("console has %q:\n%s", not, got)
+		}
+	}
+	if n := strings.Count(out.String(), "\n"); n != 6 {
+		t.Errorf("the log file has %d records, want all 6:\n%s", n, out.String())
+	}
+}

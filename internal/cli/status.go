@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -11,21 +12,15 @@ import (
 	"github.com/agentplane/agentplane/internal/discovery"
 )
 
-// reportStatus prints a line per agent as its replicas become ready, then a line for every
-// replica that exits or comes back, until ctx ends. On a terminal a spinner shows progress
-// while replicas start.
+// reportStatus prints a line per event until ctx ends, and never the same event twice: an
+// agent's ready replicas when their number changes, all agents ready (once), an agent removed,
+// a replica that exits or fails a probe (once, then once more if it keeps doing so the same
+// way, then only when the way changes), and a replica ready again after that. The words are
+// those of `get` and `describe`. On a terminal, a spinner shows progress while replicas start,
+// and lines are marked ✓ (all is well) or ✗ (a replica failed); a replica still starting is
+// neither.
 func reportStatus(ctx context.Context, w io.Writer, src discovery.Source, url string) {
 	tty := isTerminal(w)
-	mark := func(ok bool) string {
-		switch {
-		case !tty:
-			return ""
-		case ok:
-			return "✓ "
-		default:
-			return "✗ "
-		}
-	}
 	var spinner *progressbar.ProgressBar
 	if tty {
 		spinner = progressbar.NewOptions(-1, progressbar.OptionSetWriter(w), progressbar.OptionSpinnerType(14),
@@ -39,50 +34,25 @@ func reportStatus(ctx context.Context, w io.Writer, src discovery.Source, url st
 		}
 	}
 	defer stopSpinner()
+	r := newStatusReporter(func(mark, line string) {
+		if spinner != nil {
+			_ = spinner.Clear()
+		}
+		if tty && mark != "" {
+			line = mark + " " + line
+		}
+		fmt.Fprintln(w, line)
+	}, url)
 
-	ready := map[string]int{}           // agent → ready replicas last printed
-	replicaState := map[string]string{} // replica → state last seen
-	replicaReady := map[string]bool{}   // replica → ready last seen
-	allReadyOnce := false
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		ch := src.Changed()
-		agents := src.Snapshot()
-		total, readyTotal := 0, 0
-		for _, a := range agents {
-			n := a.ReadyCount()
-			total += a.Desired
-			readyTotal += n
-			if prev, seen := ready[a.Name]; !seen || prev != n {
-				if seen || n > 0 {
-					if spinner != nil {
-						_ = spinner.Clear()
-					}
-					fmt.Fprintf(w, "%sagent %-12s %d/%d replicas ready\n", mark(n == a.Desired), a.Name, n, a.Desired)
-				}
-				ready[a.Name] = n
-			}
-			for _, e := range a.Endpoints {
-				prevState, prevReady := replicaState[e.Name], replicaReady[e.Name]
-				if allReadyOnce && e.State != prevState && e.State == discovery.StateCrashLoopBackOff {
-					fmt.Fprintf(w, "%sreplica %s exited (%s); restart %d in %s\n", mark(false), e.Name, e.LastExit,
-						e.Restarts, time.Until(e.NextStart).Round(100*time.Millisecond))
-				}
-				if allReadyOnce && e.Ready && !prevReady {
-					fmt.Fprintf(w, "%sreplica %s ready at %s (restarts: %d)\n", mark(true), e.Name, e.URL, e.Restarts)
-				}
-				replicaState[e.Name], replicaReady[e.Name] = e.State, e.Ready
-			}
-		}
-		if spinner != nil {
-			spinner.Describe(fmt.Sprintf("starting agents: %d/%d replicas ready", readyTotal, total))
-		}
-		if !allReadyOnce && readyTotal == total {
-			allReadyOnce = true
+		r.observe(src.Snapshot(), time.Now())
+		if r.allReadyOnce {
 			stopSpinner()
-			fmt.Fprintf(w, "%sall %d agents ready (%d replicas). Try:\n  curl -s %s/agents\n  agentplane get replicas\n",
-				mark(true), len(agents), total, url)
+		} else if spinner != nil {
+			spinner.Describe(fmt.Sprintf("starting agents: %d/%d replicas ready", r.readyTotal, r.total))
 		}
 		for waiting := true; waiting; {
 			select {
@@ -97,4 +67,170 @@ func reportStatus(ctx context.Context, w io.Writer, src discovery.Source, url st
 			}
 		}
 	}
+}
+
+// Marks of the console's lines on a terminal.
+const (
+	markOK     = "✓"
+	markFailed = "✗"
+)
+
+// statusReporter turns snapshots into event lines, remembering what it printed.
+type statusReporter struct {
+	print func(mark, line string)
+	url   string
+
+	agents       map[string]int            // agent → ready replicas last printed (-1: none yet)
+	problems     map[string]replicaProblem // replica name → the last problem printed for it
+	ready        map[string]bool           // replica name and URL (one process) → ready last seen
+	allReadyOnce bool
+	total        int // replicas desired and ready, in the last snapshot
+	readyTotal   int
+}
+
+// replicaProblem is a problem printed for a replica, and whether it was seen to loop.
+type replicaProblem struct {
+	what     string // its state, reason and exit
+	restarts int    // the replica's restarts then
+	looping  bool   // it was seen again, and printed as a loop
+}
+
+func newStatusReporter(print func(mark, line string), url string) *statusReporter {
+	return &statusReporter{print: print, url: url, agents: map[string]int{}, problems: map[string]replicaProblem{}, ready: map[string]bool{}}
+}
+
+func (r *statusReporter) observe(agents []discovery.Agent, now time.Time) {
+	r.total, r.readyTotal = 0, 0
+	present := map[string]bool{}
+	live := map[string]bool{}
+	for _, a := range agents {
+		present[a.Name] = true
+		n := a.ReadyCount()
+		r.total += a.Desired
+		r.readyTotal += n
+		prev, seen := r.agents[a.Name]
+		switch {
+		case (!seen || prev < 0) && n == 0:
+			r.agents[a.Name] = -1 // starting: nothing to say yet
+		case a.Desired == 0 && n == 0:
+			// Scaled to zero or being removed: its own line says which, not "0/0 ready".
+			r.agents[a.Name] = 0
+		case prev != n:
+			mark := ""
+			if n >= a.Desired {
+				mark = markOK
+			}
+			r.print(mark, fmt.Sprintf("agent %-12s %d/%d replicas ready", a.Name, n, a.Desired))
+			r.agents[a.Name] = n
+		}
+		for _, e := range a.Endpoints {
+			if e.Gateway {
+				continue
+			}
+			live[e.Name] = true
+			r.replica(e, now)
+		}
+	}
+	for name := range r.agents {
+		if !present[name] {
+			r.print("", fmt.Sprintf("agent %s removed", name))
+			delete(r.agents, name)
+		}
+	}
+	for name := range r.problems {
+		if !live[name] {
+			delete(r.problems, name)
+		}
+	}
+	for key := range r.ready {
+		if name, _, _ := strings.Cut(key, " "); !live[name] {
+			delete(r.ready, key)
+		}
+	}
+	if !r.allReadyOnce && r.readyTotal == r.total && len(agents) > 0 {
+		r.allReadyOnce = true
+		r.print(markOK, fmt.Sprintf("all %d agents ready (%d replicas). Try:\n  curl -s %s/agents\n  agentplane get replicas", len(agents), r.total, r.url))
+	}
+}
+
+// problemRestarts is the restart count seen when the problem of replica name was printed.
+func (r *statusReporter) problemRestarts(name string) int { return r.problems[name].restarts }
+
+func (r *statusReporter) replica(e discovery.Endpoint, now time.Time) {
+	key := e.Name + " " + e.URL // one process of the replica: a rolling update runs two at once
+	wasReady := r.ready[key]
+	r.ready[key] = e.Ready
+	if e.Ready {
+		if _, failed := r.problems[e.Name]; !wasReady && (failed || r.allReadyOnce) {
+			r.print(markOK, fmt.Sprintf("replica %s ready at %s (restarts: %d)", e.Name, e.URL, e.Restarts))
+		}
+		delete(r.problems, e.Name)
+		return
+	}
+	first, again, ok := problemLines(e)
+	if !ok {
+		return
+	}
+	// The same problem is the same state, reason and exit: a message may name a new port
+	// each time.
+	what := e.State + " " + e.Reason + " " + e.LastExit
+	p, printed := r.problems[e.Name]
+	switch {
+	case !printed || p.what != what:
+		r.problems[e.Name] = replicaProblem{what: what, restarts: e.Restarts}
+		r.print(markFailed, first+restartIn(e, now))
+	case again != "" && !p.looping && e.Restarts > r.problemRestarts(e.Name):
+		r.problems[e.Name] = replicaProblem{what: what, restarts: e.Restarts, looping: true}
+		r.print(markFailed, again+restartIn(e, now))
+	}
+}
+
+// problemLines say what is wrong with a replica that is not ready: the first time, and when it
+// happens again (empty for a problem that does not repeat). ok is false when nothing is wrong
+// (it is starting, or stopping).
+func problemLines(e discovery.Endpoint) (first, again string, ok bool) {
+	detail := e.Message
+	if e.Reason == discovery.ReasonExited || e.Reason == "" {
+		detail = e.LastExit
+	}
+	if tail := strings.TrimRight(e.StderrTail, "\n"); tail != "" {
+		sep := "; stderr: "
+		if e.Reason == discovery.ReasonExited {
+			sep = ": "
+		}
+		detail += sep + shorten(tail[strings.LastIndexByte(tail, '\n')+1:], 100)
+	}
+	name := "replica " + e.Name
+	switch {
+	case e.State == discovery.StateCrashLoopBackOff:
+		switch e.Reason {
+		case discovery.ReasonStartupProbeFailed:
+			return name + " did not start (" + detail + ")", name + " keeps failing to start (" + detail + ")", true
+		case discovery.ReasonLivenessProbeFailed:
+			return name + " was killed (" + detail + ")", name + " keeps failing its liveness probe (" + detail + ")", true
+		case discovery.ReasonStartFailed:
+			return name + " could not be started (" + detail + ")", name + " still cannot be started (" + detail + ")", true
+		default:
+			return name + " exited (" + detail + ")", name + " keeps exiting (" + detail + ")", true
+		}
+	case e.State == discovery.StateRunning && e.Reason == discovery.ReasonReadinessProbeFailing:
+		return name + " not ready (" + detail + ")", "", true
+	}
+	return "", "", false
+}
+
+func restartIn(e discovery.Endpoint, now time.Time) string {
+	if e.State != discovery.StateCrashLoopBackOff || e.NextStart.IsZero() {
+		return ""
+	}
+	return fmt.Sprintf(", restart %d in %s", e.Restarts, e.NextStart.Sub(now).Round(100*time.Millisecond))
+}
+
+// shorten cuts s to at most n runes, marking the cut with an ellipsis.
+func shorten(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
 }

@@ -132,7 +132,9 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 		gw         *gateway.Gateway // set before the supervisor starts
 	)
 	sup, err := supervisor.New(agents, supervisor.Options{
-		DataDir: o.dataDir, Grace: o.grace, Logger: logger, Site: o.site,
+		// Its replica events are friendly lines on the console (reportStatus): its warnings
+		// go to the log file only.
+		DataDir: o.dataDir, Grace: o.grace, Logger: logger.With(logComponent, componentSupervisor), Site: o.site,
 		ReplicaEnv: func(agent string, _ int) ([]string, func(), error) {
 			return replicaEnv(&sec, gatewayURL, agent)
 		},

@@ -18,6 +18,16 @@ const (
 	StateStopped          = "Stopped"          // stopped for good
 )
 
+// Why a replica is not ready (Endpoint.Reason).
+const (
+	ReasonStartFailed           = "StartFailed"           // its process could not be started
+	ReasonStartupProbeFailing   = "StartupProbeFailing"   // started, does not answer its startup probe yet
+	ReasonStartupProbeFailed    = "StartupProbeFailed"    // killed: no answer to its startup probe in time
+	ReasonReadinessProbeFailing = "ReadinessProbeFailing" // running, fails its readiness probe
+	ReasonLivenessProbeFailed   = "LivenessProbeFailed"   // killed: failed its liveness probe
+	ReasonExited                = "Exited"                // its process exited
+)
+
 // Endpoint is one replica of an agent as the gateway and the admin API see it.
 type Endpoint struct {
 	// Agent is the agent's name.
@@ -50,6 +60,16 @@ type Endpoint struct {
 	Restarts int `json:"restarts"`
 	// LastExit describes the last exit, such as "exit status 2" or "signal: killed".
 	LastExit string `json:"lastExit,omitempty"`
+	// Reason says in a word (one of the Reason* constants) why the replica is not ready, or
+	// why its last run ended; Message says it in a sentence, such as the probe's last error.
+	// Both are empty once the replica is ready.
+	Reason  string `json:"reason,omitempty"`
+	Message string `json:"message,omitempty"`
+	// StderrTail is the last lines (at most 10, each cut to 512 bytes, each ended by a
+	// newline) the replica's last run wrote to stderr, kept with Reason while it is not ready:
+	// why it could not start is usually there. (A string, not a list, so that an Endpoint
+	// stays comparable.)
+	StderrTail string `json:"stderrTail,omitempty"`
 	// Since is when the replica entered its current State.
 	Since time.Time `json:"since"`
 	// NextStart is when a replica in CrashLoopBackOff will be started again.

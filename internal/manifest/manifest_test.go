@@ -1,8 +1,11 @@
 package manifest
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -51,8 +54,18 @@ func TestDecodeErrors(t *testing.T) {
 		doc  string
 		want []string // each must appear in the error
 	}{
-		{"unknown field", strings.Replace(good, "replicas: 3", "replicas: 3\n  replicass: 2", 1), []string{"bad.yaml (document 1)", `unknown field "spec.replicass"`}},
-		{"wrong type", strings.Replace(good, "replicas: 3", `replicas: "three"`, 1), []string{"spec.replicas", "must be an integer"}},
+		{"unknown field", strings.Replace(good, "replicas: 3", "replicas: 3\n  replicass: 2", 1), []string{"bad.yaml (document 1)", `unknown field "spec.replicass" (did you mean replicas?)`}},
+		{"unknown field, other case", strings.Replace(good, "maxConcurrency: 2", "maxconcurrency: 2", 1), []string{`unknown field "spec.maxconcurrency" (did you mean maxConcurrency?)`}},
+		{"unknown field, typo", strings.Replace(good, "maxConcurrency: 2", "maxConcurency: 2", 1), []string{`unknown field "spec.maxConcurency" (did you mean maxConcurrency?)`}},
+		{"unknown field, nested", strings.Replace(good, "site: clinic-a", "sites: clinic-a", 1), []string{`unknown field "spec.placement.sites" (did you mean site?)`}},
+		{"unknown field, no hint", strings.Replace(good, "replicas: 3", "replicas: 3\n  colour: blue", 1), []string{`bad.yaml (document 1): unknown field "spec.colour"`}},
+		{"wrong type", strings.Replace(good, "replicas: 3", `replicas: "three"`, 1), []string{"bad.yaml (document 1): spec.replicas: \"three\" is not an integer"}},
+		{"wrong type in a list", strings.Replace(good, "[agentplane, simagent]", "[agentplane, 3]", 1), []string{"spec.command[1]: 3 is not a string"}},
+		{"duration", strings.Replace(good, "maxConcurrency: 2", "maxConcurrency: 2\n  taskTimeout: 2 minutes", 1), []string{`bad.yaml (document 1): spec.taskTimeout: "2 minutes" is not a duration, such as 30s or 2m`}},
+		{"duration as a number", strings.Replace(good, "maxConcurrency: 2", "maxConcurrency: 2\n  taskTimeout: 5", 1), []string{`spec.taskTimeout: 5 is not a duration`}},
+		{"nested duration", strings.Replace(good, "maxConcurrency: 2", "maxConcurrency: 2\n  autoscaling: {maxReplicas: 3, scaleDownDelay: soon}", 1), []string{`spec.autoscaling.scaleDownDelay: "soon" is not a duration`}},
+		{"explicit zero concurrency", strings.Replace(good, "maxConcurrency: 2", "maxConcurrency: 0", 1), []string{"spec.maxConcurrency: 0 is not allowed", "leave the field out for the default, 4"}},
+		{"explicit zero probe", strings.Replace(good, "replicas: 3", "replicas: 3\n  probes: {readiness: {periodSeconds: 0}}", 1), []string{"spec.probes.readiness.periodSeconds: 0 is not allowed"}},
 		{"negative replicas", strings.Replace(good, "replicas: 3", "replicas: -1", 1), []string{"spec.replicas", "between 0 and"}},
 		{"zero concurrency", strings.Replace(good, "maxConcurrency: 2", "maxConcurrency: -2", 1), []string{"spec.maxConcurrency", "at least 1"}},
 		{"bad name", strings.Replace(good, "name: triage", "name: Front_Desk", 1), []string{"metadata.name", "Front_Desk"}},
@@ -80,7 +93,41 @@ func TestDecodeErrors(t *testing.T) {
 					t.Errorf("Decode() error = %q, want it to contain %q", err, w)
 				}
 			}
+			if strings.Contains(err.Error(), "did you mean") && !strings.Contains(strings.Join(tt.want, " "), "did you mean") {
+				t.Errorf("Decode() error = %q: a hint where no known field is near", err)
+			}
 		})
+	}
+}
+
+// TestDecodeReportsEveryError checks that one run reports every problem of a document, each on
+// its own line naming the file, the document and the field, and of every document of a file.
+func TestDecodeReportsEveryError(t *testing.T) {
+	bad := strings.NewReplacer(
+		"replicas: 3", "replicas: -1\n  maxConcurency: 2\n  taskTimeout: 2 minutes",
+		"maxConcurrency: 2", "maxConcurrency: 0",
+		"[agentplane, simagent]", "[agentplane, 7]",
+	).Replace(good)
+	_, err := Decode("agents.yaml", []byte(good+"---\n"+bad+"---\n"+strings.Replace(good, "replicas: 3", "replicas: three", 1)))
+	if err == nil {
+		t.Fatal("Decode() error = nil")
+	}
+	want := []string{
+		`agents.yaml (document 2): unknown field "spec.maxConcurency" (did you mean maxConcurrency?)`,
+		`agents.yaml (document 2): spec.taskTimeout: "2 minutes" is not a duration, such as 30s or 2m`,
+		`agents.yaml (document 2): spec.maxConcurrency: 0 is not allowed: it must be at least 1 (leave the field out for the default, 4)`,
+		`agents.yaml (document 2): spec.command[1]: 7 is not a string (quote it)`,
+		`agents.yaml (document 2): spec.replicas: Invalid value: -1: must be between 0 and 1000`,
+		`agents.yaml (document 3): spec.replicas: "three" is not an integer`,
+	}
+	lines := strings.Split(err.Error(), "\n")
+	for _, w := range want {
+		if !slices.Contains(lines, w) {
+			t.Errorf("no line %q in the error:\n%s", w, err)
+		}
+	}
+	if len(lines) != len(want) {
+		t.Errorf("the error has %d lines, want %d (a removed field is not reported again, as Required):\n%s", len(lines), len(want), err)
 	}
 }
 
@@ -131,6 +178,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(good))
 	f.Add([]byte(good + "---\n" + good))
 	f.Add([]byte("apiVersion: agentplane.io/v1alpha1\nkind: Agent\nmetadata: {name: x}\nspec: {command: [a], state: stateful, memory: {size: 1Gi}}\n"))
+	f.Add([]byte(strings.Replace(good, "maxConcurrency: 2", "maxConcurency: 0\n  taskTimeout: 2 minutes\n  probes: {startup: {periodSeconds: 0}}", 1)))
+	f.Add([]byte(strings.Replace(good, "[agentplane, simagent]", "[agentplane, {a: 1}]", 1)))
 	f.Add([]byte("{}"))
 	f.Add([]byte("---\n---\n- [\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -167,5 +216,98 @@ func TestTaskTimeout(t *testing.T) {
 		if _, err := Decode("t.yaml", []byte(strings.Replace(good, "maxConcurrency: 2", "maxConcurrency: 2\n  taskTimeout: "+bad, 1))); err == nil {
 			t.Errorf("taskTimeout %q accepted", bad)
 		}
+	}
+}
+
+// TestLoadResolvesPathsAgainstTheManifest loads a manifest from another working directory: its
+// relative command and working directory are relative to the manifest's directory, which is
+// also the default working directory.
+func TestLoadResolvesPathsAgainstTheManifest(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"bin", "data"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "agent"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	m := strings.Replace(good, "[agentplane, simagent]", "[./bin/agent]\n  workingDir: data", 1) + "---\n" +
+		strings.Replace(strings.Replace(good, "triage", "sched", 1), "[agentplane, simagent]", "[sh, -c, 'exit 0']", 1)
+	if err := os.WriteFile(filepath.Join(dir, "agents.yaml"), []byte(m), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(t.TempDir())
+
+	agents, err := Load(filepath.Join(dir, "agents.yaml"))
+	if err != nil {
+		t.Fatalf("Load() error = %v", err)
+	}
+	for i, want := range []Paths{
+		{Dir: filepath.Join(dir, "data"), Program: filepath.Join(dir, "bin", "agent")},
+		{Dir: dir, Program: lookPath(t, "sh")},
+	} {
+		a := agents[i]
+		if got := a.Annotations[v1alpha1.AnnotationManifestDir]; got != dir {
+			t.Errorf("%s: manifest directory %q, want %q", a.Name, got, dir)
+		}
+		if p, errs := ResolvePaths(&a, "/elsewhere"); len(errs) > 0 || p != want {
+			t.Errorf("%s: ResolvePaths() = %+v, %v; want %+v", a.Name, p, errs, want)
+		}
+	}
+}
+
+func lookPath(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Skip(err)
+	}
+	abs, _ := filepath.Abs(p)
+	return abs
+}
+
+// TestLoadRefusesWhatCannotRun: a program that is not there or cannot run, or a working
+// directory that is not there, is an error at load, naming the file, the document and the field,
+// not a replica restarted for ever.
+func TestLoadRefusesWhatCannotRun(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "notes.txt"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	docs := []string{
+		good,
+		strings.Replace(good, "[agentplane, simagent]", "[no-such-program-here]", 1),
+		strings.Replace(good, "[agentplane, simagent]", "[./missing.sh]", 1),
+		strings.Replace(good, "[agentplane, simagent]", "[./notes.txt]", 1),
+		strings.Replace(good, "[agentplane, simagent]", "[./]", 1),
+		strings.Replace(good, "[agentplane, simagent]", "[agentplane]\n  workingDir: nowhere", 1),
+	}
+	for i := 1; i < len(docs); i++ {
+		docs[i] = strings.Replace(docs[i], "name: triage", fmt.Sprintf("name: a%d", i), 1)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "agents.yaml"), []byte(strings.Join(docs, "---\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(filepath.Join(dir, "agents.yaml"))
+	if err == nil {
+		t.Fatal("Load() error = nil")
+	}
+	f := filepath.Join(dir, "agents.yaml")
+	for _, want := range []string{
+		f + ` (document 2): spec.command[0]: Invalid value: "no-such-program-here": no such program in $PATH`,
+		f + ` (document 3): spec.command[0]: Invalid value: "./missing.sh": no such file: ` + filepath.Join(dir, "missing.sh") + ` (a relative command is relative to the manifest's directory, ` + dir + `)`,
+		f + ` (document 4): spec.command[0]: Invalid value: "./notes.txt": ` + filepath.Join(dir, "notes.txt") + ` is not executable (chmod +x)`,
+		f + ` (document 6): spec.workingDir: Invalid value: "nowhere": no such directory: ` + filepath.Join(dir, "nowhere"),
+	} {
+		if !strings.Contains(err.Error(), want+"\n") && !strings.HasSuffix(err.Error(), want) {
+			t.Errorf("error lacks the line %q:\n%s", want, err)
+		}
+	}
+	if !strings.Contains(err.Error(), f+` (document 5): spec.command[0]: Invalid value: "./": `+dir+" is a directory") {
+		t.Errorf("error lacks the directory as a command:\n%s", err)
+	}
+	if strings.Contains(err.Error(), "document 1") {
+		t.Errorf("the good document is reported:\n%s", err)
 	}
 }

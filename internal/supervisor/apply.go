@@ -59,7 +59,7 @@ func (d Diff) Changed() bool {
 //     Options.Grace); Apply waits until they are gone, then the agent leaves the snapshots;
 //   - a scaled-up agent gets replicas at the next indices; a scaled-down one has its
 //     highest-index replicas stopped the same way as a removed agent's;
-//   - an agent whose command, args, env, probes or maxConcurrency changed has its replicas
+//   - an agent whose command, args, env, probes, working directory or maxConcurrency changed has its replicas
 //     replaced one at a time, surging by one: a new process for replica <agent>-<i> is started
 //     next to the old one, under the same name and writing to the same log file, and only once it
 //     is ready is the old one stopped, so the number of ready replicas never drops. A new

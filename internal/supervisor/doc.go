@@ -1,10 +1,13 @@
 // Package supervisor runs the replicas of agents as local processes in embedded mode
 // (`agentplane up`), and tells the gateway where they are.
 //
-// For every replica it picks a free port, starts the agent's command in its own process group
-// with PORT, AGENTPLANE_AGENT and AGENTPLANE_REPLICA set, appends its output to a log file, polls
-// the startup, readiness and liveness probes, and restarts it with exponential backoff when it
-// exits. On shutdown it first marks every replica Terminating, so the gateway stops routing, then
+// New and Apply refuse an agent whose program or working directory is not on this machine
+// (manifest.ResolvePaths: relative to the agent's manifest file). For every replica it picks a
+// free port, starts the agent's program in its working directory and its own process group
+// with PORT, AGENTPLANE_AGENT and AGENTPLANE_REPLICA set, appends its output to a log file
+// (keeping the last lines of its stderr), polls the startup, readiness and liveness probes,
+// and restarts it with exponential backoff when it exits. A replica that is not ready says why
+// in its Endpoint (Reason, Message, StderrTail), such as its startup probe's last error. On shutdown it first marks every replica Terminating, so the gateway stops routing, then
 // sends SIGTERM to each process group and SIGKILL after a grace period; KillAll kills every
 // group at once, for a forced exit. On Linux every replica is started with a parent-death signal
 // (SIGKILL) from one OS thread that lives as long as Start, so replicas die with the supervisor's

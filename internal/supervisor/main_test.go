@@ -44,6 +44,7 @@ func TestMain(m *testing.M) {
 //	unready     the card answers 503 (/livez still 200)
 //	family      like ok, but first start a child that sleeps, and print its pid
 //	sleeper     block until killed (the child of family)
+//	noport      write to stderr that it listens on 8080, and never listen (it ignores $PORT)
 func helperAgent(mode string) int {
 	fmt.Printf("helper agent %s-%s mode %s pid %d version %q\n", os.Getenv("AGENTPLANE_AGENT"), os.Getenv("AGENTPLANE_REPLICA"), mode, os.Getpid(), os.Getenv("HELPER_VERSION"))
 	term := make(chan os.Signal, 1)
@@ -52,6 +53,12 @@ func helperAgent(mode string) int {
 		fmt.Fprintln(os.Stderr, "helper agent crashing")
 		return 3
 	case "sleeper":
+		select {}
+	case "noport":
+		for i := range 12 {
+			fmt.Fprintf(os.Stderr, "noport line %d\n", i)
+		}
+		fmt.Fprintln(os.Stderr, "listening on 127.0.0.1:8080")
 		select {}
 	case "ignoreterm":
 		signal.Ignore(syscall.SIGTERM)

@@ -18,12 +18,19 @@ import (
 	"github.com/agentplane/agentplane/internal/discovery"
 )
 
-// runReplica starts replica r again and again, with backoff, until ctx ends.
+// runReplica starts replica r again and again, with backoff, until ctx ends. It logs a line
+// per change, not per try: a replica that keeps exiting the same way is logged when it first
+// exits, once more when it is seen to loop, then only when the way it exits changes or once it
+// has been ready again.
 func (s *Supervisor) runReplica(ctx context.Context, r *replica) {
 	log := s.opts.Logger.With("agent", r.spec.name, "replica", r.index)
 	crashes := 0
+	var (
+		logged  string // how the last exit logged at warn went
+		looping bool   // "keeps exiting" was logged for it
+	)
 	for attempt := 1; ; attempt++ {
-		out := s.runOnce(ctx, log, r, attempt)
+		out := s.runOnce(ctx, log, r, attempt, logged != "")
 		if ctx.Err() != nil {
 			if out.pid != 0 {
 				log.Info("replica stopped", "pid", out.pid, "exit", out.exit)
@@ -37,9 +44,13 @@ func (s *Supervisor) runReplica(ctx context.Context, r *replica) {
 			})
 			return
 		}
+		if out.readyFor > 0 {
+			logged, looping = "", false
+		}
 		crashes = s.opts.Backoff.Crashes(crashes, out.readyFor)
 		delay := s.opts.Backoff.Delay(crashes)
 		next := s.opts.Clock().Add(delay)
+		restarts := 0
 		s.update(r, func(e *discovery.Endpoint) {
 			e.Ready = false
 			e.State = discovery.StateCrashLoopBackOff
@@ -47,8 +58,24 @@ func (s *Supervisor) runReplica(ctx context.Context, r *replica) {
 			e.Restarts++
 			e.LastExit = out.exit
 			e.NextStart = next
+			e.Reason, e.Message, e.StderrTail = out.reason, out.message, joinLines(out.stderr)
+			restarts = e.Restarts
 		})
-		log.Warn("replica exited", "pid", out.pid, "exit", out.exit, "restartIn", delay, "crashes", crashes)
+		args := []any{"pid", out.pid, "exit", out.exit, "reason", out.reason, "message", out.message, "restarts", restarts, "restartIn", delay}
+		if n := len(out.stderr); n > 0 {
+			args = append(args, "stderr", out.stderr[n-1])
+		}
+		// The same way is the same reason and exit: a message may name a new port each time.
+		switch summary := out.reason + ": " + out.exit; {
+		case summary != logged:
+			log.Warn("replica exited", args...)
+			logged, looping = summary, false
+		case !looping:
+			log.Warn("replica keeps exiting", args...)
+			looping = true
+		default:
+			log.Debug("replica exited", args...)
+		}
 
 		t := time.NewTimer(delay)
 		select {
@@ -64,30 +91,31 @@ func (s *Supervisor) runReplica(ctx context.Context, r *replica) {
 type outcome struct {
 	pid      int           // 0 if no process started
 	exit     string        // such as "exit status 3" or "liveness probe failed"
+	reason   string        // a discovery.Reason* constant
+	message  string        // why, in a sentence
+	stderr   []string      // the last lines of its stderr
 	readyFor time.Duration // how long it ran after passing its startup probe
 }
 
 // runOnce starts the replica's process once and supervises it until it exits, it is killed
 // for failing a probe, or ctx ends. It returns only after the process has exited.
-func (s *Supervisor) runOnce(ctx context.Context, log *slog.Logger, rep *replica, attempt int) outcome {
+// quiet logs its start at debug level: the replica is crash-looping, which is logged already.
+func (s *Supervisor) runOnce(ctx context.Context, log *slog.Logger, rep *replica, attempt int, quiet bool) outcome {
 	a, name := rep.spec, rep.name
 
 	port, err := freePort(s.opts.Host)
 	if err != nil {
-		log.Error("replica start failed", "err", err)
-		return outcome{exit: "no free port: " + err.Error()}
+		return startFailed("no free port: " + err.Error())
 	}
 	url := "http://" + net.JoinHostPort(s.opts.Host, strconv.Itoa(port))
 
 	logPath := filepath.Join(s.opts.DataDir, "logs", a.name, name+".log")
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
-		log.Error("replica start failed", "err", err)
-		return outcome{exit: "cannot create the log directory: " + err.Error()}
+		return startFailed("cannot create the log directory: " + err.Error())
 	}
 	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
-		log.Error("replica start failed", "err", err)
-		return outcome{exit: "cannot open log: " + err.Error()}
+		return startFailed("cannot open log: " + err.Error())
 	}
 	defer logFile.Close()
 	fmt.Fprintf(logFile, "--- agentplane: start %s attempt %d at %s ---\n", name, attempt, s.opts.Clock().Format(time.RFC3339))
@@ -96,8 +124,7 @@ func (s *Supervisor) runOnce(ctx context.Context, log *slog.Logger, rep *replica
 	if s.opts.ReplicaEnv != nil {
 		e, done, err := s.opts.ReplicaEnv(a.name, rep.index)
 		if err != nil {
-			log.Error("replica start failed", "err", err)
-			return outcome{exit: "credentials: " + err.Error()}
+			return startFailed("credentials: " + err.Error())
 		}
 		defer done() // the replica's credentials end with its process
 		extra = e
@@ -105,8 +132,7 @@ func (s *Supervisor) runOnce(ctx context.Context, log *slog.Logger, rep *replica
 	if a.stateful {
 		dir := filepath.Join(s.opts.DataDir, "memory", a.name, name)
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			log.Error("replica start failed", "err", err)
-			return outcome{exit: "cannot create the memory directory: " + err.Error()}
+			return startFailed("cannot create the memory directory: " + err.Error())
 		}
 		extra = append(extra, v1alpha1.EnvMemoryDir+"="+dir)
 	}
@@ -116,13 +142,18 @@ func (s *Supervisor) runOnce(ctx context.Context, log *slog.Logger, rep *replica
 		"AGENTPLANE_REPLICA=" + strconv.Itoa(rep.index),
 		"AGENTPLANE_LISTEN_HOST=127.0.0.1", // reached only through the gateway
 	})
-	proc, untrack, err := s.launch(ctx, ProcessSpec{
-		Path: a.argv[0], Args: a.argv, Env: env, Stdout: logFile, Stderr: logFile,
-	})
+	stderr, err := newStderrPipe(logFile)
 	if err != nil {
+		return startFailed("stderr: " + err.Error())
+	}
+	proc, untrack, err := s.launch(ctx, ProcessSpec{
+		Path: a.program, Args: a.argv, Dir: a.dir, Env: env, Stdout: logFile, Stderr: stderr.w,
+	})
+	stderr.started()
+	if err != nil {
+		stderr.finish(0)
 		fmt.Fprintf(logFile, "--- agentplane: %s did not start: %v ---\n", name, err)
-		log.Error("replica start failed", "err", err)
-		return outcome{exit: "start failed: " + err.Error()}
+		return startFailed("start failed: " + err.Error())
 	}
 	pid := proc.PID()
 
@@ -152,21 +183,33 @@ func (s *Supervisor) runOnce(ctx context.Context, log *slog.Logger, rep *replica
 		e.PID = pid
 		e.NextStart = time.Time{}
 	})
-	log.Info("replica started", "pid", pid, "port", port, "attempt", attempt)
+	if quiet {
+		log.Debug("replica started", "pid", pid, "port", port, "attempt", attempt)
+	} else {
+		log.Info("replica started", "pid", pid, "port", port, "attempt", attempt)
+	}
 
 	r := &run{s: s, log: log, rep: rep, spec: a, url: url, proc: proc, exited: exited, procCtx: procCtx}
 	out := r.supervise(ctx)
 	<-exited
 	if out.exit == "" {
 		out.exit = describeExit(waitErr)
+		out.reason, out.message = discovery.ReasonExited, out.exit
 	}
 	// Whatever the process left in its group goes with it.
 	_ = proc.Signal(syscall.SIGKILL)
 	untrack()
 	_ = os.Remove(pidPath)
+	stderr.finish(200 * time.Millisecond)
+	out.stderr = stderr.tail.Lines()
 	fmt.Fprintf(logFile, "--- agentplane: %s exited: %s ---\n", name, out.exit)
 	out.pid = pid
 	return out
+}
+
+// startFailed is the outcome of a replica whose process could not be started.
+func startFailed(why string) outcome {
+	return outcome{exit: why, reason: discovery.ReasonStartFailed, message: why}
 }
 
 // run is one started process of a replica.
@@ -192,7 +235,9 @@ func (r *run) supervise(ctx context.Context) outcome {
 	sp := r.spec.startup
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	eagerUntil := time.Now().Add(r.period(sp))
+	started := time.Now()
+	eagerUntil := started.Add(r.period(sp))
+	lastErr := ""
 	for failures := 0; ; {
 		select {
 		case <-ctx.Done():
@@ -214,8 +259,19 @@ func (r *run) supervise(ctx context.Context) outcome {
 			continue
 		}
 		if failures++; failures >= int(sp.FailureThreshold) {
+			msg := fmt.Sprintf("no answer to its startup probe within %s, %d tries (does it listen on $PORT?): %v",
+				time.Since(started).Round(100*time.Millisecond), failures, err)
 			r.log.Warn("startup probe failed, killing replica", "failures", failures, "err", err)
-			return r.kill("startup probe failed")
+			out := r.kill("startup probe failed")
+			out.reason, out.message = discovery.ReasonStartupProbeFailed, msg
+			return out
+		}
+		// Said once per different error, not per try: each change wakes every watcher.
+		if msg := "startup probe failing: " + err.Error(); msg != lastErr {
+			lastErr = msg
+			r.s.update(r.rep, func(e *discovery.Endpoint) {
+				e.Reason, e.Message = discovery.ReasonStartupProbeFailing, msg
+			})
 		}
 		timer.Reset(r.period(sp))
 	}
@@ -225,6 +281,7 @@ func (r *run) supervise(ctx context.Context) outcome {
 	r.s.update(r.rep, func(e *discovery.Endpoint) {
 		e.State = discovery.StateRunning
 		e.Ready = true
+		e.Reason, e.Message, e.StderrTail = "", "", ""
 	})
 	r.log.Info("replica ready", "url", r.url)
 
@@ -251,13 +308,19 @@ func (r *run) supervise(ctx context.Context) outcome {
 				readyFails = 0
 				if !ready {
 					ready = true
-					r.setReady(true)
+					r.s.update(r.rep, func(e *discovery.Endpoint) {
+						e.Ready = true
+						e.Reason, e.Message = "", ""
+					})
 					r.log.Info("replica ready", "url", r.url)
 				}
 			case ready:
 				if readyFails++; readyFails >= int(rp.FailureThreshold) {
 					ready = false
-					r.setReady(false)
+					r.s.update(r.rep, func(e *discovery.Endpoint) {
+						e.Ready = false
+						e.Reason, e.Message = discovery.ReasonReadinessProbeFailing, "readiness probe failing: "+err.Error()
+					})
 					r.log.Warn("replica not ready", "failures", readyFails, "err", err)
 				}
 			}
@@ -273,6 +336,7 @@ func (r *run) supervise(ctx context.Context) outcome {
 			} else if liveFails++; liveFails >= int(lp.FailureThreshold) {
 				r.log.Warn("liveness probe failed, killing replica", "failures", liveFails, "err", err)
 				out := r.kill("liveness probe failed")
+				out.reason, out.message = discovery.ReasonLivenessProbeFailed, fmt.Sprintf("liveness probe failed %d times: %v", liveFails, err)
 				out.readyFor = readyFor()
 				return out
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/agentplane/agentplane/api/v1alpha1"
 	"github.com/agentplane/agentplane/internal/autoscale"
 	"github.com/agentplane/agentplane/internal/discovery"
+	"github.com/agentplane/agentplane/internal/manifest"
 )
 
 // Options configure a Supervisor. Only DataDir is required.
@@ -83,6 +84,7 @@ type Supervisor struct {
 	runDir    string
 	inherits  []string // "KEY=value" of inheritedEnv, read once
 	exeErr    error    // why os.Executable failed, when Options.Executable was not given
+	cwd       string   // what relative paths of an agent not read from a file are relative to
 	started   atomic.Bool
 	probeUnit time.Duration // how long one "second" of a probe's periodSeconds lasts; tests shorten it
 
@@ -133,6 +135,8 @@ type agent struct {
 // agentSpec is what the supervisor needs of an Agent, resolved once.
 type agentSpec struct {
 	name           string
+	program        string   // the absolute path of spec.command[0], or of this binary for "agentplane"
+	dir            string   // the absolute working directory
 	argv           []string // command and args, with "agentplane" resolved
 	env            []string // spec.env as "KEY=value"
 	replicas       int
@@ -149,7 +153,7 @@ type agentSpec struct {
 // sameProcess reports whether replicas of a and b run the same way, so that a change from one to
 // the other needs no restart.
 func (a *agentSpec) sameProcess(b *agentSpec) bool {
-	return slices.Equal(a.argv, b.argv) && slices.Equal(a.env, b.env) && a.maxConcurrency == b.maxConcurrency && a.stateful == b.stateful &&
+	return a.program == b.program && a.dir == b.dir && slices.Equal(a.argv, b.argv) && slices.Equal(a.env, b.env) && a.maxConcurrency == b.maxConcurrency && a.stateful == b.stateful &&
 		a.startup == b.startup && a.ready == b.ready && a.live == b.live
 }
 
@@ -210,6 +214,10 @@ func New(agents []v1alpha1.Agent, opts Options) (*Supervisor, error) {
 	if s.opts.Executable == "" {
 		s.opts.Executable, s.exeErr = os.Executable()
 	}
+	var err error
+	if s.cwd, err = os.Getwd(); err != nil {
+		return nil, fmt.Errorf("supervisor: %w", err)
+	}
 	for _, k := range inheritedEnv {
 		if v, ok := os.LookupEnv(k); ok {
 			s.inherits = append(s.inherits, k+"="+v)
@@ -254,16 +262,21 @@ func (s *Supervisor) resolve(agents []v1alpha1.Agent) ([]*v1alpha1.Agent, []*age
 			errs = append(errs, fmt.Errorf("agent %q has no spec.command, which embedded mode needs", a.Name))
 			continue
 		}
+		paths, fe := manifest.ResolvePaths(a, s.cwd)
+		if len(fe) > 0 {
+			errs = append(errs, fmt.Errorf("agent %q: %w", a.Name, fe.ToAggregate()))
+			continue
+		}
 		argv := slices.Concat(a.Spec.Command, a.Spec.Args)
-		if argv[0] == "agentplane" {
+		if paths.Program == manifest.SelfCommand {
 			if s.opts.Executable == "" {
 				errs = append(errs, fmt.Errorf("agent %q runs agentplane, but its path is unknown: %w", a.Name, s.exeErr))
 				continue
 			}
-			argv[0] = s.opts.Executable
+			argv[0], paths.Program = s.opts.Executable, s.opts.Executable
 		}
-		spec := &agentSpec{name: a.Name, argv: argv, replicas: a.DesiredReplicas(), maxConcurrency: int(a.Spec.MaxConcurrency),
-			stateful: a.Spec.State == v1alpha1.Stateful}
+		spec := &agentSpec{name: a.Name, program: paths.Program, dir: paths.Dir, argv: argv, replicas: a.DesiredReplicas(),
+			maxConcurrency: int(a.Spec.MaxConcurrency), stateful: a.Spec.State == v1alpha1.Stateful}
 		if as, ok := autoscale.SpecOf(a); ok {
 			spec.autoscale = &as
 			spec.replicas = s.autoscaledReplicas(a, as)

@@ -507,8 +507,52 @@ func TestProcessSpec(t *testing.T) {
 	e := h.waitFor("crash loop", 10*time.Second, func(s []discovery.Agent) bool {
 		return s[0].Endpoints[0].State == discovery.StateCrashLoopBackOff
 	})[0].Endpoints[0]
-	if !strings.HasPrefix(e.LastExit, "start failed: ") {
-		t.Errorf("LastExit %q", e.LastExit)
+	if !strings.HasPrefix(e.LastExit, "start failed: ") || e.Reason != discovery.ReasonStartFailed || e.Message != e.LastExit {
+		t.Errorf("LastExit %q, reason %q, message %q", e.LastExit, e.Reason, e.Message)
+	}
+	if wd, _ := os.Getwd(); spec.Dir != wd {
+		t.Errorf("Dir %q: an agent not read from a file runs in the supervisor's working directory, %q", spec.Dir, wd)
+	}
+}
+
+// TestPathsAreTheManifests: an agent read from a file runs its relative command from the file's
+// directory, in its working directory relative to it; a program that is not there is refused by
+// New and Apply, which then change nothing.
+func TestPathsAreTheManifests(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "work"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "run.sh"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a := testAgent(t, "local", 1, "ok")
+	a.Annotations = map[string]string{v1alpha1.AnnotationManifestDir: dir}
+	a.Spec.Command, a.Spec.Args, a.Spec.WorkingDir = []string{"./run.sh"}, []string{"x"}, "work"
+	launched := make(recordingLauncher, 1)
+	h := startSupervisor(t, []v1alpha1.Agent{a}, Options{Launcher: launched})
+	var spec ProcessSpec
+	select {
+	case spec = <-launched:
+	case <-time.After(10 * time.Second):
+		t.Fatal("nothing launched")
+	}
+	if spec.Path != filepath.Join(dir, "run.sh") || spec.Dir != filepath.Join(dir, "work") || !slices.Equal(spec.Args, []string{"./run.sh", "x"}) {
+		t.Errorf("Path %q, Dir %q, Args %q", spec.Path, spec.Dir, spec.Args)
+	}
+
+	missing := a.DeepCopy()
+	missing.Name = "missing"
+	missing.Spec.Command = []string{"./not-there.sh"}
+	_, err := h.s.Apply(t.Context(), []v1alpha1.Agent{a, *missing})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), `agent "missing": spec.command[0]: Invalid value: "./not-there.sh": no such file: `+filepath.Join(dir, "not-there.sh")) {
+		t.Errorf("Apply() error = %v, want ErrInvalid naming the field and the file", err)
+	}
+	if _, ok := h.s.Agent("missing"); ok {
+		t.Error("Apply with an invalid agent added it")
+	}
+	if _, err := New([]v1alpha1.Agent{*missing}, Options{DataDir: t.TempDir()}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("New() error = %v, want ErrInvalid", err)
 	}
 }
 
