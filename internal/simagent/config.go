@@ -44,6 +44,7 @@ type Config struct {
 	CrashAfter     int           // if >0: the task arriving after CrashAfter accepted tasks exits the process (code 3)
 	Seed           int64         // RNG seed; 0 = random
 	DrainTimeout   time.Duration // on shutdown: how long in-flight tasks may still run; default 30s
+	LLM            LLMConfig     // the LLM-shaped model instead of Latency, when LLM.Enabled
 
 	// exit terminates the process on a simulated crash; os.Exit when nil.
 	// Tests inject a recorder.
@@ -65,6 +66,7 @@ func (c *Config) BindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.CrashAfter, "crash-after", c.CrashAfter, "if >0, exit abruptly (code 3) when the task after this many accepted tasks arrives")
 	fs.Int64Var(&c.Seed, "seed", c.Seed, "random seed (0 = random)")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "on shutdown, how long in-flight tasks may still run (default 30s)")
+	c.bindLLMFlags(fs)
 }
 
 // withDefaults returns a copy of c with defaults applied. listenRequired
@@ -105,6 +107,9 @@ func (c Config) withDefaults(listenRequired bool) (Config, error) {
 	if c.DrainTimeout == 0 {
 		c.DrainTimeout = defaultDrainTimeout
 	}
+	if c.LLM.Enabled {
+		c.LLM = c.LLM.withDefaults()
+	}
 	if c.exit == nil {
 		c.exit = os.Exit
 	}
@@ -134,6 +139,15 @@ func (c Config) validate() error {
 	}
 	if c.DrainTimeout < 0 {
 		errs = append(errs, fmt.Errorf("drain-timeout must be >= 0, got %v", c.DrainTimeout))
+	}
+	if c.LLM.Enabled {
+		errs = append(errs, c.LLM.validate()...)
+		if c.Latency != nil && c.Latency.String() != "0" {
+			errs = append(errs, fmt.Errorf("latency %s cannot be combined with llm: the model decides the service time", c.Latency))
+		}
+		if c.Chunks != defaultChunks {
+			errs = append(errs, fmt.Errorf("chunks %d cannot be combined with llm: use llm-stream-tokens", c.Chunks))
+		}
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("simagent: invalid config: %w", errors.Join(errs...))

@@ -11,10 +11,20 @@
 // be told to fail, hang or crash a fraction of tasks so that gateway retry,
 // timeout, cancellation and failover paths can be tested.
 //
-// What it is not: it does not look at message content beyond counting words,
-// does not echo the input, does not persist tasks (the SDK's in-memory store
-// grows for the life of the process), does not implement push notifications
-// or authentication, and is not meant to be exposed to untrusted networks.
+// With --llm (Config.LLM) the service time comes from a model of an LLM
+// server instead: prefill per prompt token, then output tokens whose time
+// grows with the number of tasks the replica works on at once (continuous
+// batching), a per-replica context cache keyed by the A2A contextId that
+// makes a conversation's next turn cheaper on the replica that served it,
+// and a speed factor per replica. Token counts come from message metadata
+// (promptTokens, maxTokens, contextTokens) or the text's length. The model,
+// its defaults and their sources are described in bench/README.md, "Model".
+//
+// What it is not: it does not look at message content beyond counting words
+// (with --llm, characters and token-count metadata), does not echo the
+// input, does not persist tasks (the SDK's in-memory store grows for the life
+// of the process), does not implement push notifications or authentication,
+// and is not meant to be exposed to untrusted networks.
 // Request and response bodies are never logged.
 //
 // Besides the A2A endpoints it serves GET /healthz and GET /simagent/stats

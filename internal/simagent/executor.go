@@ -45,6 +45,9 @@ type executor struct {
 
 	rngMu sync.Mutex
 	rng   *rand.Rand
+
+	// llm is the model's state in --llm mode; nil otherwise.
+	llm *llmEngine
 }
 
 var (
@@ -66,6 +69,9 @@ func newExecutor(cfg Config, logger *slog.Logger, st *stats, stop <-chan struct{
 	}
 	if cfg.MaxConcurrency > 0 {
 		e.slots = make(chan struct{}, cfg.MaxConcurrency)
+	}
+	if cfg.LLM.Enabled {
+		e.llm = newLLMEngine(cfg.LLM, cfg.Replica)
 	}
 	return e
 }
@@ -106,6 +112,9 @@ func (e *executor) Execute(ctx context.Context, execCtx *a2asrv.ExecutorContext)
 // run emits the task's events and returns the terminal state reached
 // (TaskStateUnspecified when the execution was abandoned).
 func (e *executor) run(ctx context.Context, execCtx *a2asrv.ExecutorContext, yield func(a2a.Event, error) bool) a2a.TaskState {
+	if e.llm != nil {
+		return e.runLLM(ctx, execCtx, yield)
+	}
 	who := e.cfg.who()
 	inWords := countWords(execCtx.Message)
 	fate, latency := e.draw()

@@ -70,6 +70,12 @@ func Serve(ctx context.Context, cfg Config, ln net.Listener, logger *slog.Logger
 	stop := make(chan struct{})
 	st := newStats(c.Name, c.Replica)
 	exec := newExecutor(c, logger, st, stop)
+	if exec.llm != nil {
+		st.llm = exec.llm.snapshot
+		logger.Info("simagent llm model", "prefillPerToken", c.LLM.PrefillPerToken, "tpot", c.LLM.TPOT,
+			"batchSlope", c.LLM.BatchSlope, "cacheSpeedup", c.LLM.CacheSpeedup, "cacheTokens", c.LLM.CacheTokens,
+			"speed", exec.llm.model.speed, "outputTokens", c.LLM.OutputTokens.String(), "streamTokens", c.LLM.StreamTokens)
+	}
 	base := baseURL(c.Listen, ln.Addr())
 
 	handler := newMux(c, base, exec, st, logger)

@@ -18,6 +18,8 @@ type Stats struct {
 	InFlight        int64  `json:"inFlight"`        // tasks holding a concurrency slot now
 	Waiting         int64  `json:"waiting"`         // tasks queued for a slot now
 	MaxInFlightSeen int64  `json:"maxInFlightSeen"` // high-water mark of InFlight
+
+	LLM *LLMStats `json:"llm,omitempty"` // in --llm mode only
 }
 
 // stats holds the live counters. active counts executions that have not
@@ -27,6 +29,9 @@ type stats struct {
 	s      Stats
 	active int64
 	idle   chan struct{}
+
+	// llm reads the --llm counters; nil otherwise. Called without mu held.
+	llm func() LLMStats
 }
 
 func newStats(agent, replica string) *stats {
@@ -37,8 +42,13 @@ func newStats(agent, replica string) *stats {
 
 func (st *stats) snapshot() Stats {
 	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.s
+	s := st.s
+	st.mu.Unlock()
+	if st.llm != nil {
+		l := st.llm()
+		s.LLM = &l
+	}
+	return s
 }
 
 // accept records an arriving task and returns the accepted count including it.
