@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,7 +14,9 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"sigs.k8s.io/yaml"
 
+	"github.com/agentplane/agentplane/api/v1alpha1"
 	"github.com/agentplane/agentplane/internal/manifest"
 	"github.com/agentplane/agentplane/internal/supervisor"
 )
@@ -124,12 +125,13 @@ func runApply(ctx context.Context, streams Streams, o applyOptions) error {
 	if o.reload {
 		path += "?reload=true"
 	} else {
-		// Check here first, for errors that name the file.
-		if _, err := manifest.Load(o.files...); err != nil {
+		// Load here, for errors that name the file, and send what it read: each agent
+		// carries its manifest's directory, which its relative paths are relative to.
+		agents, err := manifest.Load(o.files...)
+		if err != nil {
 			return &exitError{code: 2, err: fmt.Errorf("invalid manifests:\n%w", err)}
 		}
-		var err error
-		if body, err = readManifests(o.files); err != nil {
+		if body, err = encodeManifests(agents); err != nil {
 			return err
 		}
 		if o.prune {
@@ -155,21 +157,17 @@ func runApply(ctx context.Context, streams Streams, o applyOptions) error {
 	return waitApplied(ctx, streams, o.gateway, toWaitFor(diff), o.wait.d, o.poll)
 }
 
-// readManifests reads the files, and the *.yaml and *.yml files of the directories, as
-// manifest.Load does, into one YAML stream.
-func readManifests(paths []string) ([]byte, error) {
-	files, err := manifest.Files(paths...)
-	if err != nil {
-		return nil, err
-	}
+// encodeManifests writes agents as one YAML stream, as the gateway's apply reads it.
+func encodeManifests(agents []v1alpha1.Agent) ([]byte, error) {
 	var buf bytes.Buffer
-	for _, f := range files {
-		b, err := os.ReadFile(f)
+	for _, a := range agents {
+		a.Status = v1alpha1.AgentStatus{}
+		b, err := yaml.Marshal(a)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("agent %s: %w", a.Name, err)
 		}
 		if buf.Len() > 0 {
-			buf.WriteString("\n---\n")
+			buf.WriteString("---\n")
 		}
 		buf.Write(b)
 	}

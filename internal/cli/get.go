@@ -252,7 +252,7 @@ func printReplicas(streams Streams, o getOptions, raw []byte) error {
 		return printData(streams.Out, o.output, resp.Replicas)
 	}
 	tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "AGENT\tREPLICA\tADDRESS\tPID\tSTATE\tREADY\tRESTARTS\tIN-FLIGHT\tAGE")
+	fmt.Fprintln(tw, "AGENT\tREPLICA\tADDRESS\tPID\tSTATE\tREADY\tRESTARTS\tIN-FLIGHT\tAGE\tREASON")
 	now := time.Now()
 	for _, r := range resp.Replicas {
 		state := r.State
@@ -263,8 +263,13 @@ func printReplicas(streams Streams, o getOptions, raw []byte) error {
 		if r.PID > 0 {
 			pid = strconv.Itoa(r.PID)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%t\t%d\t%d\t%s\n", r.Agent, r.Name, orDash(strings.TrimPrefix(r.URL, "http://")),
-			pid, state, r.Ready, r.Restarts, r.InFlight, age(now, r.Since))
+		// Why it is not ready, in a word; describe says more.
+		reason := r.Reason
+		if r.Ready {
+			reason = ""
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%t\t%d\t%d\t%s\t%s\n", r.Agent, r.Name, orDash(strings.TrimPrefix(r.URL, "http://")),
+			pid, state, r.Ready, r.Restarts, r.InFlight, age(now, r.Since), orDash(reason))
 	}
 	return tw.Flush()
 }

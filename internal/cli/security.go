@@ -127,6 +127,15 @@ func (s security) apply(o *gateway.Options, dataDir string, logger *slog.Logger,
 }
 
 // describe says in one line what protects the gateway.
+// authenticates says whether callers must authenticate.
+func (s security) authenticates() bool {
+	if s.cfg == nil {
+		return false
+	}
+	a := s.cfg.Auth
+	return len(a.APIKeys) > 0 || a.JWT != nil || a.MTLS != nil
+}
+
 func (s security) describe() string {
 	if s.cfg == nil {
 		return "no authentication and no audit log (no --config): listening on loopback only"

@@ -19,7 +19,7 @@ import (
 // those of `get` and `describe`. On a terminal, a spinner shows progress while replicas start,
 // and lines are marked ✓ (all is well) or ✗ (a replica failed); a replica still starting is
 // neither.
-func reportStatus(ctx context.Context, w io.Writer, src discovery.Source, url string) {
+func reportStatus(ctx context.Context, w io.Writer, src discovery.Source, try string) {
 	tty := isTerminal(w)
 	var spinner *progressbar.ProgressBar
 	if tty {
@@ -42,7 +42,7 @@ func reportStatus(ctx context.Context, w io.Writer, src discovery.Source, url st
 			line = mark + " " + line
 		}
 		fmt.Fprintln(w, line)
-	}, url)
+	}, try)
 
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -78,7 +78,7 @@ const (
 // statusReporter turns snapshots into event lines, remembering what it printed.
 type statusReporter struct {
 	print func(mark, line string)
-	url   string
+	try   string // tryCommands
 
 	agents       map[string]int            // agent → ready replicas last printed (-1: none yet)
 	problems     map[string]replicaProblem // replica name → the last problem printed for it
@@ -95,8 +95,8 @@ type replicaProblem struct {
 	looping  bool   // it was seen again, and printed as a loop
 }
 
-func newStatusReporter(print func(mark, line string), url string) *statusReporter {
-	return &statusReporter{print: print, url: url, agents: map[string]int{}, problems: map[string]replicaProblem{}, ready: map[string]bool{}}
+func newStatusReporter(print func(mark, line string), try string) *statusReporter {
+	return &statusReporter{print: print, try: try, agents: map[string]int{}, problems: map[string]replicaProblem{}, ready: map[string]bool{}}
 }
 
 func (r *statusReporter) observe(agents []discovery.Agent, now time.Time) {
@@ -149,7 +149,7 @@ func (r *statusReporter) observe(agents []discovery.Agent, now time.Time) {
 	}
 	if !r.allReadyOnce && r.readyTotal == r.total && len(agents) > 0 {
 		r.allReadyOnce = true
-		r.print(markOK, fmt.Sprintf("all %d agents ready (%d replicas). Try:\n  curl -s %s/agents\n  agentplane get replicas", len(agents), r.total, r.url))
+		r.print(markOK, fmt.Sprintf("all %d agents ready (%d replicas). Try:\n%s", len(agents), r.total, r.try))
 	}
 }
 
@@ -233,4 +233,14 @@ func shorten(s string, n int) string {
 		return s
 	}
 	return string(r[:n-1]) + "…"
+}
+
+// tryCommands are the commands the console suggests once every agent is ready. With
+// authentication on they need credentials, and say where they go (never which).
+func tryCommands(url string, secured bool) string {
+	if !secured {
+		return "  curl -s " + url + "/agents\n  agentplane get replicas"
+	}
+	return "  curl -s -H \"Authorization: Bearer $AGENTPLANE_TOKEN\" " + url + "/agents\n" +
+		"  agentplane get replicas --gateway " + url + "   (AGENTPLANE_TOKEN: an admin's API key or token)"
 }

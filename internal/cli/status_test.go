@@ -16,7 +16,7 @@ import (
 func TestStatusReporterPrintsEachEventOnce(t *testing.T) {
 	now := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
 	var lines []string
-	r := newStatusReporter(func(mark, line string) { lines = append(lines, strings.TrimSpace(mark+" "+line)) }, "http://gw")
+	r := newStatusReporter(func(mark, line string) { lines = append(lines, strings.TrimSpace(mark+" "+line)) }, tryCommands("http://gw", false))
 	ok := func(name, url string) discovery.Endpoint {
 		return discovery.Endpoint{Name: name, URL: url, State: discovery.StateRunning, Ready: true}
 	}

@@ -195,7 +195,7 @@ func runUp(ctx context.Context, streams Streams, o upOptions) error {
 	}))
 	g.Add("autoscaler", scaler)
 	g.Add("status", run.Func(func(ctx context.Context) error {
-		reportStatus(ctx, streams.Err, sup, url)
+		reportStatus(ctx, streams.Err, sup, tryCommands(url, sec.authenticates()))
 		return nil
 	}))
 	// Added last, so stopped first: the notice precedes everything the stop does.

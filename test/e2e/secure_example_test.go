@@ -71,6 +71,16 @@ func TestSecureExample(t *testing.T) {
 
 	up := startUpIn(t, dir, "-f", "agents", "--config", "gateway.yaml", "--data-dir", filepath.Join(dir, "state"))
 	as := func(k string) http.Header { return http.Header{"Authorization": {"Bearer " + k}} }
+	// The console's suggestions say that credentials are needed, and print none.
+	testutil.Eventually(t, 10*time.Second, 50*time.Millisecond, func() error {
+		out := up.stderr.String()
+		return testutil.Check(strings.Contains(out, `curl -s -H "Authorization: Bearer $AGENTPLANE_TOKEN" `+up.URL+"/agents"), "up's console:\n%s", out)
+	})
+	for _, k := range []string{nurseA, nurseB, leadA, ops} {
+		if strings.Contains(up.stderr.String(), k) {
+			t.Fatal("up's console shows an API key")
+		}
+	}
 
 	// A call without a key is 401.
 	if r, _ := postHeader(t.Context(), client, up.URL+"/agents/triage", sendV1(1, "hi"), nil); r.Status != http.StatusUnauthorized {
@@ -187,9 +197,7 @@ func TestSecureExample(t *testing.T) {
 		t.Fatal("logs -f did not stop at Ctrl-C")
 	}
 
-	// apply: scale triage to 3.
-	// TODO(#16 item 4): pass --wait=1m once apply --wait (branch wip-dash) has landed, and drop
-	// the readiness poll below.
+	// apply: scale triage to 3, and wait (with the context's credentials) until all are ready.
 	manifest := filepath.Join(dir, "agents", "triage.yaml")
 	b, err := os.ReadFile(manifest)
 	if err != nil {
@@ -198,13 +206,12 @@ func TestSecureExample(t *testing.T) {
 	if err := os.WriteFile(manifest, bytes.Replace(b, []byte("replicas: 2"), []byte("replicas: 3"), 1), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if out := cli("apply", "-f", manifest); !strings.Contains(out, "agent/triage scaled from 2 to 3 replicas") {
+	if out := cli("apply", "-f", manifest, "--wait=1m"); !strings.Contains(out, "agent/triage scaled from 2 to 3 replicas") {
 		t.Errorf("apply:\n%s", out)
 	}
-	testutil.Eventually(t, 30*time.Second, 100*time.Millisecond, func() error {
-		ready, total := readyReplicasAs(t, up.URL, ops, "triage")
-		return testutil.Check(ready == 3 && total == 3, "triage: %d/%d ready", ready, total)
-	})
+	if ready, total := readyReplicasAs(t, up.URL, ops, "triage"); ready != 3 || total != 3 {
+		t.Errorf("after apply --wait, triage has %d/%d replicas ready", ready, total)
+	}
 
 	// A nurse's key is not an admin's.
 	if _, errs, code := runAgentplane(t, env, "get", "agents", "--token", nurseA); code != 1 || !strings.Contains(errs, "403 Forbidden") || strings.Contains(errs, nurseA) {

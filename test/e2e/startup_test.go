@@ -110,6 +110,16 @@ func TestUpRunsARelativeCommandFromTheManifestsDirectory(t *testing.T) {
 	if !strings.Contains(desc, "agentplane.io/manifest-dir: "+dir) {
 		t.Errorf("describe does not show the manifest's directory:\n%s", desc)
 	}
+
+	// An agent applied later from its own directory runs from there too, wherever up runs.
+	later := t.TempDir()
+	writeFile(t, filepath.Join(later, "marker"), "here\n", 0o600)
+	writeFile(t, filepath.Join(later, "agent.sh"), "#!/bin/sh\nread m < ./marker || exit 9\nexec \"$AGENTPLANE_BIN\" simagent\n", 0o755)
+	writeFile(t, filepath.Join(later, "agents.yaml"), agentYAML("later", "[./agent.sh]", "env: [{name: AGENTPLANE_BIN, value: '"+binary+"'}]"), 0o600)
+	agentplane(t, "apply", "-f", filepath.Join(later, "agents.yaml"), "--gateway", up.URL, "--wait=1m")
+	if r, err := post(t.Context(), up.URL+"/agents/later", sendV1(2, "hello")); err != nil || r.Status != 200 || r.Error != nil {
+		t.Fatalf("a task to the applied agent: %v %d %s", err, r.Status, r.Body)
+	}
 }
 
 // A server that ignores $PORT never answers its startup probe: within one probe period after
@@ -143,6 +153,10 @@ func TestUpSaysWhyAReplicaDoesNotStart(t *testing.T) {
 		if !strings.Contains(desc, want) {
 			t.Errorf("describe lacks %q:\n%s", want, desc)
 		}
+	}
+	// get replicas says it in a word.
+	if out := agentplane(t, "get", "replicas", "--gateway", up.URL); !regexp.MustCompile(`deaf-0 .* StartupProbeFailed\n`).MatchString(out) {
+		t.Errorf("get replicas has no reason for deaf-0:\n%s", out)
 	}
 	// The dashboard's data: GET /api/v1/replicas carries the same.
 	res, err := client.Get(up.URL + "/api/v1/replicas")
