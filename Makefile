@@ -76,6 +76,9 @@ FUZZ_TARGETS := \
 	./internal/a2a:FuzzParsePushRequest \
 	./internal/manifest:FuzzDecode \
 	./internal/simagent:FuzzParseLatency \
+	./internal/simagent:FuzzParseTokenCount \
+	./internal/simagent:FuzzParseSpeed \
+	./internal/simagent:FuzzReadLLMRequest \
 	./api/config/v1alpha1:FuzzDecode \
 	./internal/auth:FuzzParseAuthorization \
 	./internal/redact:FuzzString \
