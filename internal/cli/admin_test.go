@@ -70,9 +70,21 @@ type adminEnv struct {
 
 func startAdmin(t *testing.T, manifests string) *adminEnv {
 	t.Helper()
+	return startAdminIn(t, "", manifests)
+}
+
+// startAdminIn is startAdmin with the agents read as if from a manifest file in dir (when not
+// empty): applying a file from there changes nothing else about them.
+func startAdminIn(t *testing.T, dir, manifests string) *adminEnv {
+	t.Helper()
 	agents, err := manifest.Decode("test", []byte(manifests))
 	if err != nil {
 		t.Fatal(err)
+	}
+	for i := range agents {
+		if dir != "" {
+			agents[i].Annotations = map[string]string{v1alpha1.AnnotationManifestDir: dir}
+		}
 	}
 	dataDir := t.TempDir()
 	sup, err := supervisor.New(agents, supervisor.Options{

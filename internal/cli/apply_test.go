@@ -64,22 +64,25 @@ func writeFile(t *testing.T, path, data string) string {
 
 func TestApplyCommand(t *testing.T) {
 	t.Parallel()
-	env := startAdmin(t, agentYAML("echo", 1, ""))
-	env.waitFor("echo ready", readyReplicas("echo", 1))
 	dir := t.TempDir()
+	both := filepath.Join(dir, "both")
+	if err := os.Mkdir(both, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// echo runs as if up had read it from both/a.yaml.
+	env := startAdminIn(t, both, agentYAML("echo", 1, ""))
+	env.waitFor("echo ready", readyReplicas("echo", 1))
 	gw := "--gateway=" + env.srv.URL
 	apply := func(args ...string) (string, string, int) {
 		return runCLI(t.Context(), t, newApplyCommand, append(args, gw)...)
 	}
 
-	scaled := writeFile(t, filepath.Join(dir, "echo.yaml"), agentYAML("echo", 2, ""))
+	scaled := writeFile(t, filepath.Join(both, "a.yaml"), agentYAML("echo", 2, ""))
 	if out, errs, code := apply("-f", scaled); code != 0 || out != "agent/echo scaled from 1 to 2 replicas\n" {
 		t.Fatalf("apply scale: %d %q %q", code, out, errs)
 	}
 	env.waitFor("2 ready", readyReplicas("echo", 2))
 
-	both := filepath.Join(dir, "both")
-	writeFile(t, filepath.Join(both, "a.yaml"), agentYAML("echo", 2, ""))
 	writeFile(t, filepath.Join(both, "b.yml"), agentYAML("other", 1, ""))
 	writeFile(t, filepath.Join(both, "notes.txt"), "not a manifest")
 	if out, errs, code := apply("-f", both); code != 0 || out != "agent/echo unchanged\nagent/other created\n" {
