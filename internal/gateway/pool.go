@@ -190,8 +190,11 @@ func (p *pool) admit(ctx context.Context, t taskRef, pick func(discovery.Agent) 
 	switch {
 	case errors.As(err, &refused):
 		reason := "deadline"
-		if errors.Is(err, admission.ErrQueueFull) {
+		switch {
+		case errors.Is(err, admission.ErrQueueFull):
 			reason = "queue_full"
+		case errors.Is(err, admission.ErrExpectedWait):
+			reason = "expected_wait"
 		}
 		p.metrics.QueueRefused(t.agent, reason)
 		return s, err
