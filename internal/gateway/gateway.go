@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"k8s.io/utils/clock"
+	"k8s.io/utils/lru"
 
 	configv1 "github.com/agentplane/agentplane/api/config/v1alpha1"
 	"github.com/agentplane/agentplane/internal/audit"
@@ -184,6 +185,7 @@ func New(opts Options) (*Gateway, error) {
 		queueTimeout: opts.QueueTimeout,
 		spillAfter:   opts.SpillAfter,
 		scaleUp:      opts.ScaleUp,
+		warm:         lru.New(warmConversations),
 	}
 	j := &journal{store: opts.Journal, now: opts.Now, log: opts.Logger, metrics: opts.Metrics,
 		recent: newRecentTasks(), watch: &watchers{},

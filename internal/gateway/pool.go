@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/utils/lru"
+
 	"github.com/agentplane/agentplane/internal/discovery"
 	"github.com/agentplane/agentplane/internal/gateway/admission"
 	"github.com/agentplane/agentplane/internal/gateway/balancer"
@@ -18,6 +20,10 @@ import (
 	"github.com/agentplane/agentplane/internal/store"
 	"github.com/agentplane/agentplane/internal/telemetry"
 )
+
+// warmConversations is how many conversations the gateway remembers the replica of (pool.warm):
+// about 100 bytes each, so some 6 MiB at most.
+const warmConversations = 1 << 16
 
 // errNoReplica means no replica of the agent was ready to take a task.
 var errNoReplica = errors.New("no ready replica")
@@ -44,6 +50,12 @@ type pool struct {
 	spillAfter time.Duration
 	// scaleUp is Options.ScaleUp; nil when nothing scales agents.
 	scaleUp func(agent string)
+	// warm remembers, for the conversations of agents without affinity (stateless), which
+	// replica took each one's latest task: agent + "\x00" + contextId → replica URL, the most
+	// recent warmConversations. The policy prefers that replica for the next task while it is
+	// nearly as good as the best (balancer.Policy.Warm), since it likely holds the
+	// conversation's context in its cache. Safe for concurrent use.
+	warm *lru.Cache
 	// waiting is closed, and replaced, when a task of an autoscaled agent finds no ready
 	// replica: GET /api/v1/autoscale/wait answers then. Guarded by waitingMu.
 	waitingMu sync.Mutex
@@ -178,8 +190,11 @@ func (p *pool) admit(ctx context.Context, t taskRef, pick func(discovery.Agent) 
 	switch {
 	case errors.As(err, &refused):
 		reason := "deadline"
-		if errors.Is(err, admission.ErrQueueFull) {
+		switch {
+		case errors.Is(err, admission.ErrQueueFull):
 			reason = "queue_full"
+		case errors.Is(err, admission.ErrExpectedWait):
+			reason = "expected_wait"
 		}
 		p.metrics.QueueRefused(t.agent, reason)
 		return s, err
@@ -286,8 +301,15 @@ func (p *pool) pickAmong(agent discovery.Agent, tried map[string]bool, contextID
 		return discovery.Endpoint{}, nil, fmt.Errorf("no balancing policy for %s agents", agent.State)
 	}
 	req := balancer.Request{AllowedSites: agent.AllowedSites}
-	if agent.State == discovery.AgentStateful {
+	warmKey := ""
+	switch {
+	case agent.State == discovery.AgentStateful:
 		req.AffinityKey = contextID
+	case contextID != "" && p.warm != nil:
+		warmKey = agent.Name + "\x00" + contextID
+		if v, ok := p.warm.Get(warmKey); ok {
+			req.Warm = v.(string)
+		}
 	}
 	for range 3 {
 		i, err := pol.Pick(req, cands)
@@ -299,6 +321,9 @@ func (p *pool) pickAmong(agent discovery.Agent, tried map[string]bool, contextID
 			return discovery.Endpoint{}, nil, err
 		}
 		if rel, ok := p.tracker.TryAcquire(cands[i].Key, cands[i].Capacity); ok {
+			if warmKey != "" && req.Warm != cands[i].Key {
+				p.warm.Add(warmKey, cands[i].Key)
+			}
 			return eps[i], rel, nil
 		}
 		cands[i].InFlight = cands[i].Capacity // taken meanwhile by a concurrent pick

@@ -239,7 +239,8 @@ func (m *Metrics) QueueWait(ctx context.Context, agent string, d time.Duration) 
 	observe(ctx, m.queueWait.WithLabelValues(agent), d)
 }
 
-// QueueRefused counts a task refused by admission; reason is queue_full or deadline.
+// QueueRefused counts a task refused by admission; reason is queue_full, deadline or
+// expected_wait.
 func (m *Metrics) QueueRefused(agent, reason string) {
 	if m == nil {
 		return

@@ -29,13 +29,21 @@ var ErrNoSlot = errors.New("admission: no free slot")
 var (
 	ErrQueueFull = errors.New("admission queue is full")
 	ErrDeadline  = errors.New("deadline passed before a slot was free")
+	// ErrExpectedWait refuses a request at once whose expected wait for a slot (the waiters
+	// ahead of it over the rate slots have been freeing) ends after its deadline: better told
+	// now, with Retry-After, than after waiting the whole deadline in vain.
+	ErrExpectedWait = errors.New("the expected wait for a slot is longer than the queue timeout")
 )
+
+// Early refusal (ErrExpectedWait) needs this many slots handed to waiters in a row (the queue
+// saturated) to trust its rate.
+const minRateSamples = 20
 
 // RefusedError is returned when a request gets no slot because the queue is full or its
 // deadline passed. The gateway answers it with a JSON-RPC error and Retry-After.
 type RefusedError struct {
 	Agent string
-	// Reason is ErrQueueFull or ErrDeadline.
+	// Reason is ErrQueueFull, ErrDeadline or ErrExpectedWait.
 	Reason error
 	// Depth is how many requests were waiting for the agent.
 	Depth int
@@ -145,9 +153,16 @@ func (q *Queue) Acquire(ctx context.Context, req Request, try TryFunc) (release 
 			return nil, err
 		}
 	}
-	if aq.depth >= q.maxQueue {
+	if aq.depth >= q.maxQueue && !q.displace(aq, req.Priority) {
 		aq.stats.RefusedFull++
 		e := q.refused(aq, ErrQueueFull, 0)
+		aq.mu.Unlock()
+		return nil, e
+	}
+	if wait, ok := aq.expectedWait(req.Priority); ok && !req.Deadline.IsZero() && now.Add(wait).After(req.Deadline) {
+		aq.stats.RefusedExpected++
+		e := q.refused(aq, ErrExpectedWait, 0)
+		e.RetryAfter = retryAfter(wait - req.Deadline.Sub(now))
 		aq.mu.Unlock()
 		return nil, e
 	}
@@ -239,7 +254,9 @@ func (q *Queue) dispatch(aq *agentQueue) {
 			w.result <- result{err: err}
 			continue
 		}
-		waited := q.clock.Since(w.since)
+		now := q.clock.Now()
+		waited := now.Sub(w.since)
+		aq.handedOut(now)
 		aq.stats.Admitted++
 		aq.stats.Waited++
 		aq.stats.WaitTotal += waited
@@ -271,10 +288,37 @@ func (q *Queue) releaser(aq *agentQueue, rel func()) func() {
 }
 
 func (q *Queue) refused(aq *agentQueue, reason error, waited time.Duration) *RefusedError {
-	ra := aq.recentWait
-	ra = min(max(ra, MinRetryAfter), MaxRetryAfter)
-	ra = time.Duration(math.Ceil(ra.Seconds())) * time.Second
-	return &RefusedError{Agent: aq.name, Reason: reason, Depth: aq.depth, Waited: waited, RetryAfter: ra}
+	return &RefusedError{Agent: aq.name, Reason: reason, Depth: aq.depth, Waited: waited, RetryAfter: retryAfter(aq.recentWait)}
+}
+
+// retryAfter is d in whole seconds within [MinRetryAfter, MaxRetryAfter].
+func retryAfter(d time.Duration) time.Duration {
+	d = min(max(d, MinRetryAfter), MaxRetryAfter)
+	return time.Duration(math.Ceil(d.Seconds())) * time.Second
+}
+
+// displace makes room in aq's full queue for a request of priority p: the newest waiter of
+// the lowest class below p, if any, is refused with ErrQueueFull, as it would have been had it
+// come after. So a full queue of batch work never turns an urgent task away. aq.mu is held.
+func (q *Queue) displace(aq *agentQueue, p Priority) bool {
+	for ci := numClasses - 1; ci > p.class(); ci-- {
+		c := &aq.classes[ci]
+		var newest *waiter
+		for e := c.ring.Front(); e != nil; e = e.Next() {
+			if w := e.Value.(*tenantQueue).fifo.Back().Value.(*waiter); newest == nil || w.since.After(newest.since) {
+				newest = w
+			}
+		}
+		if newest == nil {
+			continue
+		}
+		aq.remove(newest)
+		aq.stats.RefusedFull++
+		aq.stats.Displaced++
+		newest.result <- result{err: q.refused(aq, ErrQueueFull, q.clock.Since(newest.since))}
+		return true
+	}
+	return false
 }
 
 // Stats of one agent's queue, for metrics and autoscaling. Counters only grow.
@@ -297,6 +341,12 @@ type Stats struct {
 	// Refusals: the queue was full, the deadline passed, the waiter's context ended, or its
 	// TryFunc failed with an error other than ErrNoSlot while it waited.
 	RefusedFull, RefusedDeadline, Canceled, Failed uint64
+	// RefusedExpected counts requests refused at once because their expected wait ended after
+	// their deadline (ErrExpectedWait).
+	RefusedExpected uint64
+	// Displaced counts waiters refused (and counted in RefusedFull) to make room in a full
+	// queue for a request of a higher class.
+	Displaced uint64
 }
 
 // Stats returns the stats of agent's queue.

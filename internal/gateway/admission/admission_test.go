@@ -277,7 +277,8 @@ func TestQueueFull(t *testing.T) {
 			go func() { _, _ = q.Acquire(ctx, Request{Agent: "a"}, s.try) }()
 		}
 		synctest.Wait()
-		_, err := q.Acquire(ctx, Request{Agent: "a", Priority: Urgent}, s.try)
+		// Batch: nothing waiting is below it to make room.
+		_, err := q.Acquire(ctx, Request{Agent: "a", Priority: Batch}, s.try)
 		var re *RefusedError
 		if !errors.Is(err, ErrQueueFull) || !errors.As(err, &re) || re.Depth != 2 || re.RetryAfter != time.Second {
 			t.Fatalf("err = %v, want ErrQueueFull with depth 2 and Retry-After 1s", err)
@@ -298,6 +299,120 @@ func TestQueueFull(t *testing.T) {
 		if got := q.Agents(); !slices.Equal(got, []string{"a", "b"}) {
 			t.Fatalf("Agents = %v", got)
 		}
+	})
+}
+
+// TestFullQueueMakesRoomForHigherClasses: a full queue of batch work refuses its newest batch
+// waiter to take an urgent or normal task, which then waits; batch is refused when only batch
+// and better waits.
+func TestFullQueueMakesRoomForHigherClasses(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		q := New(Options{MaxQueue: 2})
+		s := &slots{cap: 1}
+		hold, _ := q.Acquire(t.Context(), Request{Agent: "a"}, s.try)
+		errs := make([]chan error, 2)
+		for i := range errs {
+			errs[i] = make(chan error, 1)
+			go func() {
+				rel, err := q.Acquire(t.Context(), Request{Agent: "a", Priority: Batch}, s.try)
+				if rel != nil {
+					rel()
+				}
+				errs[i] <- err
+			}()
+			synctest.Wait() // batch 0 is older than batch 1
+		}
+		urgent := make(chan error, 1)
+		go func() {
+			rel, err := q.Acquire(t.Context(), Request{Agent: "a", Priority: Urgent}, s.try)
+			if rel != nil {
+				rel()
+			}
+			urgent <- err
+		}()
+		synctest.Wait()
+		select {
+		case err := <-errs[1]:
+			var re *RefusedError
+			if !errors.As(err, &re) || !errors.Is(err, ErrQueueFull) || re.Waited != 0 {
+				t.Fatalf("displaced batch waiter: %v", err)
+			}
+		default:
+			t.Fatal("the newest batch waiter was not refused to make room for the urgent task")
+		}
+		if _, err := q.Acquire(t.Context(), Request{Agent: "a", Priority: Batch}, s.try); !errors.Is(err, ErrQueueFull) {
+			t.Fatalf("a batch task into a queue full of better ones: %v", err)
+		}
+		if st := q.Stats("a"); st.Displaced != 1 || st.RefusedFull != 2 || st.Depth != 2 {
+			t.Fatalf("stats %+v", st)
+		}
+		hold()
+		synctest.Wait()
+		if err := <-urgent; err != nil {
+			t.Fatalf("urgent: %v", err)
+		}
+		if err := <-errs[0]; err != nil {
+			t.Fatalf("the older batch waiter: %v", err)
+		}
+	})
+}
+
+// TestExpectedWaitPastTheDeadlineIsRefusedAtOnce: once the queue knows how fast slots free, a
+// request that would wait past its deadline behind the ones ahead of it is refused at once,
+// with a Retry-After of about how much longer it would have had to wait; one of a higher class,
+// with fewer ahead, waits.
+func TestExpectedWaitPastTheDeadlineIsRefusedAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		q := New(Options{})
+		s := &slots{cap: 1}
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		// One slot, freed every 100 ms: a steady stream of waiters measures the rate.
+		rel, _ := q.Acquire(ctx, Request{Agent: "a"}, s.try)
+		results := make(chan func(), 100)
+		for range 40 {
+			go func() {
+				r, err := q.Acquire(ctx, Request{Agent: "a", Priority: Batch}, s.try)
+				if err == nil {
+					results <- r
+				}
+			}()
+		}
+		synctest.Wait()
+		for range minRateSamples + 2 {
+			time.Sleep(100 * time.Millisecond)
+			rel()
+			rel = <-results
+		}
+		// About 17 batch waiters ahead, one slot every 100 ms: 1.8 s.
+		now := time.Now()
+		_, err := q.Acquire(ctx, Request{Agent: "a", Priority: Batch, Deadline: now.Add(time.Second)}, s.try)
+		var re *RefusedError
+		if !errors.As(err, &re) || !errors.Is(err, ErrExpectedWait) || re.RetryAfter != time.Second {
+			t.Fatalf("err = %v, want ErrExpectedWait with Retry-After 1s", err)
+		}
+		if time.Since(now) != 0 {
+			t.Fatal("the refusal waited")
+		}
+		// Normal, with none of its class ahead, goes first.
+		got := make(chan error, 1)
+		go func() {
+			r, err := q.Acquire(ctx, Request{Agent: "a", Deadline: now.Add(time.Second)}, s.try)
+			if r != nil {
+				r()
+			}
+			got <- err
+		}()
+		synctest.Wait()
+		time.Sleep(100 * time.Millisecond)
+		rel()
+		if err := <-got; err != nil {
+			t.Fatalf("normal task: %v", err)
+		}
+		if st := q.Stats("a"); st.RefusedExpected != 1 {
+			t.Fatalf("stats %+v", st)
+		}
+		cancel()
 	})
 }
 

@@ -18,6 +18,39 @@ type agentQueue struct {
 	waiting    atomic.Int64 // depth, readable without mu (from a TryFunc)
 	stats      Stats
 	recentWait time.Duration
+	// byClass is depth per class.
+	byClass [numClasses]int
+	// While waiters are served one after another (the queue saturated), interval is a moving
+	// average of the time between slots handed to them, over samples hand-outs; lastHandOut
+	// is when the latest was. They start again when a waiter comes to an empty queue.
+	lastHandOut time.Time
+	interval    time.Duration
+	samples     int
+}
+
+// handedOut records that a slot went to a waiter at now. aq.mu is held.
+func (aq *agentQueue) handedOut(now time.Time) {
+	if !aq.lastHandOut.IsZero() {
+		d := max(now.Sub(aq.lastHandOut), 0)
+		aq.samples++
+		a := max(1/float64(aq.samples), 0.05)
+		aq.interval = time.Duration(float64(aq.interval)*(1-a) + float64(d)*a)
+	}
+	aq.lastHandOut = now
+}
+
+// expectedWait estimates how long a request of priority p would wait: the waiters of its class
+// and the higher ones, each taking one of the slots freeing at the recent rate. False until
+// the rate is known.
+func (aq *agentQueue) expectedWait(p Priority) (time.Duration, bool) {
+	if aq.samples < minRateSamples {
+		return 0, false
+	}
+	ahead := 0
+	for ci := 0; ci <= p.class(); ci++ {
+		ahead += aq.byClass[ci]
+	}
+	return time.Duration(ahead+1) * aq.interval, true
 }
 
 type class struct {
@@ -67,6 +100,11 @@ func (aq *agentQueue) push(w *waiter) {
 	}
 	w.tq = tq
 	w.elem = tq.fifo.PushBack(w)
+	if aq.depth == 0 {
+		// Saturated again after a pause: the rate is measured afresh.
+		aq.lastHandOut, aq.interval, aq.samples = time.Time{}, 0, 0
+	}
+	aq.byClass[w.req.Priority.class()]++
 	aq.depth++
 	aq.waiting.Store(int64(aq.depth))
 }
@@ -107,6 +145,7 @@ func (aq *agentQueue) remove(w *waiter) {
 		delete(c.tenants, tq.name)
 	}
 	w.done = true
+	aq.byClass[w.req.Priority.class()]--
 	aq.depth--
 	aq.waiting.Store(int64(aq.depth))
 }

@@ -49,6 +49,11 @@ type Request struct {
 	// AllowedSites, when not empty, is the agent's data-residency rule: only replicas in these
 	// sites may serve, whatever else happens.
 	AllowedSites []string
+	// Warm is the Key of the replica that served this conversation's previous task, for an
+	// agent without affinity (a stateless agent's contextId): it likely still holds the
+	// conversation's context in its cache, so it is preferred while it is nearly as good as the
+	// best (Policy.Warm). Empty when not known.
+	Warm string
 }
 
 // Filter drops the candidates that must not or should not serve req. It returns the remaining

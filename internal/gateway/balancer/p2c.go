@@ -64,3 +64,56 @@ func better(a, b Candidate) bool {
 	}
 	return a.Latency > 0 && b.Latency > 0 && a.Latency < b.Latency
 }
+
+// DefaultScanUpTo is how many candidates Best compares all of before it samples two instead.
+const DefaultScanUpTo = 16
+
+// Best picks the candidate with the highest Score, a random one among equals, when there are at
+// most scanUpTo candidates; with more it samples two and takes the better, as P2C does. Agents
+// have few replicas, and a full scan of a handful costs less than the task's bookkeeping; it
+// never misses the one fast replica that two random samples skip half the time with four. The
+// random tie-break keeps gateways that see the same loads from all choosing the same replica.
+type Best struct {
+	scanUpTo int
+	p2c      *P2C
+}
+
+var _ Picker = (*Best)(nil)
+
+// NewBest returns a Best picker seeded with seed; scanUpTo below 1 means DefaultScanUpTo.
+func NewBest(seed uint64, scanUpTo int) *Best {
+	if scanUpTo < 1 {
+		scanUpTo = DefaultScanUpTo
+	}
+	return &Best{scanUpTo: scanUpTo, p2c: NewP2C(seed)}
+}
+
+// Pick implements Picker.
+func (b *Best) Pick(cands []Candidate) (int, bool) {
+	if len(cands) == 0 {
+		return 0, false
+	}
+	if len(cands) > b.scanUpTo {
+		return b.p2c.Pick(cands)
+	}
+	best, ties := 0, 1
+	for i := 1; i < len(cands); i++ {
+		switch {
+		case better(cands[i], cands[best]):
+			best, ties = i, 1
+		case !better(cands[best], cands[i]):
+			// Equal: reservoir sampling keeps each of the ties with probability 1/ties.
+			ties++
+			if b.p2c.intN(ties) == 0 {
+				best = i
+			}
+		}
+	}
+	return best, true
+}
+
+func (p *P2C) intN(n int) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.rnd.IntN(n)
+}

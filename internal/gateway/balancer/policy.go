@@ -21,6 +21,10 @@ type Policy struct {
 	Picker Picker
 	// Affinity, when set, chooses for requests with an affinity key.
 	Affinity KeyPicker
+	// Warm, in (0, 1], is how good the replica a request names in Request.Warm must be to be
+	// chosen over the picker's choice: its Score at least Warm times the best Score. 0 turns
+	// the preference off. It applies only to requests without an affinity key.
+	Warm float64
 }
 
 // NoReplicaError is the error of a Policy.Pick that found no replica. It matches ErrUnavailable,
@@ -75,6 +79,9 @@ func (p *Policy) Pick(req Request, cands []Candidate) (int, error) {
 	}
 	var i int
 	var ok bool
+	if w, found := p.warm(&req, cs); found {
+		return cs[w].pos, nil
+	}
 	if req.AffinityKey != "" && p.Affinity != nil {
 		i, ok = p.Affinity.PickKey(req.AffinityKey, cs)
 	} else {
@@ -84,6 +91,25 @@ func (p *Policy) Pick(req Request, cands []Candidate) (int, error) {
 		return -1, &NoReplicaError{Policy: p.Name, Stage: "picker", Candidates: len(cands), Err: ErrUnavailable}
 	}
 	return cs[i].pos, nil
+}
+
+// warm returns the index in cs of the replica req.Warm names when the policy prefers it: it
+// passed the filters and its Score is within the policy's tolerance of the best.
+func (p *Policy) warm(req *Request, cs []Candidate) (int, bool) {
+	if p.Warm <= 0 || req.Warm == "" || req.AffinityKey != "" {
+		return 0, false
+	}
+	w, best := -1, 0.0
+	for i, c := range cs {
+		if c.Key == req.Warm {
+			w = i
+		}
+		best = max(best, c.Score)
+	}
+	if w < 0 || cs[w].Score < p.Warm*best {
+		return 0, false
+	}
+	return w, true
 }
 
 // Registry holds policies by name. Fill it once at startup (policies.Register does), then only

@@ -12,7 +12,10 @@ import (
 
 // Names of the policies Register builds.
 const (
-	// P2C is for stateless agents: the better of two random replicas by load, then latency.
+	// P2C is for stateless agents: the replica where a task is expected to finish soonest
+	// (latency stretched by load; among up to ScanUpTo replicas all are compared, beyond that
+	// the better of two random ones, hence the name), keeping a conversation on the replica
+	// that served its previous turn while that one is nearly as good.
 	P2C = "p2c"
 	// CHash is for stateful agents: bounded-load consistent hashing on the contextId, and P2C
 	// for tasks that have no contextId yet.
@@ -21,7 +24,13 @@ const (
 
 // Defaults for Options.
 const (
-	DefaultLatencyWeight = 0.1
+	// DefaultWarm is Options.Warm's default: a conversation's next task stays on the replica
+	// that served the previous one while that replica's expected delay is within 2× the best's.
+	// A model server that holds the conversation's context prefills it several times faster
+	// (bench/README.md, "Model"), which outweighs a somewhat busier replica; and task durations
+	// are heavy-tailed, so equal replicas' measured latencies often differ by half, which must
+	// not move conversations.
+	DefaultWarm = 0.5
 )
 
 // Options configure the named policies.
@@ -30,10 +39,14 @@ type Options struct {
 	Site string
 	// Balance is the bound factor c of CHash (each replica ≤ ⌈c × average⌉); 0 means 1.25.
 	Balance float64
-	// LatencyWeight is the Latency scorer's weight next to Load's 1; 0 means 0.1, negative
-	// turns it off.
-	LatencyWeight float64
-	// Seed seeds the random choices of P2C.
+	// Warm is the policies' Policy.Warm: how close to the best the replica that served a
+	// conversation's previous task must be to get its next one. 0 means DefaultWarm, negative
+	// turns the preference off.
+	Warm float64
+	// ScanUpTo is how many replicas are all compared before the picker samples two instead; 0
+	// means balancer.DefaultScanUpTo.
+	ScanUpTo int
+	// Seed seeds the pickers' random choices (ties, samples).
 	Seed uint64
 }
 
@@ -64,22 +77,27 @@ func filters(o Options) []balancer.Filter {
 	return []balancer.Filter{filter.Residency{}, filter.Ready{}, filter.NotEjected{}, filter.Capacity{}, filter.PreferSite{Site: o.Site}}
 }
 
-func scorers(o Options) []balancer.Weighted {
-	ws := []balancer.Weighted{{Scorer: scorer.Load{}, Weight: 1}}
-	switch w := o.LatencyWeight; {
-	case w == 0:
-		ws = append(ws, balancer.Weighted{Scorer: scorer.Latency{}, Weight: DefaultLatencyWeight})
-	case w > 0:
-		ws = append(ws, balancer.Weighted{Scorer: scorer.Latency{}, Weight: w})
+// scorers rate by expected delay alone: it already weighs load against speed.
+func scorers() []balancer.Weighted {
+	return []balancer.Weighted{{Scorer: scorer.Delay{}, Weight: 1}}
+}
+
+func warm(o Options) float64 {
+	switch {
+	case o.Warm == 0:
+		return DefaultWarm
+	case o.Warm < 0:
+		return 0
 	}
-	return ws
+	return min(o.Warm, 1)
 }
 
 func newP2C(o Options) *balancer.Policy {
-	return &balancer.Policy{Name: P2C, Filters: filters(o), Scorers: scorers(o), Picker: balancer.NewP2C(o.Seed)}
+	return &balancer.Policy{Name: P2C, Filters: filters(o), Scorers: scorers(), Picker: balancer.NewBest(o.Seed, o.ScanUpTo),
+		Warm: warm(o)}
 }
 
 func newCHash(o Options) *balancer.Policy {
-	return &balancer.Policy{Name: CHash, Filters: filters(o), Scorers: scorers(o), Picker: balancer.NewP2C(o.Seed + 1),
+	return &balancer.Policy{Name: CHash, Filters: filters(o), Scorers: scorers(), Picker: balancer.NewBest(o.Seed+1, o.ScanUpTo),
 		Affinity: chash.New(o.Balance)}
 }

@@ -127,23 +127,151 @@ func TestLocalSiteFirstSpillWhenSaturated(t *testing.T) {
 	}
 }
 
-func TestP2CPolicyPrefersTheFasterOfEquallyLoaded(t *testing.T) {
+func TestP2CPolicyPicksTheLeastExpectedDelay(t *testing.T) {
 	pol, _ := Default(Options{}).Get(P2C)
+	pick := func(cands []balancer.Candidate) string {
+		t.Helper()
+		i, err := pol.Pick(balancer.Request{}, cands)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cands[i].Key
+	}
 	cands := []balancer.Candidate{
 		{Key: "slow", Ready: true, Capacity: 4, InFlight: 1, Latency: 1000e6},
 		{Key: "fast", Ready: true, Capacity: 4, InFlight: 1, Latency: 200e6},
 	}
 	for range 200 {
-		if i, _ := pol.Pick(balancer.Request{}, cands); cands[i].Key != "fast" {
+		if got := pick(cands); got != "fast" {
 			t.Fatal("picked the slower of two equally loaded replicas")
 		}
 	}
-	// One task less on the slow replica outweighs its latency.
-	cands[0].InFlight = 0
+	// Idle but 5× slower: a task still finishes sooner on the fast one with 3 of 4 slots
+	// taken (200 ms × 1.75 < 1000 ms).
+	cands[0].InFlight, cands[1].InFlight = 0, 3
 	for range 200 {
-		if i, _ := pol.Pick(balancer.Request{}, cands); cands[i].Key != "slow" {
-			t.Fatal("latency outweighed a whole task of load")
+		if got := pick(cands); got != "fast" {
+			t.Fatal("an idle replica 5× slower beat a busy fast one")
 		}
+	}
+	// Only 25% slower and idle: it beats the fast one with half its slots taken
+	// (250 ms < 200 ms × 1.5).
+	cands[0].Latency, cands[1].InFlight = 250e6, 2
+	for range 200 {
+		if got := pick(cands); got != "slow" {
+			t.Fatal("load did not outweigh a small latency difference")
+		}
+	}
+}
+
+func TestP2CPolicyCountsUnmeasuredReplicasAtTheMedian(t *testing.T) {
+	pol, _ := Default(Options{Seed: 5}).Get(P2C)
+	cands := []balancer.Candidate{
+		{Key: "a", Ready: true, Capacity: 4, InFlight: 2, Latency: 100e6},
+		{Key: "b", Ready: true, Capacity: 4, InFlight: 2, Latency: 300e6},
+		{Key: "c", Ready: true, Capacity: 4, InFlight: 2, Latency: 400e6},
+		{Key: "new", Ready: true, Capacity: 4},
+	}
+	// new counts at the median, 300 ms, idle: dearer than a (100 ms × 1.5), cheaper than b and
+	// c (× 1.5); with a full it gets the task, and so is measured.
+	seen := map[string]int{}
+	for range 200 {
+		i, _ := pol.Pick(balancer.Request{}, cands)
+		seen[cands[i].Key]++
+	}
+	if seen["a"] != 200 {
+		t.Fatalf("picks %v; want all on a", seen)
+	}
+	cands[0].InFlight = 4
+	for range 200 {
+		if i, _ := pol.Pick(balancer.Request{}, cands); cands[i].Key != "new" {
+			t.Fatalf("picked %s; want the unmeasured idle replica over busier, slower ones", cands[i].Key)
+		}
+	}
+	// Nothing measured: the least loaded, ties at random.
+	for i := range cands {
+		cands[i].Latency, cands[i].InFlight = 0, 1
+	}
+	cands[2].InFlight = 0
+	for range 200 {
+		if i, _ := pol.Pick(balancer.Request{}, cands); cands[i].Key != "c" {
+			t.Fatal("with no latency known, the least loaded replica was not picked")
+		}
+	}
+	cands[2].InFlight = 1
+	seen = map[string]int{}
+	for range 4000 {
+		i, _ := pol.Pick(balancer.Request{}, cands)
+		seen[cands[i].Key]++
+	}
+	for _, c := range cands {
+		if n := seen[c.Key]; n < 800 || n > 1200 {
+			t.Fatalf("ties broken unevenly: %v", seen)
+		}
+	}
+}
+
+// TestP2CPolicyNeverMissesTheFastReplica: with one fast replica among four, two random
+// samples miss it half the time; a full scan of so few never does.
+func TestP2CPolicyNeverMissesTheFastReplica(t *testing.T) {
+	pol, _ := Default(Options{Seed: 9}).Get(P2C)
+	cands := []balancer.Candidate{
+		{Key: "slow-1", Ready: true, Capacity: 8, Latency: 800e6},
+		{Key: "slow-2", Ready: true, Capacity: 8, Latency: 800e6},
+		{Key: "fast", Ready: true, Capacity: 8, InFlight: 4, Latency: 200e6},
+		{Key: "slow-3", Ready: true, Capacity: 8, Latency: 800e6},
+	}
+	for range 500 {
+		if i, _ := pol.Pick(balancer.Request{}, cands); cands[i].Key != "fast" {
+			t.Fatalf("picked %s over the fast replica", cands[i].Key)
+		}
+	}
+	// Beyond ScanUpTo it samples two: still never the worst.
+	sampled, _ := Default(Options{Seed: 9, ScanUpTo: 2}).Get(P2C)
+	missed := 0
+	for range 2000 {
+		i, _ := sampled.Pick(balancer.Request{}, cands)
+		if cands[i].Key != "fast" {
+			missed++
+		}
+	}
+	if missed < 700 || missed > 1300 {
+		t.Fatalf("sampling two of four missed the fast replica %d times in 2000; want about half", missed)
+	}
+}
+
+func TestP2CPolicyKeepsAConversationOnItsWarmReplica(t *testing.T) {
+	pol, _ := Default(Options{}).Get(P2C)
+	cands := []balancer.Candidate{
+		{Key: "warm", Ready: true, Capacity: 8, InFlight: 4, Latency: 200e6},
+		{Key: "idle", Ready: true, Capacity: 8, Latency: 200e6},
+	}
+	req := balancer.Request{Warm: "warm"}
+	// 200 ms × 1.5 = 300 ms against 200 ms: within 2×, so it stays.
+	for range 100 {
+		if i, _ := pol.Pick(req, cands); cands[i].Key != "warm" {
+			t.Fatal("a conversation left its warm replica for one only somewhat less busy")
+		}
+	}
+	// 500 ms × 1.5 = 750 ms: more than 2× the idle one's 200 ms; it moves.
+	cands[0].Latency = 500e6
+	if i, _ := pol.Pick(req, cands); cands[i].Key != "idle" {
+		t.Fatal("a conversation stayed on a replica far busier than another")
+	}
+	// Full: the capacity filter drops it, whatever the preference.
+	cands[0].InFlight = 8
+	if i, _ := pol.Pick(req, cands); cands[i].Key != "idle" {
+		t.Fatal("a conversation went to a full replica")
+	}
+	// Off.
+	cands[0].Latency = 200e6
+	off, _ := Default(Options{Warm: -1}).Get(P2C)
+	if i, _ := off.Pick(req, cands); cands[i].Key != "idle" {
+		t.Fatal("Warm < 0 still preferred the warm replica")
+	}
+	// A warm replica gone from the candidates (stopped) is simply not there.
+	if i, err := pol.Pick(balancer.Request{Warm: "gone"}, cands); err != nil || cands[i].Key != "idle" {
+		t.Fatalf("Pick with an unknown warm replica = %v, %v", i, err)
 	}
 }
 

@@ -1,0 +1,79 @@
+package gateway
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/agentplane/agentplane/internal/simagent"
+	"github.com/agentplane/agentplane/internal/testutil"
+)
+
+// TestConversationsStayOnTheirReplica: a stateless agent's conversation goes on being served by
+// the replica that took its previous turn, since that replica likely still holds its context,
+// while that replica is somewhat busier than the others; it moves when that one is full, and
+// then stays where it went. The first turn has no contextId; the client continues with the one
+// the gateway answered with. (40 ms tasks: long enough that the replicas' measured latencies,
+// equal in truth, do not differ by the warm tolerance on a busy machine.)
+func TestConversationsStayOnTheirReplica(t *testing.T) {
+	var urls []string
+	for i := range 3 {
+		urls = append(urls, startAgent(t, "triage", fmt.Sprint(i), simagent.Config{Latency: latency(t, "40ms")}))
+	}
+	g, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 8, urls...)))
+	url := func(replica string) string { // triage-1 → its URL
+		i := strings.LastIndexByte(replica, '-')
+		var n int
+		fmt.Sscan(replica[i+1:], &n)
+		return urls[n]
+	}
+	// The first tasks pay for new connections; measure the replicas before the conversations.
+	for i := range 9 {
+		if r := post(t, srv.URL+"/agents/triage", sendV1(1000+i, "x")); r.resp.Error != nil {
+			t.Fatal(r.raw)
+		}
+	}
+	send := func(id int, contextID string, busy int, on string) string {
+		t.Helper()
+		for range busy { // tasks of other clients on that replica
+			defer g.tasks.pool.tracker.Acquire(url(on))()
+		}
+		body := sendV1(id, "x")
+		if contextID != "" {
+			body = fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"SendMessage","params":{"message":{"messageId":"m-%d","contextId":%q,"role":"ROLE_USER","parts":[{"text":"x"}]}}}`,
+				id, id, contextID)
+		}
+		r := post(t, srv.URL+"/agents/triage", body)
+		if r.resp.Error != nil || r.replica == "" {
+			t.Fatalf("task %d: replica %q: %s", id, r.replica, r.raw)
+		}
+		return r.replica
+	}
+	for c := range 4 {
+		first := post(t, srv.URL+"/agents/triage", sendV1(c, "x"))
+		var v struct {
+			Task struct {
+				ContextID string `json:"contextId"`
+			} `json:"task"`
+		}
+		if err := json.Unmarshal(first.resp.Result, &v); err != nil || v.Task.ContextID == "" || first.replica == "" {
+			t.Fatalf("first turn: no contextId or replica in %s", first.raw)
+		}
+		home := first.replica
+		// Two of its eight slots taken while the others are idle: it stays.
+		for turn := 1; turn <= 3; turn++ {
+			if got := send(c*10+turn, v.Task.ContextID, 2, home); got != home {
+				t.Fatalf("conversation %d turn %d went to %s, though %s, which served it, had room", c, turn, got, home)
+			}
+		}
+		// Full: it moves, and stays where it went.
+		moved := send(c*10+4, v.Task.ContextID, 8, home)
+		if moved == home {
+			t.Fatalf("conversation %d: a turn went to its full replica", c)
+		}
+		if got := send(c*10+5, v.Task.ContextID, 2, moved); got != moved {
+			t.Fatalf("conversation %d moved to %s, then went to %s", c, moved, got)
+		}
+	}
+}
