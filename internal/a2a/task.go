@@ -479,15 +479,34 @@ type Tokens struct {
 }
 
 // SummarizeWithUsage returns Summarize(result) and Usage(result), decoding result once where
-// the two read the same object (a Task or a status update, wrapped or not) rather than twice.
+// the two read the same object (a Task or a status update, wrapped or not) rather than twice,
+// and finding the wrapper by scanning the object's keys rather than decoding them into a map.
 func SummarizeWithUsage(result json.RawMessage) (TaskSummary, Tokens) {
-	var obj map[string]json.RawMessage
-	if json.Unmarshal(result, &obj) != nil {
+	if !json.Valid(result) {
 		return TaskSummary{}, Tokens{}
 	}
-	if k, inner, ok := wrapped(obj); ok {
+	return summarizeWithUsage(result)
+}
+
+// summarizeWithUsage is SummarizeWithUsage of valid JSON.
+func summarizeWithUsage(result json.RawMessage) (TaskSummary, Tokens) {
+	k, inner, obj, ok := wrappedIn(result)
+	if !ok { // not an object whose keys the scan reads: as Summarize and Usage do
+		var m map[string]json.RawMessage
+		if json.Unmarshal(result, &m) != nil {
+			return TaskSummary{}, Tokens{}
+		}
+		k, inner, obj = "", nil, true
+		if wk, wi, found := wrapped(m); found {
+			k, inner = wk, wi
+		}
+	}
+	if !obj {
+		return TaskSummary{}, Tokens{}
+	}
+	if k != "" {
 		if k == "task" || k == "statusUpdate" { // Usage reads the same inner object
-			s, u := SummarizeWithUsage(inner)
+			s, u := summarizeWithUsage(inner)
 			return summarizeIn(k, inner, s), u
 		}
 		var u Tokens
@@ -507,4 +526,92 @@ func SummarizeWithUsage(result json.RawMessage) (TaskSummary, Tokens) {
 	var u Tokens
 	u.In, u.Out, u.OK = usageIn(f.Metadata)
 	return f.summaryFields.summary(result), u
+}
+
+// wrappedIn is wrapped for valid JSON b, read without decoding it: the first of wrapperKeys
+// that b's top-level object has (the last value when a key repeats, as a decoded map keeps
+// it), and whether b is an object at all. ok is false when the scan cannot tell exactly what
+// decoding would: b is not an object, or a key holds an escape.
+func wrappedIn(b []byte) (k string, inner []byte, obj, ok bool) {
+	var found [len(wrapperKeys)][]byte
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return "", nil, false, false
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return "", nil, true, true
+	}
+	for i < len(b) && b[i] == '"' {
+		end := i + 1
+		for end < len(b) && b[end] != '"' {
+			if b[end] == '\\' {
+				return "", nil, false, false
+			}
+			end++
+		}
+		key := b[i+1 : end]
+		i = skipSpace(b, end+1) + 1 // past the colon
+		vs := skipSpace(b, i)
+		ve := skipValue(b, vs)
+		for w, wk := range wrapperKeys {
+			if string(key) == wk {
+				found[w] = b[vs:ve]
+			}
+		}
+		i = skipSpace(b, ve)
+		if i >= len(b) || b[i] != ',' {
+			break // the closing brace: b is valid
+		}
+		i = skipSpace(b, i+1)
+	}
+	for w, v := range found {
+		if v != nil {
+			return wrapperKeys[w], v, true, true
+		}
+	}
+	return "", nil, true, true
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipValue returns the end of the valid JSON value that starts at b[i].
+func skipValue(b []byte, i int) int {
+	depth := 0
+	for i < len(b) {
+		switch c := b[i]; c {
+		case '"':
+			i++
+			for i < len(b) && b[i] != '"' {
+				if b[i] == '\\' {
+					i++
+				}
+				i++
+			}
+			i++
+		case '{', '[':
+			depth++
+			i++
+		case '}', ']':
+			depth--
+			i++
+		default:
+			if depth == 0 {
+				for i < len(b) && !strings.ContainsRune(",}] \t\r\n", rune(b[i])) {
+					i++
+				}
+				return i
+			}
+			i++
+		}
+		if depth == 0 {
+			return i
+		}
+	}
+	return i
 }
