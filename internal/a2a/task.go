@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -247,7 +246,19 @@ func (r *Request) WithParams(params json.RawMessage) ([]byte, error) {
 	return c.Marshal()
 }
 
-var plainID = regexp.MustCompile(`^[A-Za-z0-9._:-]{8,}$`)
+// plainID reports whether id is at least 8 of [A-Za-z0-9._:-], which JSON never escapes.
+func plainID(id string) bool {
+	if len(id) < 8 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // ReplaceID rewrites every JSON string equal to from into to, in an encoded payload. Task ids are
 // opaque strings that agents generate (UUIDs in practice); a byte-level replacement keeps the
@@ -257,7 +268,7 @@ func ReplaceID(payload []byte, from, to string) []byte {
 	if from == "" || from == to {
 		return payload
 	}
-	if plainID.MatchString(from) && plainID.MatchString(to) {
+	if plainID(from) && plainID(to) {
 		return bytes.ReplaceAll(payload, []byte(`"`+from+`"`), []byte(`"`+to+`"`))
 	}
 	dec := json.NewDecoder(bytes.NewReader(payload))
@@ -307,28 +318,51 @@ func Summarize(result json.RawMessage) TaskSummary {
 	if json.Unmarshal(result, &obj) != nil {
 		return TaskSummary{}
 	}
-	for _, k := range []string{"task", "statusUpdate", "artifactUpdate", "message"} {
-		if inner, ok := obj[k]; ok {
-			s := Summarize(inner)
-			if k == "task" {
-				s.IsTask, s.Task = true, inner
-			}
-			return s
-		}
+	if k, inner, ok := wrapped(obj); ok {
+		return summarizeIn(k, inner, Summarize(inner))
 	}
-	var f struct {
-		ID        string `json:"id"`
-		TaskID    string `json:"taskId"`
-		ContextID string `json:"contextId"`
-		Kind      string `json:"kind"`
-		Final     bool   `json:"final"`
-		Status    *struct {
-			State string `json:"state"`
-		} `json:"status"`
-	}
+	var f summaryFields
 	if json.Unmarshal(result, &f) != nil {
 		return TaskSummary{}
 	}
+	return f.summary(result)
+}
+
+// wrapperKeys are the keys under which a result wraps what it carries, in the order Summarize
+// looks for them.
+var wrapperKeys = [...]string{"task", "statusUpdate", "artifactUpdate", "message"}
+
+// wrapped returns the first of wrapperKeys that obj has, and its value.
+func wrapped(obj map[string]json.RawMessage) (string, json.RawMessage, bool) {
+	for _, k := range wrapperKeys {
+		if inner, ok := obj[k]; ok {
+			return k, inner, true
+		}
+	}
+	return "", nil, false
+}
+
+// summarizeIn is the summary of a result whose key k wraps inner, summarized as s.
+func summarizeIn(k string, inner json.RawMessage, s TaskSummary) TaskSummary {
+	if k == "task" {
+		s.IsTask, s.Task = true, inner
+	}
+	return s
+}
+
+// summaryFields is what Summarize reads of an object that wraps nothing.
+type summaryFields struct {
+	ID        string `json:"id"`
+	TaskID    string `json:"taskId"`
+	ContextID string `json:"contextId"`
+	Kind      string `json:"kind"`
+	Final     bool   `json:"final"`
+	Status    *struct {
+		State string `json:"state"`
+	} `json:"status"`
+}
+
+func (f *summaryFields) summary(result json.RawMessage) TaskSummary {
 	s := TaskSummary{TaskID: f.TaskID, ContextID: f.ContextID, Final: f.Final}
 	if f.Status != nil {
 		s.State = ParseState(f.Status.State)
@@ -423,12 +457,161 @@ func Usage(result json.RawMessage) (in, out int64, ok bool) {
 	if json.Unmarshal(result, &m) != nil {
 		return 0, 0, false
 	}
+	return usageIn(m.Metadata)
+}
+
+// usageIn reads the token usage in a task's or status update's metadata.
+func usageIn(meta map[string]json.RawMessage) (in, out int64, ok bool) {
 	var u struct {
 		In  int64 `json:"inputTokens"`
 		Out int64 `json:"outputTokens"`
 	}
-	if raw, found := m.Metadata[MetaUsage]; !found || json.Unmarshal(raw, &u) != nil {
+	if raw, found := meta[MetaUsage]; !found || json.Unmarshal(raw, &u) != nil {
 		return 0, 0, false
 	}
 	return u.In, u.Out, true
+}
+
+// Tokens is the token usage an agent reported; OK is false when it reported none.
+type Tokens struct {
+	In, Out int64
+	OK      bool
+}
+
+// SummarizeWithUsage returns Summarize(result) and Usage(result), decoding result once where
+// the two read the same object (a Task or a status update, wrapped or not) rather than twice,
+// and finding the wrapper by scanning the object's keys rather than decoding them into a map.
+func SummarizeWithUsage(result json.RawMessage) (TaskSummary, Tokens) {
+	if !json.Valid(result) {
+		return TaskSummary{}, Tokens{}
+	}
+	return summarizeWithUsage(result)
+}
+
+// summarizeWithUsage is SummarizeWithUsage of valid JSON.
+func summarizeWithUsage(result json.RawMessage) (TaskSummary, Tokens) {
+	k, inner, obj, ok := wrappedIn(result)
+	if !ok { // not an object whose keys the scan reads: as Summarize and Usage do
+		var m map[string]json.RawMessage
+		if json.Unmarshal(result, &m) != nil {
+			return TaskSummary{}, Tokens{}
+		}
+		k, inner, obj = "", nil, true
+		if wk, wi, found := wrapped(m); found {
+			k, inner = wk, wi
+		}
+	}
+	if !obj {
+		return TaskSummary{}, Tokens{}
+	}
+	if k != "" {
+		if k == "task" || k == "statusUpdate" { // Usage reads the same inner object
+			s, u := summarizeWithUsage(inner)
+			return summarizeIn(k, inner, s), u
+		}
+		var u Tokens
+		u.In, u.Out, u.OK = Usage(result)
+		return summarizeIn(k, inner, Summarize(inner)), u
+	}
+	var f struct {
+		summaryFields
+		Metadata map[string]json.RawMessage `json:"metadata"`
+	}
+	if json.Unmarshal(result, &f) != nil {
+		// One of the fields has a type the other function does not read: ask each.
+		var u Tokens
+		u.In, u.Out, u.OK = Usage(result)
+		return Summarize(result), u
+	}
+	var u Tokens
+	u.In, u.Out, u.OK = usageIn(f.Metadata)
+	return f.summaryFields.summary(result), u
+}
+
+// wrappedIn is wrapped for valid JSON b, read without decoding it: the first of wrapperKeys
+// that b's top-level object has (the last value when a key repeats, as a decoded map keeps
+// it), and whether b is an object at all. ok is false when the scan cannot tell exactly what
+// decoding would: b is not an object, or a key holds an escape.
+func wrappedIn(b []byte) (k string, inner []byte, obj, ok bool) {
+	var found [len(wrapperKeys)][]byte
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return "", nil, false, false
+	}
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return "", nil, true, true
+	}
+	for i < len(b) && b[i] == '"' {
+		end := i + 1
+		for end < len(b) && b[end] != '"' {
+			if b[end] == '\\' {
+				return "", nil, false, false
+			}
+			end++
+		}
+		key := b[i+1 : end]
+		i = skipSpace(b, end+1) + 1 // past the colon
+		vs := skipSpace(b, i)
+		ve := skipValue(b, vs)
+		for w, wk := range wrapperKeys {
+			if string(key) == wk {
+				found[w] = b[vs:ve]
+			}
+		}
+		i = skipSpace(b, ve)
+		if i >= len(b) || b[i] != ',' {
+			break // the closing brace: b is valid
+		}
+		i = skipSpace(b, i+1)
+	}
+	for w, v := range found {
+		if v != nil {
+			return wrapperKeys[w], v, true, true
+		}
+	}
+	return "", nil, true, true
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipValue returns the end of the valid JSON value that starts at b[i].
+func skipValue(b []byte, i int) int {
+	depth := 0
+	for i < len(b) {
+		switch c := b[i]; c {
+		case '"':
+			i++
+			for i < len(b) && b[i] != '"' {
+				if b[i] == '\\' {
+					i++
+				}
+				i++
+			}
+			i++
+		case '{', '[':
+			depth++
+			i++
+		case '}', ']':
+			depth--
+			i++
+		default:
+			if depth == 0 {
+				for i < len(b) && !strings.ContainsRune(",}] \t\r\n", rune(b[i])) {
+					i++
+				}
+				return i
+			}
+			i++
+		}
+		if depth == 0 {
+			return i
+		}
+	}
+	return i
 }

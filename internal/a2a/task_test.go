@@ -1,6 +1,7 @@
 package a2a
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -150,6 +151,66 @@ func TestInvalidMessagesNameTheField(t *testing.T) {
 	} {
 		if _, err := ParseMessageInfo(json.RawMessage(ok.params), ok.d); err != nil {
 			t.Errorf("ParseMessageInfo(%s, %s) refused a valid message: %v", ok.d, ok.params, err)
+		}
+	}
+}
+
+// summarizeWithUsageCases are results of every shape Summarize and Usage read, and some they
+// refuse, as seeds of FuzzSummarizeWithUsage.
+var summarizeWithUsageCases = []string{
+	`{"task":{"id":"a","status":{"state":"TASK_STATE_COMPLETED"},"metadata":{"agentplane.io/usage":{"inputTokens":3,"outputTokens":6}}}}`,
+	`{"statusUpdate":{"taskId":"a","status":{"state":"TASK_STATE_WORKING"},"metadata":{"agentplane.io/usage":{"inputTokens":1,"outputTokens":2}}}}`,
+	`{"kind":"task","id":"b","status":{"state":"completed"},"metadata":{"agentplane.io/usage":{"inputTokens":7,"outputTokens":0}}}`,
+	`{"artifactUpdate":{"taskId":"e","artifact":{}},"metadata":{"agentplane.io/usage":{"inputTokens":4,"outputTokens":5}}}`,
+	`{"message":{"messageId":"m","role":"ROLE_AGENT","parts":[]}}`,
+	`{"task":{"task":{"id":"nested","status":{"state":"TASK_STATE_FAILED"}}}}`,
+	`{"task":{"id":"a","status":{"state":"TASK_STATE_COMPLETED"},"metadata":{"agentplane.io/usage":"many"}}}`,
+	`{"task":{"id":7,"status":{"state":"TASK_STATE_COMPLETED"},"metadata":{"agentplane.io/usage":{"inputTokens":1,"outputTokens":1}}}}`,
+	`{"task":{"id":"a","status":{"state":"TASK_STATE_COMPLETED"},"metadata":[1]}}`,
+	`{"Task":{"id":"a"},"ID":"x","Status":{"State":"completed"}}`,
+	`{"task":null}`,
+	` { "task" : { "id" : "a\"}" , "status":{"state":"completed"}} , "task": {"id":"b","status":{"state":"TASK_STATE_WORKING"}} } `,
+	`{"t\u0061sk":{"id":"a","status":{"state":"completed"}}}`,
+	`{"x":[1,{"task":2}],"n":-1.5e3,"b":true,"z":null,"s":"\\","statusUpdate":{"taskId":"s"}}`,
+	`{}`,
+	`null`,
+	`[1,2]`,
+	`"text"`,
+	`{`,
+}
+
+func TestSummarizeWithUsageIsBoth(t *testing.T) {
+	for _, in := range summarizeWithUsageCases {
+		checkSummarizeWithUsage(t, in)
+	}
+}
+
+// FuzzSummarizeWithUsage checks that SummarizeWithUsage reads every input as Summarize and
+// Usage do.
+func FuzzSummarizeWithUsage(f *testing.F) {
+	for _, in := range summarizeWithUsageCases {
+		f.Add(in)
+	}
+	f.Fuzz(func(t *testing.T, in string) { checkSummarizeWithUsage(t, in) })
+}
+
+func checkSummarizeWithUsage(t *testing.T, in string) {
+	t.Helper()
+	s, u := SummarizeWithUsage(json.RawMessage(in))
+	ws := Summarize(json.RawMessage(in))
+	var wu Tokens
+	wu.In, wu.Out, wu.OK = Usage(json.RawMessage(in))
+	if s.TaskID != ws.TaskID || s.ContextID != ws.ContextID || s.State != ws.State || s.IsTask != ws.IsTask ||
+		s.Final != ws.Final || !bytes.Equal(s.Task, ws.Task) || u != wu {
+		t.Errorf("SummarizeWithUsage(%s) = %+v, %+v; Summarize and Usage say %+v, %+v", in, s, u, ws, wu)
+	}
+}
+
+func TestPlainID(t *testing.T) {
+	for id, want := range map[string]bool{"0193a7b2-8c1e-7f00-9abc-0123456789ab": true, "abc.def:ghi_jk": true,
+		"short": false, "": false, "with space in it": false, `quote"inside-it`: false, "ünïcödé-id": false} {
+		if got := plainID(id); got != want {
+			t.Errorf("plainID(%q) = %v, want %v", id, got, want)
 		}
 	}
 }

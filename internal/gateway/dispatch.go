@@ -194,9 +194,9 @@ func (d *dispatcher) answer(ctx context.Context, t *store.Task, ep discovery.End
 		sk.answer(ep, resp.Header, resp.StatusCode, a2a.ReplaceID(out, t.UpstreamID, t.ID))
 		return
 	}
-	sum := a2a.Summarize(r.Result)
-	if in, o, ok := a2a.Usage(r.Result); ok {
-		d.charge(t, in, o)
+	sum, used := a2a.SummarizeWithUsage(r.Result)
+	if used.OK {
+		d.charge(t, used.In, used.Out)
 	}
 	var result json.RawMessage
 	if sum.IsTask {

@@ -82,7 +82,7 @@ func (j *JetStream) blobSubject(key, id string, chunk int) string {
 // encode returns the record to store for t. When t does not fit one message, it first writes
 // Request and Result as blobs, reusing those of base (the blobs of the revision t replaces)
 // that are unchanged; written lists the blobs it wrote, also on error.
-func (j *JetStream) encode(ctx context.Context, key string, t *Task, base taskBlobs) (data []byte, blobs taskBlobs, written []string, err error) {
+func (j *JetStream) encode(lc *lazyCall, key string, t *Task, base taskBlobs) (data []byte, blobs taskBlobs, written []string, err error) {
 	data, err = json.Marshal(t)
 	if err != nil {
 		return nil, taskBlobs{}, nil, fmt.Errorf("encode task: %w", err)
@@ -110,7 +110,7 @@ func (j *JetStream) encode(ctx context.Context, key string, t *Task, base taskBl
 		ref.Chunks = (len(field) + j.chunkSize - 1) / j.chunkSize
 		ref.Expires = terminal
 		written = append(written, ref.ID)
-		return &ref, j.putBlob(ctx, key, ref, field)
+		return &ref, j.putBlob(lc.get(), key, ref, field)
 	}
 	// Move the larger field out first, and the other only if the record still does not fit.
 	rest := *t

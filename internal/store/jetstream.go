@@ -416,19 +416,51 @@ func call(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, callTimeout)
 }
 
+// lazyCall is call's context for a Create or Update, made only when the call makes a second
+// request: a record written alone, the usual write, is one request that op bounds already, and
+// needs no second timer.
+type lazyCall struct {
+	parent context.Context
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// get returns the call's context, making it the first time.
+func (l *lazyCall) get() context.Context {
+	if l.ctx == nil {
+		l.ctx, l.cancel = call(l.parent)
+	}
+	return l.ctx
+}
+
+// current returns the call's context if it was made, else its parent: for the call's first
+// request, op(current()) has the deadline op(get()) would have, since opTimeout < callTimeout.
+func (l *lazyCall) current() context.Context {
+	if l.ctx == nil {
+		return l.parent
+	}
+	return l.ctx
+}
+
+func (l *lazyCall) stop() {
+	if l.cancel != nil {
+		l.cancel()
+	}
+}
+
 // Create implements Journal.
 func (j *JetStream) Create(ctx context.Context, t *Task) error {
 	key, err := encodeKey(t.ID)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := call(ctx)
-	defer cancel()
+	lc := &lazyCall{parent: ctx}
+	defer lc.stop()
 	// The key may hold the marker an expired task left behind: then the id is free again and
 	// the write must expect the marker's revision.
 	var expect uint64
 	for range 3 {
-		rev, err := j.write(ctx, key, t, expect, taskBlobs{})
+		rev, err := j.write(lc, key, t, expect, taskBlobs{})
 		if err == nil {
 			t.Revision = rev
 			return nil
@@ -436,7 +468,7 @@ func (j *JetStream) Create(ctx context.Context, t *Task) error {
 		if !isWrongLastSeq(err) {
 			return fmt.Errorf("store: create %s: %w", t.ID, err)
 		}
-		octx, cancel := op(ctx)
+		octx, cancel := op(lc.get())
 		last, err := j.kvStream.GetLastMsgForSubject(octx, j.kvSubj+key)
 		cancel()
 		switch {
@@ -500,18 +532,18 @@ func (j *JetStream) Update(ctx context.Context, t *Task) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := call(ctx)
-	defer cancel()
+	lc := &lazyCall{parent: ctx}
+	defer lc.stop()
 	if t.Revision == 0 {
 		// Expecting revision 0 would create the record; Update never does.
-		if _, err := j.get(ctx, t.ID, key); err != nil {
+		if _, err := j.get(lc.get(), t.ID, key); err != nil {
 			return fmt.Errorf("store: update %s: %w", t.ID, ErrNotFound)
 		}
 		return fmt.Errorf("store: update %s at revision 0: %w", t.ID, ErrConflict)
 	}
-	rev, err := j.write(ctx, key, t, t.Revision, t.blobs)
+	rev, err := j.write(lc, key, t, t.Revision, t.blobs)
 	if isWrongLastSeq(err) {
-		if _, gerr := j.get(ctx, t.ID, key); errors.Is(gerr, ErrNotFound) {
+		if _, gerr := j.get(lc.get(), t.ID, key); errors.Is(gerr, ErrNotFound) {
 			return fmt.Errorf("store: update %s: %w", t.ID, ErrNotFound)
 		}
 		return fmt.Errorf("store: update %s at revision %d: %w", t.ID, t.Revision, ErrConflict)
@@ -526,13 +558,13 @@ func (j *JetStream) Update(ctx context.Context, t *Task) error {
 // write publishes t's record if the key's last revision is still rev (0: no record), with the
 // state header, and with the retention TTL when t is terminal. base are the blobs of the record
 // at rev, which t may keep. Nothing is stored when it fails.
-func (j *JetStream) write(ctx context.Context, key string, t *Task, rev uint64, base taskBlobs) (uint64, error) {
+func (j *JetStream) write(lc *lazyCall, key string, t *Task, rev uint64, base taskBlobs) (uint64, error) {
 	if err := j.opts.Limits.check(t); err != nil {
 		return 0, err
 	}
-	data, blobs, written, err := j.encode(ctx, key, t, base)
+	data, blobs, written, err := j.encode(lc, key, t, base)
 	if err != nil {
-		return 0, joinCleanup(err, j.dropBlobs(ctx, key, written))
+		return 0, joinCleanup(err, j.dropWritten(lc, key, written))
 	}
 	msg := &nats.Msg{Subject: j.kvSubj + key, Data: data, Header: nats.Header{}}
 	setEntryHeaders(msg.Header, t)
@@ -540,11 +572,11 @@ func (j *JetStream) write(ctx context.Context, key string, t *Task, rev uint64, 
 	if t.State.Terminal() {
 		popts = append(popts, jetstream.WithMsgTTL(j.opts.Retention))
 	}
-	octx, cancel := op(ctx)
+	octx, cancel := op(lc.current())
 	pa, err := j.js.PublishMsg(octx, msg, popts...)
 	cancel()
 	if err != nil {
-		return 0, joinCleanup(err, j.dropBlobs(ctx, key, written))
+		return 0, joinCleanup(err, j.dropWritten(lc, key, written))
 	}
 	if !blobs.empty() {
 		blobs.rev = pa.Sequence
@@ -554,11 +586,19 @@ func (j *JetStream) write(ctx context.Context, key string, t *Task, rev uint64, 
 	if !old.empty() || !blobs.empty() {
 		// The record is stored: a failure here only delays the removal of replaced blobs to the
 		// next write of the task or the next start.
-		if err := j.purgeBlobs(ctx, key, blobs, pa.Sequence); err != nil {
+		if err := j.purgeBlobs(lc.get(), key, blobs, pa.Sequence); err != nil {
 			j.log.Warn("journal could not remove a task's replaced blobs", "task", t.ID, "err", err)
 		}
 	}
 	return pa.Sequence, nil
+}
+
+// dropWritten purges the blobs a failed write wrote, if it wrote any.
+func (j *JetStream) dropWritten(lc *lazyCall, key string, written []string) error {
+	if len(written) == 0 {
+		return nil
+	}
+	return j.dropBlobs(lc.get(), key, written)
 }
 
 // joinCleanup returns err, with cleanup's failure attached when there was one.
