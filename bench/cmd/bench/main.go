@@ -37,10 +37,17 @@ type config struct {
 	poll             time.Duration
 	fleetHeartbeat   time.Duration
 	noInstall        bool
+	ceilingConc      []int
+	ceilingStep      time.Duration
+	priorityDuration time.Duration
+	convUsers        int
+	convTurnsMin     int
+	convTurnsMax     int
+	think            time.Duration
 }
 
 var (
-	allScenarios = []string{"a70", "a90", "slow", "kill", "burst", "sitekill", "overhead"}
+	allScenarios = []string{"a70", "a90", "slow", "kill", "burst", "sitekill", "overhead", "conversations", "mixed", "priority", "ceiling"}
 	allTargets   = []string{"direct", "haproxy", "nginx", "agentplane"}
 )
 
@@ -69,7 +76,25 @@ func run() int {
 	flag.DurationVar(&cfg.fleetHeartbeat, "fleet-heartbeat", time.Second, "sitekill: the fleet gateways' --fleet-heartbeat (a site is taken for lost after 3 missed)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the scratch directory (configs, logs)")
 	flag.BoolVar(&cfg.noInstall, "no-install", false, "do not apt-get install missing haproxy/nginx")
+	var ceil string
+	flag.StringVar(&ceil, "ceiling-concurrency", "1,4,16,64,256", "ceiling: closed-loop clients, one level after another")
+	flag.DurationVar(&cfg.ceilingStep, "ceiling-step", 5*time.Second, "ceiling: how long each concurrency level runs")
+	flag.DurationVar(&cfg.priorityDuration, "priority-duration", 60*time.Second, "priority: arrival window of the overload")
+	flag.IntVar(&cfg.convUsers, "conv-users", 200, "conversations: at most this many conversations at once (more arrivals are dropped, counted overflown)")
+	flag.IntVar(&cfg.convTurnsMin, "conv-turns-min", 4, "conversations: fewest turns of a conversation")
+	flag.IntVar(&cfg.convTurnsMax, "conv-turns-max", 8, "conversations: most turns of a conversation")
+	flag.DurationVar(&cfg.think, "think", time.Second, "conversations: mean think time between turns (exponential)")
 	flag.Parse()
+	for _, c := range split(ceil) {
+		n, err := strconv.Atoi(c)
+		if err != nil || n < 1 {
+			return fail(fmt.Errorf("-ceiling-concurrency: %q is not a positive number", c))
+		}
+		cfg.ceilingConc = append(cfg.ceilingConc, n)
+	}
+	if cfg.convTurnsMin < 1 || cfg.convTurnsMax < cfg.convTurnsMin {
+		return fail(errors.New("-conv-turns-min/-conv-turns-max: want 1 <= min <= max"))
+	}
 	cfg.scenarios, cfg.targets = split(scen), split(targ)
 	for _, c := range split(conc) {
 		n, err := strconv.Atoi(c)
