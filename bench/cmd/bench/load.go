@@ -164,7 +164,7 @@ func openLoopFunc(ctx context.Context, sc scenario, cfg config, do func(id int) 
 
 // closedLoop runs n workers that each send the next request as soon as the last one answered,
 // for dur.
-func closedLoop(ctx context.Context, c *http.Client, d *deployment, n int, dur time.Duration) []sample {
+func closedLoop(ctx context.Context, c *http.Client, d *deployment, n int, dur time.Duration, runID string) []sample {
 	var mu sync.Mutex
 	var out []sample
 	var wg sync.WaitGroup
@@ -174,7 +174,7 @@ func closedLoop(ctx context.Context, c *http.Client, d *deployment, n int, dur t
 			var mine []sample
 			for i := 0; time.Since(start) < dur && ctx.Err() == nil; i++ {
 				at := time.Since(start)
-				s := send(ctx, c, d.url(), "overhead", w*1_000_000+i)
+				s := send(ctx, c, d.url(), runID, w*1_000_000+i)
 				s.at = at
 				mine = append(mine, s)
 			}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -170,6 +171,9 @@ func run() int {
 		if sc.sites {
 			targets, run = siteTargets(cfg.targets), runSites
 		}
+		if len(sc.targets) > 0 {
+			targets = scenarioTargets(sc.targets, cfg.targets)
+		}
 		for _, target := range targets {
 			if ctx.Err() != nil {
 				break
@@ -219,10 +223,19 @@ func runOne(ctx context.Context, e env, sc scenario, target string) (summary, er
 	var ss []sample
 	var window time.Duration
 	t0 := time.Now()
-	if sc.closed {
-		ss = closedLoop(ctx, c, d, sc.concurrency, sc.duration)
+	switch {
+	case len(sc.ceiling) > 0:
+		return runCeiling(ctx, c, d, sc, target, pids)
+	case sc.kind == "conversations":
+		ss = conversations(ctx, c, d, sc, e.cfg)
+		window = sc.duration
+	case sc.llm:
+		ss = llmSingle(ctx, c, d, sc, e.cfg)
+		window = sc.duration
+	case sc.closed:
+		ss = closedLoop(ctx, c, d, sc.concurrency, sc.duration, sc.name)
 		window = time.Since(t0)
-	} else {
+	default:
 		kill := func() {
 			who, err := d.killReplica()
 			if err != nil {
@@ -244,12 +257,56 @@ func runOne(ctx context.Context, e env, sc scenario, target string) (summary, er
 	} else {
 		s.CPUSeconds = -1
 	}
-	logf("%s / %s: %d sent, %d ok, %d errors, %d lost; p50 %v p99 %v; %.1f/s (%v)", sc.name, target,
-		s.Sent, s.OK, s.Errors, s.Lost, s.P50.Round(time.Millisecond), s.P99.Round(time.Millisecond), s.Throughput, elapsed.Round(time.Second))
+	logf("%s / %s: %d sent, %d ok, %d errors, %d refused, %d lost; p50 %v p99 %v; TTFT p50 %v p99 %v; hit rate %.2f; %.1f/s (%v)", sc.name, target,
+		s.Sent, s.OK, s.Errors, s.Refused, s.Lost, s.P50.Round(time.Millisecond), s.P99.Round(time.Millisecond),
+		s.TTFT50.Round(time.Millisecond), s.TTFT99.Round(time.Millisecond), s.hitRate(), s.Throughput, elapsed.Round(time.Second))
 	if ctx.Err() != nil {
 		return s, errors.New("interrupted")
 	}
 	return s, nil
+}
+
+// scenarioTargets are a scenario's own targets that the user asked for: by name, or by the
+// name of the peer they vary (haproxy for haproxy-hash).
+func scenarioTargets(own, asked []string) []string {
+	var out []string
+	for _, t := range own {
+		base, _, _ := strings.Cut(t, "-")
+		if slices.Contains(asked, t) || slices.Contains(asked, base) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// runCeiling runs closed loops of rising concurrency against one deployment, a level after
+// another, and returns the level of highest throughput with every level in Levels.
+func runCeiling(ctx context.Context, c *http.Client, d *deployment, sc scenario, target string, pids []int) (summary, error) {
+	var best summary
+	var levels []summary
+	for _, n := range sc.ceiling {
+		if ctx.Err() != nil {
+			return best, errors.New("interrupted")
+		}
+		before := sumTicks(pids)
+		t0 := time.Now()
+		ss := closedLoop(ctx, c, d, n, sc.duration, fmt.Sprintf("ceiling-c%d", n))
+		s := summarize(target, ss, time.Since(t0))
+		s.Conc, s.Latencies, s.PerSecondOK = n, nil, nil
+		s.CPUSeconds = -1
+		if len(pids) > 0 && s.Sent > 0 {
+			s.CPUSeconds = float64(sumTicks(pids)-before) / 100
+			s.CPUPerReq = time.Duration(s.CPUSeconds / float64(s.Sent) * float64(time.Second))
+		}
+		logf("%s / %s: %d clients: %.0f/s, p50 %v p99 %v, %d errors, %d lost", sc.name, target, n, s.Throughput,
+			s.P50.Round(time.Microsecond), s.P99.Round(time.Microsecond), s.Errors, s.Lost)
+		levels = append(levels, s)
+		if s.Throughput > best.Throughput || best.Target == "" {
+			best = s
+		}
+	}
+	best.Levels = levels
+	return best, nil
 }
 
 // ensureTools installs HAProxy and nginx from Debian packages when a target needs them.
