@@ -50,7 +50,25 @@ func (r *report) write() error {
 	if err := os.WriteFile(filepath.Join(r.cfg.results, "results.json"), raw, 0o644); err != nil {
 		return err
 	}
-	return plotLatencies(filepath.Join(r.cfg.results, "latency.png"), r.results)
+	var lat []scenarioResult
+	for _, res := range r.results {
+		if len(res.sc.ceiling) == 0 { // its levels have their own table
+			lat = append(lat, res)
+		}
+	}
+	if err := plotLatencies(filepath.Join(r.cfg.results, "latency.png"), lat, "latency", latencies); err != nil {
+		return err
+	}
+	if !hasTTFT(r.results) {
+		return nil
+	}
+	var ttft []scenarioResult
+	for _, res := range r.results {
+		if res.sc.llm {
+			ttft = append(ttft, res)
+		}
+	}
+	return plotLatencies(filepath.Join(r.cfg.results, "ttft.png"), ttft, "time to first token", ttfts)
 }
 
 func ms(d time.Duration) string {
@@ -113,6 +131,14 @@ func (r *report) markdown(b *strings.Builder) {
 	for _, res := range r.results {
 		sc := res.sc
 		fmt.Fprintf(b, "## %s\n\n", sc.title)
+		if len(sc.ceiling) > 0 {
+			r.ceilingTable(b, res)
+			continue
+		}
+		if sc.llm {
+			r.llmTable(b, res)
+			continue
+		}
 		if sc.closed {
 			r.overhead(b, res)
 			continue
@@ -132,8 +158,13 @@ func (r *report) markdown(b *strings.Builder) {
 			fmt.Fprintf(b, "\nFailed to run: %s\n", f)
 		}
 		b.WriteString("\n")
+		ratioLine(b, res.sums, "p99", func(s summary) time.Duration { return s.P99 })
+		b.WriteString("\n")
 	}
 	b.WriteString("![latency distributions](latency.png)\n")
+	if hasTTFT(r.results) {
+		b.WriteString("\n![time to first token](ttft.png)\n")
+	}
 }
 
 func notes(s summary) string {
@@ -215,4 +246,15 @@ func (r *report) overhead(b *strings.Builder, res scenarioResult) {
 		fmt.Fprintf(b, "\nFailed to run: %s\n", f)
 	}
 	b.WriteString("\n")
+}
+
+func hasTTFT(results []scenarioResult) bool {
+	for _, res := range results {
+		for _, s := range res.sums {
+			if len(s.TTFTs) > 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
