@@ -142,6 +142,9 @@ defaults
     timeout queue 60s
     timeout http-keep-alive 60s
     option http-keep-alive
+    # Forward each piece of a streamed answer at once (no MSG_MORE coalescing): without it the
+    # first event of an SSE stream waits ~200 ms, which TTFT would charge to HAProxy.
+    option http-no-delay
     # Re-send a request whose connection failed or that got no answer at all (the replica died),
     # to another server: at-least-once, like agentplane's re-dispatch.
     retries 3
