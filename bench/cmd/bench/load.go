@@ -287,6 +287,7 @@ func summarize(target string, ss []sample, window time.Duration) summary {
 			var mine []sample
 			for _, x := range ss {
 				if x.class == c.name {
+					x.class = "" // no rows per class within a class
 					mine = append(mine, x)
 				}
 			}
