@@ -257,9 +257,12 @@ func runOne(ctx context.Context, e env, sc scenario, target string) (summary, er
 	} else {
 		s.CPUSeconds = -1
 	}
-	logf("%s / %s: %d sent, %d ok, %d errors, %d refused, %d lost; p50 %v p99 %v; TTFT p50 %v p99 %v; hit rate %.2f; %.1f/s (%v)", sc.name, target,
-		s.Sent, s.OK, s.Errors, s.Refused, s.Lost, s.P50.Round(time.Millisecond), s.P99.Round(time.Millisecond),
-		s.TTFT50.Round(time.Millisecond), s.TTFT99.Round(time.Millisecond), s.hitRate(), s.Throughput, elapsed.Round(time.Second))
+	more := ""
+	if sc.llm {
+		more = fmt.Sprintf("; %d refused; TTFT p50 %v p99 %v; cache hits %s", s.Refused, s.TTFT50.Round(time.Millisecond), s.TTFT99.Round(time.Millisecond), hits(s))
+	}
+	logf("%s / %s: %d sent, %d ok, %d errors, %d lost; p50 %v p99 %v; %.1f/s (%v)%s", sc.name, target,
+		s.Sent, s.OK, s.Errors, s.Lost, s.P50.Round(time.Millisecond), s.P99.Round(time.Millisecond), s.Throughput, elapsed.Round(time.Second), more)
 	if ctx.Err() != nil {
 		return s, errors.New("interrupted")
 	}
