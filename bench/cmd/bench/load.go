@@ -74,6 +74,8 @@ func send(ctx context.Context, c *http.Client, url, runID string, id int) sample
 		return classify(err, d)
 	}
 	switch {
+	case (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) && resp.Header.Get("Retry-After") != "":
+		return sample{latency: d, out: rejected, why: fmt.Sprintf("HTTP %d + Retry-After", resp.StatusCode)}
 	case resp.StatusCode != http.StatusOK:
 		return sample{latency: d, out: refused, why: fmt.Sprintf("HTTP %d", resp.StatusCode)}
 	case bytes.Contains(b, []byte(`"error"`)):

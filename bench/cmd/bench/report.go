@@ -127,7 +127,7 @@ func (r *report) markdown(b *strings.Builder) {
 	fmt.Fprintf(b, "| nginx | least_conn, keepalive, proxy_buffering off, proxy_next_upstream error timeout non_idempotent (3 tries), max_fails 1 / 5s, %d workers |\n", c.proxyThreads)
 	fmt.Fprintf(b, "| agentplane | `agentplane up` (supervisor + gateway), P2C on in-flight load, eject + re-dispatch on connection failure |\n\n")
 	fmt.Fprintf(b, "Latency percentiles are over completed tasks. *errors*: the client got an explicit failure "+
-		"(connection refused, HTTP/JSON-RPC error); *lost*: the request was sent and no answer came "+
+		"(connection refused, HTTP/JSON-RPC error); *refused*: HTTP 429/503 with Retry-After, refused before any work; *lost*: the request was sent and no answer came "+
 		"(connection dropped, or timeout). CPU is the proxy process(es)' user+system time over the run divided by requests sent.\n\n")
 
 	for _, res := range r.results {
@@ -150,10 +150,10 @@ func (r *report) markdown(b *strings.Builder) {
 			continue
 		}
 		fmt.Fprintf(b, "Arrivals: %s.\n\n", sc.rateNote)
-		fmt.Fprintf(b, "| target | sent | ok | errors | lost | p50 | p90 | p99 | p99.9 | ok/s | proxy CPU / req | notes |\n")
-		fmt.Fprintf(b, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+		fmt.Fprintf(b, "| target | sent | ok | errors | refused | lost | p50 | p90 | p99 | p99.9 | ok/s | proxy CPU / req | notes |\n")
+		fmt.Fprintf(b, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 		for _, s := range res.sums {
-			fmt.Fprintf(b, "| %s | %d | %d | %d | %d | %s | %s | %s | %s | %.1f | %s | %s |\n", s.Target, s.Sent, s.OK, s.Errors, s.Lost,
+			fmt.Fprintf(b, "| %s | %d | %d | %d | %d | %d | %s | %s | %s | %s | %.1f | %s | %s |\n", s.Target, s.Sent, s.OK, s.Errors, s.Refused, s.Lost,
 				ms(s.P50), ms(s.P90), ms(s.P99), ms(s.P999), s.Throughput, cpu(s), notes(s))
 		}
 		for _, f := range res.failed {
@@ -198,7 +198,7 @@ func (r *report) sites(b *strings.Builder, res scenarioResult) {
 	fmt.Fprintf(b, "| target | sent | ok | errors | lost | p50 | p90 | p99 | in flight on the lost site | of them completed | first completed | last completed | re-sent | notes |\n")
 	fmt.Fprintf(b, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	for _, s := range res.sums {
-		fmt.Fprintf(b, "| %s | %d | %d | %d | %d | %s | %s | %s | %d | %d | %s | %s | %d | %s |\n", s.Target, s.Sent, s.OK, s.Errors, s.Lost,
+		fmt.Fprintf(b, "| %s | %d | %d | %d | %d | %s | %s | %s | %d | %d | %s | %s | %d | %s |\n", s.Target, s.Sent, s.OK, s.Errors+s.Refused, s.Lost,
 			ms(s.P50), ms(s.P90), ms(s.P99), s.Orphaned, s.OrphansDone, ms(s.Takeover), ms(s.TakeoverLast), s.Resent, notes(s))
 	}
 	for _, f := range res.failed {
@@ -231,7 +231,7 @@ func (r *report) overhead(b *strings.Builder, res scenarioResult) {
 	fmt.Fprintf(b, "| target | requests | errors | p50 | p90 | p99 | p99.9 | mean | req/s | added p50 | added mean | proxy CPU / req |\n")
 	fmt.Fprintf(b, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, s := range res.sums {
-		fmt.Fprintf(b, "| %s | %d | %d | %s | %s | %s | %s | %s | %.0f | %s | %s | %s |\n", s.Target, s.Sent, s.Errors+s.Lost,
+		fmt.Fprintf(b, "| %s | %d | %d | %s | %s | %s | %s | %s | %.0f | %s | %s | %s |\n", s.Target, s.Sent, s.Errors+s.Lost+s.Refused,
 			ms(s.P50), ms(s.P90), ms(s.P99), ms(s.P999), ms(s.Mean), s.Throughput, added(s, p50), added(s, mean), cpu(s))
 	}
 	if direct != nil && haproxy != nil && ap != nil {
