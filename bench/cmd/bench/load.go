@@ -24,6 +24,7 @@ const (
 	refused                  // explicit failure: connection refused, an HTTP or JSON-RPC error, a failed task
 	lost                     // no answer: the connection broke after the request was sent, or the client timed out
 	overflown                // not sent: the client's in-flight bound was reached
+	rejected                 // refused early, before any work: HTTP 429/503 with Retry-After
 )
 
 type sample struct {
@@ -31,6 +32,13 @@ type sample struct {
 	latency time.Duration
 	out     outcome
 	why     string // for refused and lost
+
+	// Streaming (LLM) requests only.
+	ttft  time.Duration // first artifact-update event with text; 0 when none came
+	hit   int8          // the answer's agentplane.io/llm cacheHit: 1, 0, or -1 when unknown
+	class string        // priority class, when the scenario has classes
+	turn  int           // turn of a conversation, from 1; 0 for single-turn tasks
+	conv  int           // conversation number + 1; 0 for single-turn tasks
 }
 
 var bodyTemplate = `{"jsonrpc":"2.0","id":%d,"method":"SendMessage","params":{"message":{"messageId":"bench-%s-%d","role":"ROLE_USER","parts":[{"text":"patient reports chest pain since this morning"}]}}}`
@@ -66,6 +74,8 @@ func send(ctx context.Context, c *http.Client, url, runID string, id int) sample
 		return classify(err, d)
 	}
 	switch {
+	case (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) && resp.Header.Get("Retry-After") != "":
+		return sample{latency: d, out: rejected, why: fmt.Sprintf("HTTP %d + Retry-After", resp.StatusCode)}
 	case resp.StatusCode != http.StatusOK:
 		return sample{latency: d, out: refused, why: fmt.Sprintf("HTTP %d", resp.StatusCode)}
 	case bytes.Contains(b, []byte(`"error"`)):
@@ -156,7 +166,7 @@ func openLoopFunc(ctx context.Context, sc scenario, cfg config, do func(id int) 
 
 // closedLoop runs n workers that each send the next request as soon as the last one answered,
 // for dur.
-func closedLoop(ctx context.Context, c *http.Client, d *deployment, n int, dur time.Duration) []sample {
+func closedLoop(ctx context.Context, c *http.Client, d *deployment, n int, dur time.Duration, runID string) []sample {
 	var mu sync.Mutex
 	var out []sample
 	var wg sync.WaitGroup
@@ -166,7 +176,7 @@ func closedLoop(ctx context.Context, c *http.Client, d *deployment, n int, dur t
 			var mine []sample
 			for i := 0; time.Since(start) < dur && ctx.Err() == nil; i++ {
 				at := time.Since(start)
-				s := send(ctx, c, d.url(), "overhead", w*1_000_000+i)
+				s := send(ctx, c, d.url(), runID, w*1_000_000+i)
 				s.at = at
 				mine = append(mine, s)
 			}
@@ -208,6 +218,28 @@ type summary struct {
 	Takeover     time.Duration `json:"firstOrphanCompleted,omitempty"`
 	TakeoverLast time.Duration `json:"lastOrphanCompleted,omitempty"`
 	Resent       int           `json:"resent,omitempty"`
+
+	// Streaming (LLM) scenarios: refused early with Retry-After (not counted in Errors), time to
+	// first token over completed tasks, cache hits among turns > 1, rows per priority class.
+	Refused int             `json:"refused,omitempty"`
+	TTFT50  time.Duration   `json:"ttftP50,omitempty"`
+	TTFT90  time.Duration   `json:"ttftP90,omitempty"`
+	TTFT99  time.Duration   `json:"ttftP99,omitempty"`
+	TTFT999 time.Duration   `json:"ttftP999,omitempty"`
+	TTFTs   []time.Duration `json:"-"`
+	Hits    int             `json:"cacheHits,omitempty"`
+	Misses  int             `json:"cacheMisses,omitempty"`
+	Classes []summary       `json:"classes,omitempty"`
+	Levels  []summary       `json:"levels,omitempty"` // ceiling: one per concurrency level
+	Conc    int             `json:"concurrency,omitempty"`
+}
+
+// hitRate is the share of cache hits among later turns that reported one, or -1.
+func (s summary) hitRate() float64 {
+	if s.Hits+s.Misses == 0 {
+		return -1
+	}
+	return float64(s.Hits) / float64(s.Hits+s.Misses)
 }
 
 func summarize(target string, ss []sample, window time.Duration) summary {
@@ -229,14 +261,43 @@ func summarize(target string, ss []sample, window time.Duration) summary {
 		case overflown:
 			s.Overflown++
 			s.Why[x.why]++
+		case rejected:
+			s.Refused++
+			s.Why[x.why]++
+		}
+		if x.out == ok && x.ttft > 0 {
+			s.TTFTs = append(s.TTFTs, x.ttft)
+		}
+		if x.out == ok && x.turn > 1 && x.hit >= 0 {
+			if x.hit == 1 {
+				s.Hits++
+			} else {
+				s.Misses++
+			}
 		}
 	}
+	slices.Sort(s.TTFTs)
+	s.TTFT50, s.TTFT90, s.TTFT99, s.TTFT999 = pct(s.TTFTs, 0.5), pct(s.TTFTs, 0.9), pct(s.TTFTs, 0.99), pct(s.TTFTs, 0.999)
 	slices.Sort(s.Latencies)
 	s.P50, s.P90, s.P99, s.P999 = pct(s.Latencies, 0.5), pct(s.Latencies, 0.9), pct(s.Latencies, 0.99), pct(s.Latencies, 0.999)
 	if s.OK > 0 {
 		s.Mean = sum / time.Duration(s.OK)
 	}
 	s.Throughput = float64(s.OK) / window.Seconds()
+	if slices.ContainsFunc(ss, func(x sample) bool { return x.class != "" }) {
+		for _, c := range classes {
+			var mine []sample
+			for _, x := range ss {
+				if x.class == c.name {
+					x.class = "" // no rows per class within a class
+					mine = append(mine, x)
+				}
+			}
+			cs := summarize(c.name, mine, window)
+			cs.TTFTs, cs.Latencies, cs.PerSecondOK = nil, nil, nil
+			s.Classes = append(s.Classes, cs)
+		}
+	}
 	return s
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -37,10 +38,17 @@ type config struct {
 	poll             time.Duration
 	fleetHeartbeat   time.Duration
 	noInstall        bool
+	ceilingConc      []int
+	ceilingStep      time.Duration
+	priorityDuration time.Duration
+	convUsers        int
+	convTurnsMin     int
+	convTurnsMax     int
+	think            time.Duration
 }
 
 var (
-	allScenarios = []string{"a70", "a90", "slow", "kill", "burst", "sitekill", "overhead"}
+	allScenarios = []string{"a70", "a90", "slow", "kill", "burst", "sitekill", "overhead", "conversations", "mixed", "priority", "ceiling"}
 	allTargets   = []string{"direct", "haproxy", "nginx", "agentplane"}
 )
 
@@ -69,7 +77,25 @@ func run() int {
 	flag.DurationVar(&cfg.fleetHeartbeat, "fleet-heartbeat", time.Second, "sitekill: the fleet gateways' --fleet-heartbeat (a site is taken for lost after 3 missed)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the scratch directory (configs, logs)")
 	flag.BoolVar(&cfg.noInstall, "no-install", false, "do not apt-get install missing haproxy/nginx")
+	var ceil string
+	flag.StringVar(&ceil, "ceiling-concurrency", "1,4,16,64,256", "ceiling: closed-loop clients, one level after another")
+	flag.DurationVar(&cfg.ceilingStep, "ceiling-step", 5*time.Second, "ceiling: how long each concurrency level runs")
+	flag.DurationVar(&cfg.priorityDuration, "priority-duration", 60*time.Second, "priority: arrival window of the overload")
+	flag.IntVar(&cfg.convUsers, "conv-users", 200, "conversations: at most this many conversations at once (more arrivals are dropped, counted overflown)")
+	flag.IntVar(&cfg.convTurnsMin, "conv-turns-min", 4, "conversations: fewest turns of a conversation")
+	flag.IntVar(&cfg.convTurnsMax, "conv-turns-max", 8, "conversations: most turns of a conversation")
+	flag.DurationVar(&cfg.think, "think", time.Second, "conversations: mean think time between turns (exponential)")
 	flag.Parse()
+	for _, c := range split(ceil) {
+		n, err := strconv.Atoi(c)
+		if err != nil || n < 1 {
+			return fail(fmt.Errorf("-ceiling-concurrency: %q is not a positive number", c))
+		}
+		cfg.ceilingConc = append(cfg.ceilingConc, n)
+	}
+	if cfg.convTurnsMin < 1 || cfg.convTurnsMax < cfg.convTurnsMin {
+		return fail(errors.New("-conv-turns-min/-conv-turns-max: want 1 <= min <= max"))
+	}
 	cfg.scenarios, cfg.targets = split(scen), split(targ)
 	for _, c := range split(conc) {
 		n, err := strconv.Atoi(c)
@@ -145,6 +171,9 @@ func run() int {
 		if sc.sites {
 			targets, run = siteTargets(cfg.targets), runSites
 		}
+		if len(sc.targets) > 0 {
+			targets = scenarioTargets(sc.targets, cfg.targets)
+		}
 		for _, target := range targets {
 			if ctx.Err() != nil {
 				break
@@ -194,10 +223,19 @@ func runOne(ctx context.Context, e env, sc scenario, target string) (summary, er
 	var ss []sample
 	var window time.Duration
 	t0 := time.Now()
-	if sc.closed {
-		ss = closedLoop(ctx, c, d, sc.concurrency, sc.duration)
+	switch {
+	case len(sc.ceiling) > 0:
+		return runCeiling(ctx, c, d, sc, target, pids)
+	case sc.kind == "conversations":
+		ss = conversations(ctx, c, d, sc, e.cfg)
+		window = sc.duration
+	case sc.llm:
+		ss = llmSingle(ctx, c, d, sc, e.cfg)
+		window = sc.duration
+	case sc.closed:
+		ss = closedLoop(ctx, c, d, sc.concurrency, sc.duration, sc.name)
 		window = time.Since(t0)
-	} else {
+	default:
 		kill := func() {
 			who, err := d.killReplica()
 			if err != nil {
@@ -219,12 +257,59 @@ func runOne(ctx context.Context, e env, sc scenario, target string) (summary, er
 	} else {
 		s.CPUSeconds = -1
 	}
-	logf("%s / %s: %d sent, %d ok, %d errors, %d lost; p50 %v p99 %v; %.1f/s (%v)", sc.name, target,
-		s.Sent, s.OK, s.Errors, s.Lost, s.P50.Round(time.Millisecond), s.P99.Round(time.Millisecond), s.Throughput, elapsed.Round(time.Second))
+	more := ""
+	if sc.llm {
+		more = fmt.Sprintf("; %d refused; TTFT p50 %v p99 %v; cache hits %s", s.Refused, s.TTFT50.Round(time.Millisecond), s.TTFT99.Round(time.Millisecond), hits(s))
+	}
+	logf("%s / %s: %d sent, %d ok, %d errors, %d lost; p50 %v p99 %v; %.1f/s (%v)%s", sc.name, target,
+		s.Sent, s.OK, s.Errors, s.Lost, s.P50.Round(time.Millisecond), s.P99.Round(time.Millisecond), s.Throughput, elapsed.Round(time.Second), more)
 	if ctx.Err() != nil {
 		return s, errors.New("interrupted")
 	}
 	return s, nil
+}
+
+// scenarioTargets are a scenario's own targets that the user asked for: by name, or by the
+// name of the peer they vary (haproxy for haproxy-hash).
+func scenarioTargets(own, asked []string) []string {
+	var out []string
+	for _, t := range own {
+		base, _, _ := strings.Cut(t, "-")
+		if slices.Contains(asked, t) || slices.Contains(asked, base) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// runCeiling runs closed loops of rising concurrency against one deployment, a level after
+// another, and returns the level of highest throughput with every level in Levels.
+func runCeiling(ctx context.Context, c *http.Client, d *deployment, sc scenario, target string, pids []int) (summary, error) {
+	var best summary
+	var levels []summary
+	for _, n := range sc.ceiling {
+		if ctx.Err() != nil {
+			return best, errors.New("interrupted")
+		}
+		before := sumTicks(pids)
+		t0 := time.Now()
+		ss := closedLoop(ctx, c, d, n, sc.duration, fmt.Sprintf("ceiling-c%d", n))
+		s := summarize(target, ss, time.Since(t0))
+		s.Conc, s.Latencies, s.PerSecondOK = n, nil, nil
+		s.CPUSeconds = -1
+		if len(pids) > 0 && s.Sent > 0 {
+			s.CPUSeconds = float64(sumTicks(pids)-before) / 100
+			s.CPUPerReq = time.Duration(s.CPUSeconds / float64(s.Sent) * float64(time.Second))
+		}
+		logf("%s / %s: %d clients: %.0f/s, p50 %v p99 %v, %d errors, %d lost", sc.name, target, n, s.Throughput,
+			s.P50.Round(time.Microsecond), s.P99.Round(time.Microsecond), s.Errors, s.Lost)
+		levels = append(levels, s)
+		if s.Throughput > best.Throughput || best.Target == "" {
+			best = s
+		}
+	}
+	best.Levels = levels
+	return best, nil
 }
 
 // ensureTools installs HAProxy and nginx from Debian packages when a target needs them.

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"time"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -19,6 +20,10 @@ var targetColors = map[string]color.Color{
 	"haproxy":    color.RGBA{R: 31, G: 119, B: 180, A: 255},
 	"nginx":      color.RGBA{R: 44, G: 160, B: 44, A: 255},
 	"agentplane": color.RGBA{R: 214, G: 39, B: 40, A: 255},
+	// conversations' variants: lighter shades of their peer's colour
+	"haproxy-hash":         color.RGBA{R: 100, G: 170, B: 230, A: 255},
+	"haproxy-hash-bounded": color.RGBA{R: 23, G: 60, B: 120, A: 255},
+	"nginx-hash":           color.RGBA{R: 130, G: 210, B: 120, A: 255},
 }
 
 // percentileTicks label the x axis, which is −log10(1−q): 0 is the median's 0.3, 1 is p90 ...
@@ -37,8 +42,12 @@ func (percentileTicks) Ticks(lo, hi float64) []plot.Tick {
 	return ts
 }
 
-// plotLatencies draws one panel per scenario: latency (log scale) by percentile, a line per target.
-func plotLatencies(path string, results []scenarioResult) error {
+func latencies(s summary) []time.Duration { return s.Latencies }
+func ttfts(s summary) []time.Duration     { return s.TTFTs }
+
+// plotLatencies draws one panel per scenario: what of (latency or TTFT, log scale) by
+// percentile, a line per target.
+func plotLatencies(path string, results []scenarioResult, what string, of func(summary) []time.Duration) error {
 	if len(results) == 0 {
 		return nil
 	}
@@ -53,9 +62,9 @@ func plotLatencies(path string, results []scenarioResult) error {
 		p.Title.Text = res.sc.title
 		p.Title.TextStyle.Font.Size = vg.Points(9)
 		p.X.Label.Text = "percentile"
-		p.Y.Label.Text = "latency (ms)"
+		p.Y.Label.Text = what + " (ms)"
 		p.X.Tick.Marker = percentileTicks{}
-		if slices.ContainsFunc(res.sums, func(s summary) bool { return len(s.Latencies) > 0 }) {
+		if slices.ContainsFunc(res.sums, func(s summary) bool { return len(of(s)) > 0 }) {
 			p.Y.Scale = plot.LogScale{} // a log scale panics on a panel without data
 			p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
 		}
@@ -63,12 +72,13 @@ func plotLatencies(path string, results []scenarioResult) error {
 		p.Legend.Top = true
 		p.Legend.Left = true
 		for _, s := range res.sums {
-			n := len(s.Latencies)
+			ls := of(s)
+			n := len(ls)
 			if n == 0 {
 				continue
 			}
 			pts := make(plotter.XYs, 0, n)
-			for k, l := range s.Latencies {
+			for k, l := range ls {
 				q := float64(k) / float64(n)
 				pts = append(pts, plotter.XY{X: -math.Log10(1 - q), Y: math.Max(float64(l)/1e6, 0.01)})
 			}
@@ -109,7 +119,7 @@ func plotLatencies(path string, results []scenarioResult) error {
 	}
 	defer f.Close()
 	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
-		return fmt.Errorf("latency plot: %w", err)
+		return fmt.Errorf("%s plot: %w", what, err)
 	}
 	return nil
 }

@@ -50,7 +50,25 @@ func (r *report) write() error {
 	if err := os.WriteFile(filepath.Join(r.cfg.results, "results.json"), raw, 0o644); err != nil {
 		return err
 	}
-	return plotLatencies(filepath.Join(r.cfg.results, "latency.png"), r.results)
+	var lat []scenarioResult
+	for _, res := range r.results {
+		if len(res.sc.ceiling) == 0 { // its levels have their own table
+			lat = append(lat, res)
+		}
+	}
+	if err := plotLatencies(filepath.Join(r.cfg.results, "latency.png"), lat, "latency", latencies); err != nil {
+		return err
+	}
+	if !hasTTFT(r.results) {
+		return nil
+	}
+	var ttft []scenarioResult
+	for _, res := range r.results {
+		if res.sc.llm {
+			ttft = append(ttft, res)
+		}
+	}
+	return plotLatencies(filepath.Join(r.cfg.results, "ttft.png"), ttft, "time to first token", ttfts)
 }
 
 func ms(d time.Duration) string {
@@ -103,16 +121,26 @@ func (r *report) markdown(b *strings.Builder) {
 	fmt.Fprintf(b, "| HAProxy | %s |\n| nginx | %s |\n", firstLine("haproxy", "-v"), firstLine("nginx", "-v"))
 	fmt.Fprintf(b, "| replicas | %d simagent × maxConcurrency %d, latency `%s` (mean %v) → capacity %.1f tasks/s |\n", c.replicas, c.maxConc, c.latency, r.mean.Round(time.Millisecond), capacity)
 	fmt.Fprintf(b, "| load | open loop, Poisson arrivals, %v per target, client timeout %v; one `SendMessage` per request |\n", c.duration, c.timeout)
-	fmt.Fprintf(b, "| HAProxy | leastconn, health checks 1s (fall 2) + passive (observe layer4, mark down on 1 error), retries 3 + redispatch, retry-on conn-failure empty-response, %d threads%s |\n", c.proxyThreads, map[bool]string{true: fmt.Sprintf(", server maxconn %d (queues in HAProxy)", c.maxConc), false: ""}[c.haproxyMaxconn])
-	fmt.Fprintf(b, "| nginx | least_conn, keepalive, proxy_next_upstream error timeout non_idempotent (3 tries), max_fails 1 / 5s, %d workers |\n", c.proxyThreads)
+	fmt.Fprintf(b, "| LLM scenarios | `simagent --llm --llm-tpot %v --llm-prefill-per-token %v`, streamed `SendStreamingMessage`, prompts/answers lognormal drawn by the client → capacity %.1f tasks/s (%.1f with speeds 1,1,0.25,0.25) |\n",
+		llmTPOT, llmPrefill, llmCapacity(c, nil), llmCapacity(c, mixedSpeeds))
+	fmt.Fprintf(b, "| HAProxy | leastconn, health checks 1s (fall 2) + passive (observe layer4, mark down on 1 error), retries 3 + redispatch, retry-on conn-failure empty-response, http-no-delay, %d threads%s; conversations adds hash variants, mixed weights, priority set-priority-class |\n", c.proxyThreads, map[bool]string{true: fmt.Sprintf(", server maxconn %d (queues in HAProxy)", c.maxConc), false: ""}[c.haproxyMaxconn])
+	fmt.Fprintf(b, "| nginx | least_conn, keepalive, proxy_buffering off, proxy_next_upstream error timeout non_idempotent (3 tries), max_fails 1 / 5s, %d workers |\n", c.proxyThreads)
 	fmt.Fprintf(b, "| agentplane | `agentplane up` (supervisor + gateway), P2C on in-flight load, eject + re-dispatch on connection failure |\n\n")
 	fmt.Fprintf(b, "Latency percentiles are over completed tasks. *errors*: the client got an explicit failure "+
-		"(connection refused, HTTP/JSON-RPC error); *lost*: the request was sent and no answer came "+
+		"(connection refused, HTTP/JSON-RPC error); *refused*: HTTP 429/503 with Retry-After, refused before any work; *lost*: the request was sent and no answer came "+
 		"(connection dropped, or timeout). CPU is the proxy process(es)' user+system time over the run divided by requests sent.\n\n")
 
 	for _, res := range r.results {
 		sc := res.sc
 		fmt.Fprintf(b, "## %s\n\n", sc.title)
+		if len(sc.ceiling) > 0 {
+			r.ceilingTable(b, res)
+			continue
+		}
+		if sc.llm {
+			r.llmTable(b, res)
+			continue
+		}
 		if sc.closed {
 			r.overhead(b, res)
 			continue
@@ -122,18 +150,23 @@ func (r *report) markdown(b *strings.Builder) {
 			continue
 		}
 		fmt.Fprintf(b, "Arrivals: %s.\n\n", sc.rateNote)
-		fmt.Fprintf(b, "| target | sent | ok | errors | lost | p50 | p90 | p99 | p99.9 | ok/s | proxy CPU / req | notes |\n")
-		fmt.Fprintf(b, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
+		fmt.Fprintf(b, "| target | sent | ok | errors | refused | lost | p50 | p90 | p99 | p99.9 | ok/s | proxy CPU / req | notes |\n")
+		fmt.Fprintf(b, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 		for _, s := range res.sums {
-			fmt.Fprintf(b, "| %s | %d | %d | %d | %d | %s | %s | %s | %s | %.1f | %s | %s |\n", s.Target, s.Sent, s.OK, s.Errors, s.Lost,
+			fmt.Fprintf(b, "| %s | %d | %d | %d | %d | %d | %s | %s | %s | %s | %.1f | %s | %s |\n", s.Target, s.Sent, s.OK, s.Errors, s.Refused, s.Lost,
 				ms(s.P50), ms(s.P90), ms(s.P99), ms(s.P999), s.Throughput, cpu(s), notes(s))
 		}
 		for _, f := range res.failed {
 			fmt.Fprintf(b, "\nFailed to run: %s\n", f)
 		}
 		b.WriteString("\n")
+		ratioLine(b, res.sums, "p99", func(s summary) time.Duration { return s.P99 })
+		b.WriteString("\n")
 	}
 	b.WriteString("![latency distributions](latency.png)\n")
+	if hasTTFT(r.results) {
+		b.WriteString("\n![time to first token](ttft.png)\n")
+	}
 }
 
 func notes(s summary) string {
@@ -165,7 +198,7 @@ func (r *report) sites(b *strings.Builder, res scenarioResult) {
 	fmt.Fprintf(b, "| target | sent | ok | errors | lost | p50 | p90 | p99 | in flight on the lost site | of them completed | first completed | last completed | re-sent | notes |\n")
 	fmt.Fprintf(b, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	for _, s := range res.sums {
-		fmt.Fprintf(b, "| %s | %d | %d | %d | %d | %s | %s | %s | %d | %d | %s | %s | %d | %s |\n", s.Target, s.Sent, s.OK, s.Errors, s.Lost,
+		fmt.Fprintf(b, "| %s | %d | %d | %d | %d | %s | %s | %s | %d | %d | %s | %s | %d | %s |\n", s.Target, s.Sent, s.OK, s.Errors+s.Refused, s.Lost,
 			ms(s.P50), ms(s.P90), ms(s.P99), s.Orphaned, s.OrphansDone, ms(s.Takeover), ms(s.TakeoverLast), s.Resent, notes(s))
 	}
 	for _, f := range res.failed {
@@ -198,7 +231,7 @@ func (r *report) overhead(b *strings.Builder, res scenarioResult) {
 	fmt.Fprintf(b, "| target | requests | errors | p50 | p90 | p99 | p99.9 | mean | req/s | added p50 | added mean | proxy CPU / req |\n")
 	fmt.Fprintf(b, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, s := range res.sums {
-		fmt.Fprintf(b, "| %s | %d | %d | %s | %s | %s | %s | %s | %.0f | %s | %s | %s |\n", s.Target, s.Sent, s.Errors+s.Lost,
+		fmt.Fprintf(b, "| %s | %d | %d | %s | %s | %s | %s | %s | %.0f | %s | %s | %s |\n", s.Target, s.Sent, s.Errors+s.Lost+s.Refused,
 			ms(s.P50), ms(s.P90), ms(s.P99), ms(s.P999), ms(s.Mean), s.Throughput, added(s, p50), added(s, mean), cpu(s))
 	}
 	if direct != nil && haproxy != nil && ap != nil {
@@ -215,4 +248,15 @@ func (r *report) overhead(b *strings.Builder, res scenarioResult) {
 		fmt.Fprintf(b, "\nFailed to run: %s\n", f)
 	}
 	b.WriteString("\n")
+}
+
+func hasTTFT(results []scenarioResult) bool {
+	for _, res := range results {
+		for _, s := range res.sums {
+			if len(s.TTFTs) > 0 {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -20,6 +20,16 @@ type scenario struct {
 	closed      bool          // closed loop (overhead) instead of open loop
 	sites       bool          // two sites, one lost at kill (sitekill); its own targets
 	concurrency int           // closed-loop workers
+
+	// The LLM scenarios (conversations, mixed, priority): replicas run simagent --llm and the
+	// client streams (SendStreamingMessage) and measures time to first token.
+	llm      bool
+	speeds   []float64 // --llm-speed per replica index (mixed); nil = all 1
+	kind     string    // "conversations", "mixed", "priority", "ceiling"; "" for the others
+	targets  []string  // this scenario's targets when it has its own (conversations, ceiling)
+	weighted bool      // proxies get weights from speeds (mixed)
+	classes  bool      // requests carry a priority class (priority)
+	ceiling  []int     // closed-loop concurrency levels, one after another on one deployment
 }
 
 func (s scenario) latency(i int) string {
@@ -94,6 +104,11 @@ func scenarios(cfg config, mean time.Duration) []scenario {
 	scs = append(scs, scenario{name: "sitekill", title: "(f) site loss: one of two gateways SIGKILLed with its replicas at 1/3 of the run",
 		duration: d, rate: func(time.Duration) float64 { return 0.7 * siteCap }, lat: sitesLatency, slow: -1, kill: d / 3, sites: true,
 		rateNote: fmt.Sprintf("%.1f/s (70%% of one site's capacity, 35%% of both)", 0.7*siteCap)})
+	scs = append(scs, llmScenarios(cfg)...)
+	scs = append(scs, scenario{name: "ceiling", kind: "ceiling",
+		title:    "(j) throughput ceiling: trivial backend (latency 0), closed loop at rising concurrency",
+		duration: cfg.ceilingStep, lat: "0", slow: -1, closed: true, ceiling: cfg.ceilingConc,
+		rateNote: fmt.Sprintf("closed loop, %v per level, levels %v", cfg.ceilingStep, cfg.ceilingConc)})
 	for _, n := range cfg.overheadConc {
 		scs = append(scs, scenario{name: fmt.Sprintf("overhead-c%d", n),
 			title:    fmt.Sprintf("(e) forwarding overhead: trivial backend (latency 0), closed loop, %d client(s)", n),
@@ -101,4 +116,65 @@ func scenarios(cfg config, mean time.Duration) []scenario {
 			rateNote: fmt.Sprintf("%d concurrent client(s)", n)})
 	}
 	return scs
+}
+
+// The LLM model of the new scenarios: short times so that runs stay short (the ratios are what
+// a balancer sees, see README "Model"), prompts and answers drawn by the client.
+const (
+	llmTPOT       = 2 * time.Millisecond
+	llmPrefill    = 20 * time.Microsecond
+	llmBatchSlope = 0.01 // simagent's default --llm-batch-slope
+	promptMedian  = 300
+	promptP99     = 3000
+	outputMedian  = 200
+	outputP99     = 2000
+)
+
+// lognormalMean is the mean of a lognormal with this median and p99.
+func lognormalMean(median, p99 float64) float64 {
+	sigma := math.Log(p99/median) / 2.3263
+	return median * math.Exp(sigma*sigma/2)
+}
+
+// llmCapacity is the single-turn tasks per second the replicas finish at full batches, from the
+// model: a replica of speed s runs maxConc tasks at once, each taking its prefill (one prompt at
+// a time) plus its answer at tpot × (1 + slope × (maxConc − 1)) per token, all divided by s.
+func llmCapacity(cfg config, speeds []float64) float64 {
+	out := lognormalMean(outputMedian, outputP99)
+	prompt := lognormalMean(promptMedian, promptP99)
+	task := out*llmTPOT.Seconds()*(1+llmBatchSlope*float64(cfg.maxConc-1)) + prompt*llmPrefill.Seconds()
+	c := 0.0
+	for i := range cfg.replicas {
+		s := 1.0
+		if len(speeds) > 0 {
+			s = speeds[i%len(speeds)]
+		}
+		c += s * float64(cfg.maxConc) / task
+	}
+	return c
+}
+
+var mixedSpeeds = []float64{1, 1, 0.25, 0.25}
+
+func llmScenarios(cfg config) []scenario {
+	capacity := llmCapacity(cfg, nil)
+	mixedCap := llmCapacity(cfg, mixedSpeeds)
+	d := cfg.duration
+	turns := float64(cfg.convTurnsMin+cfg.convTurnsMax) / 2
+	convRate := 0.7 * capacity / turns // conversations per second: 70% of capacity in turns
+	return []scenario{
+		{name: "conversations", kind: "conversations", llm: true, duration: d, slow: -1,
+			title:    "(g) multi-turn conversations (LLM model, context cache per replica) at ~70% of capacity",
+			rate:     func(time.Duration) float64 { return convRate },
+			rateNote: fmt.Sprintf("%.2f new conversations/s (Poisson) of %d–%d turns, think time exp. mean %v, at most %d users at once; ≈ %.1f turns/s of capacity %.1f/s", convRate, cfg.convTurnsMin, cfg.convTurnsMax, cfg.think, cfg.convUsers, convRate*turns, capacity),
+			targets:  []string{"direct", "haproxy", "haproxy-hash", "haproxy-hash-bounded", "nginx", "nginx-hash", "agentplane"}},
+		{name: "mixed", kind: "mixed", llm: true, duration: d, slow: -1, speeds: mixedSpeeds, weighted: true,
+			title:    "(h) fast and slow replicas (speeds 1,1,0.25,0.25), single-turn, at 70% of capacity",
+			rate:     func(time.Duration) float64 { return 0.7 * mixedCap },
+			rateNote: fmt.Sprintf("%.1f/s (70%% of %.1f/s)", 0.7*mixedCap, mixedCap)},
+		{name: "priority", kind: "priority", llm: true, duration: cfg.priorityDuration, slow: -1, classes: true,
+			title:    "(i) overload with priorities: 2× capacity, 10% urgent, 60% normal, 30% batch",
+			rate:     func(time.Duration) float64 { return 2 * capacity },
+			rateNote: fmt.Sprintf("%.1f/s (2× capacity %.1f/s) for %v", 2*capacity, capacity, cfg.priorityDuration)},
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -40,8 +41,21 @@ type deployment struct {
 
 // replicaArgs are the simagent flags of replica i in scenario sc.
 func replicaArgs(cfg config, sc scenario, i int) []string {
+	if sc.llm {
+		return []string{"simagent", "--llm", "--llm-tpot", llmTPOT.String(), "--llm-prefill-per-token", llmPrefill.String(),
+			"--llm-speed", strconv.FormatFloat(sc.speed(i), 'g', -1, 64), "--max-concurrency", strconv.Itoa(cfg.maxConc),
+			"--name", "bench", "--seed", strconv.Itoa(1000*cfg.seed + i + 1), "--drain-timeout", "1s"}
+	}
 	return []string{"simagent", "--latency", sc.latency(i), "--max-concurrency", strconv.Itoa(cfg.maxConc),
 		"--name", "bench", "--seed", strconv.Itoa(1000*cfg.seed + i + 1), "--drain-timeout", "1s"}
+}
+
+// speed is replica i's --llm-speed in scenario s.
+func (s scenario) speed(i int) float64 {
+	if len(s.speeds) == 0 {
+		return 1
+	}
+	return s.speeds[i%len(s.speeds)]
 }
 
 // startReplicas starts the scenario's simagent replicas itself (for direct, HAProxy and nginx).
@@ -128,6 +142,9 @@ defaults
     timeout queue 60s
     timeout http-keep-alive 60s
     option http-keep-alive
+    # Forward each piece of a streamed answer at once (no MSG_MORE coalescing): without it the
+    # first event of an SSE stream waits ~200 ms, which TTFT would charge to HAProxy.
+    option http-no-delay
     # Re-send a request whose connection failed or that got no answer at all (the replica died),
     # to another server: at-least-once, like agentplane's re-dispatch.
     retries 3
@@ -139,8 +156,7 @@ frontend bench
     default_backend replicas
 
 backend replicas
-    balance leastconn
-    http-reuse safe
+%[6]s    http-reuse safe
     option httpchk GET /healthz
     # Active checks, plus passive ones: a connection error marks a server down at once (like
     # agentplane's ejection and nginx's max_fails), instead of leastconn favouring a dead server
@@ -148,11 +164,41 @@ backend replicas
     default-server check inter 1s fall 2 rise 2 observe layer4 error-limit 1 on-error mark-down%[4]s
 %[5]s`
 
+// HAProxy variants of the conversations scenario: balance on the X-Context-Id header with
+// consistent hashing, and the same with bounded loads (no server above 125% of the average).
+const (
+	haproxyHash        = "    balance hdr(X-Context-Id)\n    hash-type consistent\n"
+	haproxyHashBounded = haproxyHash + "    hash-balance-factor 125\n"
+	// The priority scenario: HAProxy's queue serves lower classes first.
+	haproxyPriority = "    http-request set-priority-class int(-10) if { req.hdr(x-priority) -m str urgent }\n" +
+		"    http-request set-priority-class int(0) if { req.hdr(x-priority) -m str normal }\n" +
+		"    http-request set-priority-class int(10) if { req.hdr(x-priority) -m str batch }\n"
+)
+
 func startHAProxy(ctx context.Context, e env, sc scenario, dir string) (*deployment, error) {
-	return startProxy(ctx, e, sc, dir, "haproxy", func(addrs []string, port int) (string, string, []string) {
+	return startHAProxyWith("haproxy", "    balance leastconn\n")(ctx, e, sc, dir)
+}
+
+// startHAProxyWith starts HAProxy named name with this balance section.
+func startHAProxyWith(name, balance string) func(context.Context, env, scenario, string) (*deployment, error) {
+	return func(ctx context.Context, e env, sc scenario, dir string) (*deployment, error) {
+		return startHAProxyCfg(ctx, e, sc, dir, name, balance)
+	}
+}
+
+func startHAProxyCfg(ctx context.Context, e env, sc scenario, dir, name, balance string) (*deployment, error) {
+	if sc.classes {
+		balance += haproxyPriority
+	}
+	return startProxy(ctx, e, sc, dir, name, func(addrs []string, port int) (string, string, []string) {
 		var servers strings.Builder
 		for i, a := range addrs {
-			fmt.Fprintf(&servers, "    server r%d %s\n", i, a)
+			w := ""
+			if sc.weighted {
+				// Weights set by hand to the replicas' true speed ratio (1 : 0.25 = 100 : 25).
+				w = fmt.Sprintf(" weight %d", int(math.Round(100*sc.speed(i))))
+			}
+			fmt.Fprintf(&servers, "    server r%d %s%s\n", i, a, w)
 		}
 		maxconn := ""
 		if e.cfg.haproxyMaxconn {
@@ -160,7 +206,7 @@ func startHAProxy(ctx context.Context, e env, sc scenario, dir string) (*deploym
 			maxconn = " maxconn " + strconv.Itoa(e.cfg.maxConc)
 		}
 		cfgPath := filepath.Join(dir, "haproxy.cfg")
-		return cfgPath, fmt.Sprintf(haproxyConfig, e.cfg.proxyThreads, dir, port, maxconn, servers.String()),
+		return cfgPath, fmt.Sprintf(haproxyConfig, e.cfg.proxyThreads, dir, port, maxconn, servers.String(), balance),
 			[]string{"haproxy", "-db", "-f", cfgPath}
 	}, func(pid int) []int { return []int{pid} })
 }
@@ -217,7 +263,7 @@ http {
     uwsgi_temp_path %[2]s/uwsgi;
     scgi_temp_path %[2]s/scgi;
     upstream replicas {
-        least_conn;
+        %[5]s
         keepalive 256;
 %[3]s    }
     server {
@@ -227,6 +273,8 @@ http {
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_read_timeout 120s;
+            # Pass streamed (SSE) answers on as they come, so time to first token is measured.
+            proxy_buffering off;
             proxy_connect_timeout 2s;
             # Re-send to another replica on a failed connection or a connection that broke
             # before the answer, POST included: at-least-once, like agentplane's re-dispatch.
@@ -238,14 +286,30 @@ http {
 `
 
 func startNginx(ctx context.Context, e env, sc scenario, dir string) (*deployment, error) {
-	return startProxy(ctx, e, sc, dir, "nginx", func(addrs []string, port int) (string, string, []string) {
+	return startNginxWith("nginx", "least_conn;")(ctx, e, sc, dir)
+}
+
+// startNginxWith starts nginx named name with this balancing directive.
+func startNginxWith(name, balance string) func(context.Context, env, scenario, string) (*deployment, error) {
+	return func(ctx context.Context, e env, sc scenario, dir string) (*deployment, error) {
+		return startNginxCfg(ctx, e, sc, dir, name, balance)
+	}
+}
+
+func startNginxCfg(ctx context.Context, e env, sc scenario, dir, name, balance string) (*deployment, error) {
+	return startProxy(ctx, e, sc, dir, name, func(addrs []string, port int) (string, string, []string) {
 		var servers strings.Builder
-		for _, a := range addrs {
+		for i, a := range addrs {
+			w := ""
+			if sc.weighted {
+				// Weights set by hand to the replicas' true speed ratio (1 : 0.25 = 4 : 1).
+				w = fmt.Sprintf(" weight=%d", int(math.Round(4*sc.speed(i))))
+			}
 			// Passive health: a replica that fails once is skipped for 5s.
-			fmt.Fprintf(&servers, "        server %s max_fails=1 fail_timeout=5s;\n", a)
+			fmt.Fprintf(&servers, "        server %s max_fails=1 fail_timeout=5s%s;\n", a, w)
 		}
 		cfgPath := filepath.Join(dir, "nginx.conf")
-		return cfgPath, fmt.Sprintf(nginxConfig, e.cfg.proxyThreads, dir, servers.String(), port),
+		return cfgPath, fmt.Sprintf(nginxConfig, e.cfg.proxyThreads, dir, servers.String(), port, balance),
 			[]string{"nginx", "-p", dir, "-c", cfgPath}
 	}, func(pid int) []int { return append([]int{pid}, children(pid)...) })
 }
@@ -396,4 +460,7 @@ func startAgentplane(ctx context.Context, e env, sc scenario, dir string) (*depl
 
 var starters = map[string]func(context.Context, env, scenario, string) (*deployment, error){
 	"direct": startDirect, "haproxy": startHAProxy, "nginx": startNginx, "agentplane": startAgentplane,
+	"haproxy-hash":         startHAProxyWith("haproxy-hash", haproxyHash),
+	"haproxy-hash-bounded": startHAProxyWith("haproxy-hash-bounded", haproxyHashBounded),
+	"nginx-hash":           startNginxWith("nginx-hash", "hash $http_x_context_id consistent;"),
 }
