@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/agentplane/agentplane/bench/internal/procfs"
 )
 
 // procs is every process the benchmark started, so that all of them are stopped at the end,
@@ -98,16 +98,6 @@ func (ps *procs) stopAll(grace time.Duration) {
 	wg.Wait()
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // waitHTTP polls url until ok accepts the answer, p exits, or timeout passes.
 func waitHTTP(ctx context.Context, p *proc, url string, timeout time.Duration, ok func(*http.Response) bool) error {
 	c := &http.Client{Timeout: time.Second}
@@ -137,31 +127,6 @@ func waitHTTP(ctx context.Context, p *proc, url string, timeout time.Duration, o
 
 func status200(r *http.Response) bool { return r.StatusCode == http.StatusOK }
 
-// cpuTicks returns utime+stime of pid in clock ticks (1/100 s on Linux), from /proc/pid/stat.
-func cpuTicks(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) may hold spaces; fields after its closing parenthesis.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, errors.New("malformed stat")
-	}
-	f := strings.Fields(s[i+1:])
-	// f[0] is field 3 (state); utime is field 14, stime 15.
-	if len(f) < 13 {
-		return 0, errors.New("short stat")
-	}
-	u, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
-	}
-	return u + st, nil
-}
-
 // children returns the pids whose parent is pid.
 func children(pid int) []int {
 	ents, _ := os.ReadDir("/proc")
@@ -188,7 +153,7 @@ func children(pid int) []int {
 func sumTicks(pids []int) int64 {
 	var n int64
 	for _, p := range pids {
-		t, _ := cpuTicks(p)
+		t, _ := procfs.CPUTicks(p)
 		n += t
 	}
 	return n

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/agentplane/agentplane/bench/internal/procfs"
 )
 
 // The sitekill scenario: two sites on 127.0.0.1, each one `agentplane up` gateway with its own
@@ -182,8 +184,8 @@ func startNATS(ctx context.Context, e env, dir string) (*proc, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	port, err1 := freePort()
-	mon, err2 := freePort()
+	port, err1 := procfs.FreePort()
+	mon, err2 := procfs.FreePort()
 	if err := errors.Join(err1, err2); err != nil {
 		return nil, "", err
 	}
@@ -231,7 +233,7 @@ func startTwoSites(ctx context.Context, e env, sc scenario, dir string, extra fu
 	n := sitesReplicas(e.cfg)
 	var sites []*site
 	for i, name := range []string{"a", "b"} {
-		port, err := freePort()
+		port, err := procfs.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -260,7 +262,7 @@ func runHAProxySites(ctx context.Context, e env, sc scenario, dir string, resend
 			s.stop()
 		}
 	}()
-	port, err := freePort()
+	port, err := procfs.FreePort()
 	if err != nil {
 		return summary{}, err
 	}

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/agentplane/agentplane/bench/internal/procfs"
 )
 
 // env is what every target needs to start.
@@ -63,7 +65,7 @@ func startReplicas(ctx context.Context, e env, sc scenario, dir string) ([]*proc
 	var ps []*proc
 	var addrs []string
 	for i := range e.cfg.replicas {
-		port, err := freePort()
+		port, err := procfs.FreePort()
 		if err != nil {
 			return ps, nil, err
 		}
@@ -221,7 +223,7 @@ func startProxy(ctx context.Context, e env, sc scenario, dir, name string,
 		stopAllOf(reps)
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := procfs.FreePort()
 	if err != nil {
 		stopAllOf(reps)
 		return nil, err
@@ -372,7 +374,7 @@ func writeManifest(e env, sc scenario, dir string, n, first int) (string, error)
 }
 
 func startAgentplane(ctx context.Context, e env, sc scenario, dir string) (*deployment, error) {
-	port, err := freePort()
+	port, err := procfs.FreePort()
 	if err != nil {
 		return nil, err
 	}

@@ -16,7 +16,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,6 +27,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/agentplane/agentplane/bench/internal/procfs"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat; 100 on every Linux
@@ -103,7 +104,7 @@ func run(ctx context.Context, cfg config, profile bool) (result, error) {
 	if err := os.WriteFile(manifest, b, 0o644); err != nil {
 		return result{}, err
 	}
-	port, err := freePort()
+	port, err := procfs.FreePort()
 	if err != nil {
 		return result{}, err
 	}
@@ -112,7 +113,7 @@ func run(ctx context.Context, cfg config, profile bool) (result, error) {
 		"--drain-timeout", "2s", "--grace", "2s"}
 	var pprofBase string
 	if profile {
-		pp, err := freePort()
+		pp, err := procfs.FreePort()
 		if err != nil {
 			return result{}, err
 		}
@@ -164,14 +165,14 @@ func run(ctx context.Context, cfg config, profile bool) (result, error) {
 		}()
 	}
 	pid := cmd.Process.Pid
-	t0, err := cpuTicks(pid)
+	t0, err := procfs.CPUTicks(pid)
 	if err != nil {
 		return result{}, err
 	}
 	start := time.Now()
 	ok, failed := load(ctx, client, url, cfg.n, cfg.c)
 	wall := time.Since(start)
-	t1, err := cpuTicks(pid)
+	t1, err := procfs.CPUTicks(pid)
 	if err != nil {
 		return result{}, err
 	}
@@ -283,33 +284,4 @@ func get(ctx context.Context, url string, timeout time.Duration) ([]byte, error)
 		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return io.ReadAll(resp.Body)
-}
-
-// cpuTicks returns utime+stime of pid (all its threads, not its children) in clock ticks.
-func cpuTicks(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name (field 2) is in parentheses and may hold spaces: split after it.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: too few fields", pid)
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64) // field 14
-	st, err2 := strconv.ParseInt(f[12], 10, 64) // field 15
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
-	}
-	return ut + st, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
