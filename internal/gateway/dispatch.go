@@ -78,6 +78,7 @@ func (d *dispatcher) run(ctx context.Context, t *store.Task, sk sink, hdr http.H
 	tried := map[string]bool{}
 	var lastErr error
 	free := false
+	attempts := 0
 	for n := 0; n < d.maxAttempts; n++ {
 		if n > 0 && !free && !d.budget.Retry(t.Agent, d.now()) {
 			lastErr = fmt.Errorf("retry budget of agent %q exhausted (last error: %w)", t.Agent, lastErr)
@@ -85,9 +86,10 @@ func (d *dispatcher) run(ctx context.Context, t *store.Task, sk sink, hdr http.H
 		}
 		sl, err := d.pool.acquire(ctx, refOf(t), tried)
 		if err != nil {
-			return d.notAdmitted(ctx, t, sk, err, lastErr, len(tried))
+			return d.notAdmitted(ctx, t, sk, err, lastErr, n)
 		}
 		tried[sl.ep.URL] = true
+		attempts++
 		change := tasks.Dispatch(tasks.Dispatcher, tasks.Replica{Name: sl.ep.Name, URL: sl.ep.URL, Restarts: sl.ep.Restarts})
 		err = d.attempt(ctx, t, sl, change, sk, hdr, t.Request, n, lastErr)
 		switch {
@@ -102,7 +104,7 @@ func (d *dispatcher) run(ctx context.Context, t *store.Task, sk sink, hdr http.H
 		free = upstream.NeverSent(err) && sk.events() == 0
 		lastErr = fmt.Errorf("replica %s: %w", sl.ep.Name, err)
 	}
-	reason := fmt.Sprintf("no replica could run the task after %d attempt(s): %v", len(tried), lastErr)
+	reason := fmt.Sprintf("no replica could run the task after %d attempt(s): %v", attempts, lastErr)
 	return d.fail(ctx, t, sk, tasks.Exhausted, reason)
 }
 
@@ -289,7 +291,7 @@ func (d *dispatcher) fetchTask(ctx context.Context, ep discovery.Endpoint, t *st
 
 // notAdmitted ends or leaves a task that got no replica slot: refused (queue full, deadline,
 // residency), the gateway stopping, a queued task waiting for a replica, or no replica at all.
-func (d *dispatcher) notAdmitted(ctx context.Context, t *store.Task, sk sink, err, lastErr error, tried int) outcome {
+func (d *dispatcher) notAdmitted(ctx context.Context, t *store.Task, sk sink, err, lastErr error, attempts int) outcome {
 	var ref *admission.RefusedError
 	switch {
 	case ctx.Err() != nil:
@@ -318,7 +320,7 @@ func (d *dispatcher) notAdmitted(ctx context.Context, t *store.Task, sk sink, er
 	if lastErr == nil || ctx.Err() != nil {
 		lastErr = err
 	}
-	return d.fail(ctx, t, sk, tasks.Exhausted, fmt.Sprintf("no replica could run the task after %d attempt(s): %v", tried, lastErr))
+	return d.fail(ctx, t, sk, tasks.Exhausted, fmt.Sprintf("no replica could run the task after %d attempt(s): %v", attempts, lastErr))
 }
 
 // giveUp ends a task whose attempt failed in a way no other replica can mend.

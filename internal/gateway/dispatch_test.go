@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -402,5 +404,63 @@ func TestASendWithoutMessageIDIsRefusedBeforeTheJournal(t *testing.T) {
 	}
 	if n := len(g.tasks.journal.recent.list("", 10)); n != 0 {
 		t.Fatalf("%d tasks journaled for a refused send", n)
+	}
+}
+
+// A retry that finds no replica ready waits in the admission queue for one instead of failing
+// the accepted task: replicas that are restarting, or failing their probes under load, come
+// back. (CI saw 3 of 300 tasks fail with "no replica could run the task after 2 attempts" when
+// no replica was ready at that moment.)
+func TestARetryWaitsForAReplicaToBeBack(t *testing.T) {
+	var (
+		src   *testutil.Source
+		agent discovery.Agent
+		dies  sync.Once
+	)
+	// The first replica dies on the task: the supervisor sees its process exit (not ready)
+	// and the connection drops.
+	dying := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		dies.Do(func() {
+			down := agent
+			down.Endpoints = slices.Clone(agent.Endpoints)
+			down.Endpoints[0].Ready, down.Endpoints[0].State = false, discovery.StateCrashLoopBackOff
+			src.Set(down)
+		})
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}))
+	t.Cleanup(dying.Close)
+	starting := startAgent(t, "triage", "1", simagent.Config{})
+	agent = testutil.Agent("triage", 4, dying.URL, starting)
+	agent.Endpoints[1].Ready, agent.Endpoints[1].State = false, discovery.StateStarting
+	src = testutil.NewSource(agent)
+	g, srv := newGateway(t, src)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- g.tasks.pool.Start(ctx) }() // its watch of the source wakes the waiting task
+	defer func() { cancel(); <-done }()
+
+	result := make(chan rpcReply, 1)
+	go func() { result <- post(t, srv.URL+"/agents/triage", sendV1(1, "chest pain")) }()
+	waitFor(t, func() bool { return g.tasks.pool.queue.Waiting("triage") == 1 })
+	select {
+	case r := <-result:
+		t.Fatalf("the retry did not wait for a ready replica: %d %s", r.status, r.raw)
+	case <-time.After(200 * time.Millisecond):
+	}
+
+	ready := src.Snapshot()[0]
+	ready.Endpoints = slices.Clone(ready.Endpoints)
+	ready.Endpoints[1].Ready, ready.Endpoints[1].State = true, discovery.StateRunning
+	src.Set(ready)
+	select {
+	case r := <-result:
+		if _, state := taskState(t, r.resp.Result); state != "TASK_STATE_COMPLETED" || r.replica != "triage-1" {
+			t.Fatalf("the retry once a replica was ready: replica %q: %s", r.replica, r.raw)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting retry did not run when a replica became ready")
 	}
 }

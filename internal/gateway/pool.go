@@ -126,8 +126,27 @@ func (p *pool) acquire(ctx context.Context, t taskRef, tried map[string]bool) (s
 				err = perr // no replica here, peers busy: wait for either
 			}
 		}
+		if len(tried) > 0 && errors.Is(err, balancer.ErrUnavailable) && comesBack(agent) {
+			// A retry of an accepted task finds no replica ready: they are restarting, or
+			// failing their probes under load. It waits in the queue for one to be ready (up to
+			// the queue timeout) rather than failing now.
+			return discovery.Endpoint{}, nil, balancer.ErrSaturated
+		}
 		return ep, rel, err
 	})
+}
+
+// comesBack reports whether an agent has no ready replica now but is expected to have one
+// again: it wants replicas, or has some that are not ready yet. (A replica that is ready but
+// ejected has failed: tasks get a prompt error rather than wait for it.)
+func comesBack(agent discovery.Agent) bool {
+	if agent.ReadyCount() > 0 {
+		return false
+	}
+	if agent.Desired > 0 || agent.Autoscaled {
+		return true
+	}
+	return slices.ContainsFunc(agent.Endpoints, func(e discovery.Endpoint) bool { return !e.Gateway })
 }
 
 // acquireOn gets a slot on one replica, the one that holds a task's state (a continuation),
@@ -275,10 +294,15 @@ func (p *pool) localCapacity(agent discovery.Agent, now time.Time) capacity {
 // chooses among peer gateways instead of replicas.
 func (p *pool) pick(agent discovery.Agent, tried map[string]bool, contextID string, peers bool) (discovery.Endpoint, func(), error) {
 	ep, rel, err := p.pickAmong(agent, tried, contextID, peers)
-	if errors.Is(err, balancer.ErrSaturated) && len(tried) > 0 {
-		// Every untried replica is busy: a replica that failed this task once but is not ejected
-		// is better than waiting.
-		ep, rel, err = p.pickAmong(agent, nil, contextID, peers)
+	if len(tried) > 0 && err != nil {
+		// Every untried replica is busy, not ready or out of the allowed sites: a replica that
+		// failed this task once but is ready and not ejected is better than waiting, or failing.
+		if rep, rrel, rerr := p.pickAmong(agent, nil, contextID, peers); rerr == nil {
+			if !tried[rep.URL] || !p.ejected(rep.URL, p.now()) {
+				return rep, rrel, nil
+			}
+			rrel() // the balancer's panic mode took an ejected replica this task failed on
+		}
 	}
 	return ep, rel, err
 }
@@ -370,19 +394,26 @@ const ejectAfter = 2
 // connection leaves rotation at once; one that hung or answered 502/503/504 after ejectAfter
 // such failures in a row, since one slow task does not make a replica sick.
 func (p *pool) failed(ep discovery.Endpoint, err error) {
+	now := p.now()
+	out := p.ejected(ep.URL, now)
 	var d time.Duration
 	switch {
 	case upstream.EjectNow(err):
-		d = p.ejector.Eject(ep.URL, p.now())
+		d = p.ejector.Eject(ep.URL, now)
 	case upstream.Retryable(err):
-		d = p.ejector.Fail(ep.URL, p.now(), ejectAfter)
+		d = p.ejector.Fail(ep.URL, now, ejectAfter)
 	}
-	if d == 0 {
+	switch {
+	case d == 0:
 		p.log.Info("replica failed a request", "agent", ep.Agent, "replica", ep.Name, "err", err)
-		return
+	case out:
+		// Already ejected: the failures of the tasks that were in flight on it are one event,
+		// logged once.
+		p.log.Debug("ejected replica failed a request", "agent", ep.Agent, "replica", ep.Name, "err", err)
+	default:
+		p.metrics.Ejection(ep.Agent, ep.Name)
+		p.log.Warn("replica ejected", "agent", ep.Agent, "replica", ep.Name, "for", d, "err", err)
 	}
-	p.metrics.Ejection(ep.Agent, ep.Name)
-	p.log.Warn("replica ejected", "agent", ep.Agent, "replica", ep.Name, "for", d, "err", err)
 }
 
 // succeeded records a dispatch that ended well after took.
