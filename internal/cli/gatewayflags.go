@@ -43,6 +43,7 @@ type gatewayFlags struct {
 	taskTimeout    time.Duration
 	maxBody        int64
 	maxQueue       int
+	queueTimeout   time.Duration
 	insecureRemote bool
 	pprofListen    string
 	listenSet      bool // --listen was given, so it wins over the config file's listener
@@ -62,6 +63,7 @@ func (g *gatewayFlags) bind(f *pflag.FlagSet) {
 	f.DurationVar(&g.taskTimeout, "task-timeout", gateway.DefaultTaskTimeout, "longest one dispatch of a task may take, unless the agent sets spec.taskTimeout; a replica that takes longer is taken for hung and the task goes to another replica")
 	f.Int64Var(&g.maxBody, "max-body-bytes", gateway.DefaultMaxBodyBytes, "largest request body the gateway accepts")
 	f.IntVar(&g.maxQueue, "max-queue", 0, "tasks that may wait per agent for a free replica slot before more are refused with 429 (0: 1000)")
+	f.DurationVar(&g.queueTimeout, "queue-timeout", gateway.DefaultQueueTimeout, "longest a task waits for a free replica slot (or a ready replica) before it is refused with 503 and Retry-After; a task expected to wait longer is refused at once. Set it below your clients' timeout")
 	f.StringVar(&g.pprofListen, "pprof-listen", "", "serve Go's profiling endpoints (/debug/pprof/) on this loopback address, e.g. 127.0.0.1:6060 (default: off)")
 	f.StringVar(&g.gatewayID, "gateway-id", "", "this gateway's id in its fleet, stable across restarts so that it takes back its own unfinished tasks (default: the host name, or for up an id kept in DATA_DIR)")
 	f.StringVar(&g.fleetURL, "fleet-url", "", "base URL at which the other gateways of the fleet reach this one to hand it tasks (default: --advertise-url; empty: it takes none)")
@@ -77,9 +79,13 @@ func (g *gatewayFlags) noteChanged(cmd *cobra.Command) {
 	g.maxBodySet = cmd.Flags().Changed("max-body-bytes")
 }
 
-// checkJournal refuses a --journal-sync other than always or interval, and a --journal-key-file
-// that cannot be read or holds too short a key, before anything starts.
+// checkJournal refuses a --journal-sync other than always or interval, a --journal-key-file
+// that cannot be read or holds too short a key, and a --queue-timeout that is not positive,
+// before anything starts.
 func (g *gatewayFlags) checkJournal() error {
+	if g.queueTimeout <= 0 {
+		return &exitError{code: 2, err: fmt.Errorf("--queue-timeout %s: must be positive", g.queueTimeout)}
+	}
 	switch g.journalSync {
 	case store.SyncAlways, store.SyncInterval:
 	default:
@@ -165,7 +171,7 @@ func (g *gatewayFlags) options(src discovery.Source, journal store.Journal, logg
 		Source: src, Journal: journal, AdvertiseURL: g.advertiseURL, MaxBodyBytes: g.maxBody,
 		TaskTimeout: g.taskTimeout, DrainTimeout: g.drainTimeout, Logger: logger,
 		Metrics: telemetry.NewMetrics(telemetry.Options{Version: Version}),
-		Site:    g.site, MaxQueue: g.maxQueue, SpillAfter: g.spillAfter,
+		Site:    g.site, MaxQueue: g.maxQueue, QueueTimeout: g.queueTimeout, SpillAfter: g.spillAfter,
 	}
 }
 

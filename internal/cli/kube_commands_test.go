@@ -28,6 +28,7 @@ func TestKubeCommandsRefuseBadSettings(t *testing.T) {
 	}{
 		{"gateway on a remote address without authentication", []string{"gateway", "--listen", ":8080"}, 2, "not a loopback address"},
 		{"gateway journal sync", []string{"gateway", "--journal-sync", "sometimes"}, 2, "--journal-sync"},
+		{"gateway queue timeout", []string{"gateway", "--queue-timeout", "0s"}, 2, "--queue-timeout"},
 		{"gateway journal key file missing", []string{"gateway", "--journal-key-file", missing}, 2, "--journal-key-file"},
 		{"gateway journal key too short", []string{"gateway", "--journal-key-file", shortKey}, 2, "needs at least 32"},
 		{"gateway profiling on a remote address", []string{"gateway", "--pprof-listen", ":6060", "--kubeconfig", missing, "--data-dir", t.TempDir()}, 2, "must be a loopback address"},
