@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/agentplane/agentplane/internal/simagent"
 	"github.com/agentplane/agentplane/internal/testutil"
@@ -75,5 +77,70 @@ func TestConversationsStayOnTheirReplica(t *testing.T) {
 		if got := send(c*10+5, v.Task.ContextID, 2, moved); got != moved {
 			t.Fatalf("conversation %d moved to %s, then went to %s", c, moved, got)
 		}
+	}
+}
+
+// TestATaskWaitsForAFasterReplica: with a fast replica full and a much slower one free (a GPU
+// pool beside a CPU one), a task waits for a slot on the fast one when that ends sooner than
+// running on the slow one (the slow-server problem); when many wait, the slow one takes some,
+// so that waiting never costs more than it saves.
+func TestATaskWaitsForAFasterReplica(t *testing.T) {
+	fast := startAgent(t, "triage", "0", simagent.Config{Latency: latency(t, "50ms")})
+	slow := startAgent(t, "triage", "1", simagent.Config{Latency: latency(t, "600ms")})
+	g, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 2, fast, slow)))
+	pool := g.tasks.pool
+	send := func(id int) rpcReply {
+		r := post(t, srv.URL+"/agents/triage", sendV1(id, "x"))
+		if _, state := taskState(t, r.resp.Result); state != "TASK_STATE_COMPLETED" {
+			t.Fatalf("task %d: %s", id, r.raw)
+		}
+		return r
+	}
+	// Measure each replica: a task on it while the other is full (taken by other clients).
+	measure := func(id int, on, busy, want string) {
+		t.Helper()
+		rels := []func(){pool.tracker.Acquire(busy), pool.tracker.Acquire(busy)}
+		if r := send(id); r.replica != want {
+			t.Fatalf("measuring %s: the task ran on %s", want, r.replica)
+		}
+		for _, rel := range rels {
+			rel()
+		}
+		if _, ok := pool.latency.Value(on, time.Now()); !ok {
+			t.Fatalf("%s not measured", want)
+		}
+	}
+	measure(1, slow, fast, "triage-1")
+	measure(2, fast, slow, "triage-0")
+
+	// Two tasks fill the fast replica; the third waits for it rather than take the slow one.
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Go(func() { send(10 + i) })
+	}
+	waitFor(t, func() bool { return pool.tracker.InFlight(fast) == 2 })
+	start := time.Now()
+	r := send(12)
+	took := time.Since(start)
+	wg.Wait()
+	if r.replica != "triage-0" {
+		t.Errorf("with the fast replica full, the task went to %s (took %v); want it to wait for the fast one", r.replica, took)
+	}
+
+	// Many at once: more wait than the fast replica clears in a slow one's task time, and the
+	// slow one takes some of them.
+	var mu sync.Mutex
+	on := map[string]int{}
+	for i := range 24 {
+		wg.Go(func() {
+			r := send(100 + i)
+			mu.Lock()
+			on[r.replica]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if on["triage-1"] == 0 || on["triage-0"] <= on["triage-1"] {
+		t.Errorf("24 tasks at once ran %v; want most on the fast replica, some on the slow one", on)
 	}
 }

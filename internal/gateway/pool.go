@@ -311,11 +311,18 @@ func (p *pool) pickAmong(agent discovery.Agent, tried map[string]bool, contextID
 	now := p.now()
 	cands := make([]balancer.Candidate, 0, len(agent.Endpoints))
 	eps := make([]discovery.Endpoint, 0, len(agent.Endpoints))
+	fresh := make([]bool, 0, len(agent.Endpoints)) // latency measured recently, not a last guess
 	for _, e := range agent.Endpoints {
 		if e.URL == "" || tried[e.URL] || e.Gateway != peers {
 			continue
 		}
-		lat, _ := p.latency.Value(e.URL, now)
+		lat, ok := p.latency.Value(e.URL, now)
+		if !ok {
+			// No task finished on it lately (the balancer prefers faster replicas): its last
+			// measure is a better guess of its speed than the median of the others.
+			lat, _ = p.latency.Last(e.URL, now)
+		}
+		fresh = append(fresh, ok)
 		cands = append(cands, balancer.Candidate{Key: e.URL, InFlight: p.tracker.InFlight(e.URL), Capacity: capacityOf(agent, e),
 			Site: e.Site, Zone: e.Zone, Ready: e.Ready, Ejected: p.ejector.Ejected(e.URL, now), Latency: lat})
 		eps = append(eps, e)
@@ -344,6 +351,9 @@ func (p *pool) pickAmong(agent discovery.Agent, tried map[string]bool, contextID
 		if err != nil {
 			return discovery.Endpoint{}, nil, err
 		}
+		if !peers && agent.State != discovery.AgentStateful && p.holdForFaster(agent.Name, cands, fresh, i) {
+			return discovery.Endpoint{}, nil, &balancer.NoReplicaError{Policy: pol.Name, Stage: "hold for a faster replica", Candidates: len(cands), Err: balancer.ErrSaturated}
+		}
 		if rel, ok := p.tracker.TryAcquire(cands[i].Key, cands[i].Capacity); ok {
 			if warmKey != "" && req.Warm != cands[i].Key {
 				p.warm.Add(warmKey, cands[i].Key)
@@ -353,6 +363,45 @@ func (p *pool) pickAmong(agent discovery.Agent, tried map[string]bool, contextID
 		cands[i].InFlight = cands[i].Capacity // taken meanwhile by a concurrent pick
 	}
 	return discovery.Endpoint{}, nil, &balancer.NoReplicaError{Policy: pol.Name, Stage: "capacity", Candidates: len(cands), Err: balancer.ErrSaturated}
+}
+
+// holdGain is how much sooner a task must be expected to finish by waiting for a full, faster
+// replica than by starting now on the free one the balancer chose, for it to wait. Below it
+// the gateway keeps every free slot busy: replicas of one speed differ in their measured
+// latency by chance (one long task moves an average), and waiting for a replica that only
+// looks faster would idle a good one.
+const holdGain = 2
+
+// holdForFaster reports whether a task does better waiting for a slot on the agent's full
+// replicas that are much faster than cands[chosen] (a fast GPU pool beside a slow CPU one) than
+// starting on cands[chosen] now: the slow-server problem. Waiting costs the tasks ahead of it
+// in the queue and itself over the rate the faster replicas free slots (their slots over their
+// task duration), then their task duration; starting now costs the chosen replica's expected
+// delay (its task duration scaled by its load, as the balancer's Delay scorer counts it). Only
+// replicas measured recently count, so that a task never waits for replicas that stopped
+// finishing tasks (hung): their measure goes stale, and the next pick takes the free replica.
+func (p *pool) holdForFaster(agent string, cands []balancer.Candidate, fresh []bool, chosen int) bool {
+	c := cands[chosen]
+	if c.Latency <= 0 {
+		return false
+	}
+	now := float64(c.Latency) * (1 + float64(c.InFlight)/float64(max(c.Capacity, 1)))
+	var slots int
+	var sum float64
+	for i, o := range cands {
+		if i == chosen || !fresh[i] || !o.Ready || o.Ejected || o.Site != c.Site || o.InFlight < max(o.Capacity, 1) ||
+			float64(o.Latency)*holdGain > now {
+			continue
+		}
+		slots += max(o.Capacity, 1)
+		sum += float64(o.Latency) * float64(max(o.Capacity, 1))
+	}
+	if slots == 0 {
+		return false
+	}
+	lat := sum / float64(slots) // their task duration, weighted by their slots
+	wait := float64(p.queue.Waiting(agent)+1) * lat / float64(slots)
+	return (wait+lat)*holdGain <= now
 }
 
 // capacityOf is how many tasks endpoint e takes at once: a peer gateway's free slots, or the

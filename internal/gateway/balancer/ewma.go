@@ -16,8 +16,9 @@ const MinWeight = 0.1
 // gateway with every task that ends. A new observation d at time t moves the average v to
 // v·(1−a) + d·a with a = 1 − exp(−(t−t_prev)/decay), at least MinWeight, so the average
 // follows the replica's recent speed whatever the request rate, and tasks that end together
-// all count. A value not refreshed for 2×decay is forgotten, so that a
-// replica that was slow once and then got no traffic is tried again. Safe for concurrent use.
+// all count. A value not refreshed for 2×decay is no longer current (Value), and after 10×decay
+// not even a guess (Last), so that a replica that was slow once and then got no traffic is
+// tried again. Safe for concurrent use.
 type EWMA struct {
 	decay time.Duration
 
@@ -60,6 +61,20 @@ func (e *EWMA) Value(key string, now time.Time) (time.Duration, bool) {
 	defer e.mu.Unlock()
 	en := e.m[key]
 	if en == nil || now.Sub(en.last) >= 2*e.decay {
+		return 0, false
+	}
+	return time.Duration(en.v), true
+}
+
+// Last returns the average for key if it was observed within the last 10×decay, however
+// stale for Value, and false otherwise. A replica's speed outlasts the window in which Value
+// trusts its average: while it gets no tasks (the balancer prefers faster ones), what it was
+// when it last finished tasks is a better guess than nothing; after 10×decay it is tried anew.
+func (e *EWMA) Last(key string, now time.Time) (time.Duration, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	en := e.m[key]
+	if en == nil || now.Sub(en.last) >= 10*e.decay {
 		return 0, false
 	}
 	return time.Duration(en.v), true

@@ -94,9 +94,16 @@ func TestEWMA(t *testing.T) {
 	if v, _ = e.Value("a", t0.Add(10*time.Second)); v <= before {
 		t.Fatalf("a simultaneous observation was ignored: %v", v)
 	}
-	// Stale values are forgotten so a once-slow replica is tried again.
+	// Stale values are no longer current, but stand as the last guess for a while, then are
+	// forgotten so that a once-slow replica is tried again.
 	if _, ok := e.Value("a", t0.Add(10*time.Second+50*time.Second)); ok {
 		t.Fatal("a value 5 decay constants old is still reported")
+	}
+	if last, ok := e.Last("a", t0.Add(10*time.Second+50*time.Second)); !ok || last != v {
+		t.Fatalf("Last 5 decay constants on = %v %v, want %v", last, ok, v)
+	}
+	if _, ok := e.Last("a", t0.Add(10*time.Second+100*time.Second)); ok {
+		t.Fatal("Last still guesses after 10 decay constants")
 	}
 	e.Observe("b", time.Second, t0)
 	e.Retain(func(k string) bool { return k == "a" })
