@@ -30,6 +30,7 @@ type config struct {
 	overheadDuration time.Duration
 	overheadConc     []int
 	timeout          time.Duration
+	queueTimeout     time.Duration
 	maxInflight      int
 	proxyThreads     int
 	haproxyMaxconn   bool
@@ -41,6 +42,7 @@ type config struct {
 	ceilingConc      []int
 	ceilingStep      time.Duration
 	priorityDuration time.Duration
+	llmDuration      time.Duration
 	convUsers        int
 	convTurnsMin     int
 	convTurnsMax     int
@@ -69,6 +71,7 @@ func run() int {
 	var conc string
 	flag.StringVar(&conc, "overhead-concurrency", "1,16", "closed-loop clients in the overhead scenario, one run per value")
 	flag.DurationVar(&cfg.timeout, "timeout", 30*time.Second, "client timeout per request")
+	flag.DurationVar(&cfg.queueTimeout, "queue-timeout", 15*time.Second, "longest a task waits for a replica slot in agentplane (--queue-timeout) and HAProxy (timeout queue) before it is refused; below -timeout, so that a long wait ends in an answer the client sees")
 	flag.IntVar(&cfg.maxInflight, "max-inflight", 5000, "bound on the client's requests in flight")
 	flag.IntVar(&cfg.proxyThreads, "proxy-threads", 2, "HAProxy nbthread and nginx worker_processes")
 	flag.BoolVar(&cfg.haproxyMaxconn, "haproxy-maxconn", true, "give HAProxy servers maxconn = max-concurrency (HAProxy queues the rest)")
@@ -81,6 +84,7 @@ func run() int {
 	flag.StringVar(&ceil, "ceiling-concurrency", "1,4,16,64,256", "ceiling: closed-loop clients, one level after another")
 	flag.DurationVar(&cfg.ceilingStep, "ceiling-step", 5*time.Second, "ceiling: how long each concurrency level runs")
 	flag.DurationVar(&cfg.priorityDuration, "priority-duration", 60*time.Second, "priority: arrival window of the overload")
+	flag.DurationVar(&cfg.llmDuration, "llm-duration", 60*time.Second, "conversations, mixed: arrival window per target (LLM tasks are few per second: a p99 needs more than -duration gives)")
 	flag.IntVar(&cfg.convUsers, "conv-users", 200, "conversations: at most this many conversations at once (more arrivals are dropped, counted overflown)")
 	flag.IntVar(&cfg.convTurnsMin, "conv-turns-min", 4, "conversations: fewest turns of a conversation")
 	flag.IntVar(&cfg.convTurnsMax, "conv-turns-max", 8, "conversations: most turns of a conversation")

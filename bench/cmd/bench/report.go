@@ -123,9 +123,9 @@ func (r *report) markdown(b *strings.Builder) {
 	fmt.Fprintf(b, "| load | open loop, Poisson arrivals, %v per target, client timeout %v; one `SendMessage` per request |\n", c.duration, c.timeout)
 	fmt.Fprintf(b, "| LLM scenarios | `simagent --llm --llm-tpot %v --llm-prefill-per-token %v`, streamed `SendStreamingMessage`, prompts/answers lognormal drawn by the client → capacity %.1f tasks/s (%.1f with speeds 1,1,0.25,0.25) |\n",
 		llmTPOT, llmPrefill, llmCapacity(c, nil), llmCapacity(c, mixedSpeeds))
-	fmt.Fprintf(b, "| HAProxy | leastconn, health checks 1s (fall 2) + passive (observe layer4, mark down on 1 error), retries 3 + redispatch, retry-on conn-failure empty-response, http-no-delay, %d threads%s; conversations adds hash variants, mixed weights, priority set-priority-class |\n", c.proxyThreads, map[bool]string{true: fmt.Sprintf(", server maxconn %d (queues in HAProxy)", c.maxConc), false: ""}[c.haproxyMaxconn])
+	fmt.Fprintf(b, "| HAProxy | leastconn, health checks 1s (fall 2) + passive (observe layer4, mark down on 1 error), retries 3 + redispatch, retry-on conn-failure empty-response, http-no-delay, %d threads%s, timeout queue %v; conversations adds hash variants, mixed weights, priority set-priority-class |\n", c.proxyThreads, map[bool]string{true: fmt.Sprintf(", server maxconn %d (queues in HAProxy)", c.maxConc), false: ""}[c.haproxyMaxconn], c.queueTimeout)
 	fmt.Fprintf(b, "| nginx | least_conn, keepalive, proxy_buffering off, proxy_next_upstream error timeout non_idempotent (3 tries), max_fails 1 / 5s, %d workers |\n", c.proxyThreads)
-	fmt.Fprintf(b, "| agentplane | `agentplane up` (supervisor + gateway), P2C on in-flight load, eject + re-dispatch on connection failure |\n\n")
+	fmt.Fprintf(b, "| agentplane | `agentplane up` (supervisor + gateway), default policies (least expected delay, conversations kept warm), eject + re-dispatch on connection failure, `--queue-timeout %v` |\n\n", c.queueTimeout)
 	fmt.Fprintf(b, "Latency percentiles are over completed tasks. *errors*: the client got an explicit failure "+
 		"(connection refused, HTTP/JSON-RPC error); *refused*: HTTP 429/503 with Retry-After, refused before any work; *lost*: the request was sent and no answer came "+
 		"(connection dropped, or timeout). CPU is the proxy process(es)' user+system time over the run divided by requests sent.\n\n")

@@ -159,7 +159,7 @@ var mixedSpeeds = []float64{1, 1, 0.25, 0.25}
 func llmScenarios(cfg config) []scenario {
 	capacity := llmCapacity(cfg, nil)
 	mixedCap := llmCapacity(cfg, mixedSpeeds)
-	d := cfg.duration
+	d := cfg.llmDuration
 	turns := float64(cfg.convTurnsMin+cfg.convTurnsMax) / 2
 	convRate := 0.7 * capacity / turns // conversations per second: 70% of capacity in turns
 	return []scenario{

@@ -272,7 +272,7 @@ func runHAProxySites(ctx context.Context, e env, sc scenario, dir string, resend
 	}
 	// The bench's HAProxy configuration, in front of gateways instead of replicas: no maxconn
 	// (each gateway queues its own tasks), a log line per request with its retries.
-	cfg := fmt.Sprintf(haproxyConfig, e.cfg.proxyThreads, dir, port, "", servers.String(), "    balance leastconn\n")
+	cfg := fmt.Sprintf(haproxyConfig, e.cfg.proxyThreads, dir, port, "", servers.String(), "    balance leastconn\n", e.cfg.queueTimeout.Milliseconds())
 	cfg = strings.Replace(cfg, "global\n", "global\n    log stdout format raw local0\n", 1)
 	cfg = strings.Replace(cfg, "defaults\n", "defaults\n    log global\n    log-format \"%s %ST %rc %Tt\"\n", 1)
 	if !resend {

@@ -141,7 +141,7 @@ defaults
     timeout connect 2s
     timeout client 120s
     timeout server 120s
-    timeout queue 60s
+    timeout queue %[7]dms
     timeout http-keep-alive 60s
     option http-keep-alive
     # Forward each piece of a streamed answer at once (no MSG_MORE coalescing): without it the
@@ -208,7 +208,7 @@ func startHAProxyCfg(ctx context.Context, e env, sc scenario, dir, name, balance
 			maxconn = " maxconn " + strconv.Itoa(e.cfg.maxConc)
 		}
 		cfgPath := filepath.Join(dir, "haproxy.cfg")
-		return cfgPath, fmt.Sprintf(haproxyConfig, e.cfg.proxyThreads, dir, port, maxconn, servers.String(), balance),
+		return cfgPath, fmt.Sprintf(haproxyConfig, e.cfg.proxyThreads, dir, port, maxconn, servers.String(), balance, e.cfg.queueTimeout.Milliseconds()),
 			[]string{"haproxy", "-db", "-f", cfgPath}
 	}, func(pid int) []int { return []int{pid} })
 }
@@ -384,7 +384,8 @@ func startAgentplane(ctx context.Context, e env, sc scenario, dir string) (*depl
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	p, err := e.ps.start("agentplane", dir, nil, e.bin, "up", "-f", mpath, "--listen", addr,
-		"--data-dir", filepath.Join(dir, "data"), "--drain-timeout", "2s", "--grace", "2s", "--task-timeout", "120s", "--log-level", "warn")
+		"--data-dir", filepath.Join(dir, "data"), "--drain-timeout", "2s", "--grace", "2s", "--task-timeout", "120s", "--log-level", "warn",
+		"--queue-timeout", e.cfg.queueTimeout.String())
 	if err != nil {
 		return nil, err
 	}
