@@ -78,8 +78,8 @@ func (d *dispatcher) run(ctx context.Context, t *store.Task, sk sink, hdr http.H
 	tried := map[string]bool{}
 	var lastErr error
 	free := false
-	attempts := 0
-	for n := 0; n < d.maxAttempts; n++ {
+	n := 0 // attempts made
+	for ; n < d.maxAttempts; n++ {
 		if n > 0 && !free && !d.budget.Retry(t.Agent, d.now()) {
 			lastErr = fmt.Errorf("retry budget of agent %q exhausted (last error: %w)", t.Agent, lastErr)
 			break
@@ -89,7 +89,6 @@ func (d *dispatcher) run(ctx context.Context, t *store.Task, sk sink, hdr http.H
 			return d.notAdmitted(ctx, t, sk, err, lastErr, n)
 		}
 		tried[sl.ep.URL] = true
-		attempts++
 		change := tasks.Dispatch(tasks.Dispatcher, tasks.Replica{Name: sl.ep.Name, URL: sl.ep.URL, Restarts: sl.ep.Restarts})
 		err = d.attempt(ctx, t, sl, change, sk, hdr, t.Request, n, lastErr)
 		switch {
@@ -104,7 +103,7 @@ func (d *dispatcher) run(ctx context.Context, t *store.Task, sk sink, hdr http.H
 		free = upstream.NeverSent(err) && sk.events() == 0
 		lastErr = fmt.Errorf("replica %s: %w", sl.ep.Name, err)
 	}
-	reason := fmt.Sprintf("no replica could run the task after %d attempt(s): %v", attempts, lastErr)
+	reason := fmt.Sprintf("no replica could run the task after %d attempt(s): %v", n, lastErr)
 	return d.fail(ctx, t, sk, tasks.Exhausted, reason)
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/agentplane/agentplane/internal/gateway/admission"
 	"github.com/agentplane/agentplane/internal/gateway/balancer"
 	"github.com/agentplane/agentplane/internal/gateway/balancer/policies"
+	"github.com/agentplane/agentplane/internal/gateway/balancer/scorer"
 	"github.com/agentplane/agentplane/internal/gateway/health"
 	"github.com/agentplane/agentplane/internal/gateway/upstream"
 	"github.com/agentplane/agentplane/internal/store"
@@ -377,7 +378,7 @@ const holdGain = 2
 // starting on cands[chosen] now: the slow-server problem. Waiting costs the tasks ahead of it
 // in the queue and itself over the rate the faster replicas free slots (their slots over their
 // task duration), then their task duration; starting now costs the chosen replica's expected
-// delay (its task duration scaled by its load, as the balancer's Delay scorer counts it). Only
+// delay (scorer.Cost, as the balancer's Delay scorer counts it). Only
 // replicas measured recently count, so that a task never waits for replicas that stopped
 // finishing tasks (hung): their measure goes stale, and the next pick takes the free replica.
 func (p *pool) holdForFaster(agent string, cands []balancer.Candidate, fresh []bool, chosen int) bool {
@@ -385,7 +386,7 @@ func (p *pool) holdForFaster(agent string, cands []balancer.Candidate, fresh []b
 	if c.Latency <= 0 {
 		return false
 	}
-	now := float64(c.Latency) * (1 + float64(c.InFlight)/float64(max(c.Capacity, 1)))
+	now := scorer.Cost(c.Latency, c)
 	var slots int
 	var sum float64
 	for i, o := range cands {

@@ -57,13 +57,7 @@ func (e *EWMA) Observe(key string, d time.Duration, now time.Time) {
 
 // Value returns the average for key at now, and false when key has no recent observation.
 func (e *EWMA) Value(key string, now time.Time) (time.Duration, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	en := e.m[key]
-	if en == nil || now.Sub(en.last) >= 2*e.decay {
-		return 0, false
-	}
-	return time.Duration(en.v), true
+	return e.within(key, now, 2*e.decay)
 }
 
 // Last returns the average for key if it was observed within the last 10×decay, however
@@ -71,10 +65,15 @@ func (e *EWMA) Value(key string, now time.Time) (time.Duration, bool) {
 // trusts its average: while it gets no tasks (the balancer prefers faster ones), what it was
 // when it last finished tasks is a better guess than nothing; after 10×decay it is tried anew.
 func (e *EWMA) Last(key string, now time.Time) (time.Duration, bool) {
+	return e.within(key, now, 10*e.decay)
+}
+
+// within returns the average for key if it was last observed less than age before now.
+func (e *EWMA) within(key string, now time.Time, age time.Duration) (time.Duration, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	en := e.m[key]
-	if en == nil || now.Sub(en.last) >= 10*e.decay {
+	if en == nil || now.Sub(en.last) >= age {
 		return 0, false
 	}
 	return time.Duration(en.v), true

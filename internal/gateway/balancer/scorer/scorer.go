@@ -30,7 +30,7 @@ func (Delay) Score(_ *balancer.Request, cands []balancer.Candidate, scores []flo
 		if lat <= 0 {
 			lat = unmeasured
 		}
-		cost := float64(lat) * (1 + float64(c.InFlight)/float64(max(c.Capacity, 1)))
+		cost := Cost(lat, c)
 		scores[i] = cost
 		if i == 0 || cost < cheapest {
 			cheapest = cost
@@ -43,6 +43,12 @@ func (Delay) Score(_ *balancer.Request, cands []balancer.Candidate, scores []flo
 		}
 		scores[i] = cheapest / cost
 	}
+}
+
+// Cost is the time a task placed on c is expected to take when c's tasks take lat: lat ×
+// (1 + InFlight / Capacity), in nanoseconds. Delay scores by it.
+func Cost(lat time.Duration, c balancer.Candidate) float64 {
+	return float64(lat) * (1 + float64(c.InFlight)/float64(max(c.Capacity, 1)))
 }
 
 // median is the median measured latency of cands, or 1ns when none is measured.
