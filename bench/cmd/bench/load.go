@@ -39,6 +39,7 @@ type sample struct {
 	class string        // priority class, when the scenario has classes
 	turn  int           // turn of a conversation, from 1; 0 for single-turn tasks
 	conv  int           // conversation number + 1; 0 for single-turn tasks
+	ideal time.Duration // the task's time with nothing in its way (idealTime)
 }
 
 var bodyTemplate = `{"jsonrpc":"2.0","id":%d,"method":"SendMessage","params":{"message":{"messageId":"bench-%s-%d","role":"ROLE_USER","parts":[{"text":"patient reports chest pain since this morning"}]}}}`
@@ -227,11 +228,14 @@ type summary struct {
 	TTFT99  time.Duration   `json:"ttftP99,omitempty"`
 	TTFT999 time.Duration   `json:"ttftP999,omitempty"`
 	TTFTs   []time.Duration `json:"-"`
-	Hits    int             `json:"cacheHits,omitempty"`
-	Misses  int             `json:"cacheMisses,omitempty"`
-	Classes []summary       `json:"classes,omitempty"`
-	Levels  []summary       `json:"levels,omitempty"` // ceiling: one per concurrency level
-	Conc    int             `json:"concurrency,omitempty"`
+	// Floor99 is the p99 of the completed tasks' idealTime: the lowest p99 any balancer could
+	// give these tasks.
+	Floor99 time.Duration `json:"floorP99,omitempty"`
+	Hits    int           `json:"cacheHits,omitempty"`
+	Misses  int           `json:"cacheMisses,omitempty"`
+	Classes []summary     `json:"classes,omitempty"`
+	Levels  []summary     `json:"levels,omitempty"` // ceiling: one per concurrency level
+	Conc    int           `json:"concurrency,omitempty"`
 }
 
 // hitRate is the share of cache hits among later turns that reported one, or -1.
@@ -245,6 +249,7 @@ func (s summary) hitRate() float64 {
 func summarize(target string, ss []sample, window time.Duration) summary {
 	s := summary{Target: target, Sent: len(ss), Why: map[string]int{}, PerSecondOK: map[int]int{}}
 	var sum time.Duration
+	var ideal []time.Duration
 	for _, x := range ss {
 		switch x.out {
 		case ok:
@@ -265,6 +270,9 @@ func summarize(target string, ss []sample, window time.Duration) summary {
 			s.Refused++
 			s.Why[x.why]++
 		}
+		if x.out == ok && x.ideal > 0 {
+			ideal = append(ideal, x.ideal)
+		}
 		if x.out == ok && x.ttft > 0 {
 			s.TTFTs = append(s.TTFTs, x.ttft)
 		}
@@ -276,6 +284,8 @@ func summarize(target string, ss []sample, window time.Duration) summary {
 			}
 		}
 	}
+	slices.Sort(ideal)
+	s.Floor99 = pct(ideal, 0.99)
 	slices.Sort(s.TTFTs)
 	s.TTFT50, s.TTFT90, s.TTFT99, s.TTFT999 = pct(s.TTFTs, 0.5), pct(s.TTFTs, 0.9), pct(s.TTFTs, 0.99), pct(s.TTFTs, 0.999)
 	slices.Sort(s.Latencies)

@@ -56,11 +56,24 @@ func hits(s summary) string {
 	return fmt.Sprintf("%.0f%% (%d/%d)", 100*s.hitRate(), s.Hits, s.Hits+s.Misses)
 }
 
-// ratioLine writes "agentplane/best-peer <what> = x": best peer is the target other than
-// agentplane with the lowest value (among those that completed tasks).
+// ratioLine writes "agentplane/best-peer <what> = x", and, when the tasks carry their ideal
+// time, "floor/best-peer <what> = y": how far below the best peer any balancer could go.
 func ratioLine(b *strings.Builder, sums []summary, what string, f func(summary) time.Duration) {
-	var ap *summary
-	var best *summary
+	ap, best := bestPeer(sums, f)
+	if ap == nil || best == nil {
+		return
+	}
+	fmt.Fprintf(b, "`agentplane/best-peer %s = %.2f` (agentplane %s, best peer %s %s)  \n", what, float64(f(*ap))/float64(f(*best)),
+		ms(f(*ap)), best.Target, ms(f(*best)))
+	if strings.HasSuffix(what, "p99") && !strings.HasPrefix(what, "TTFT") && best.Floor99 > 0 {
+		fmt.Fprintf(b, "`floor/best-peer %s = %.2f` (floor %s: %s's completed tasks each alone on a speed-1 replica, with a cache hit; no balancer goes lower)  \n",
+			what, float64(best.Floor99)/float64(f(*best)), ms(best.Floor99), best.Target)
+	}
+}
+
+// bestPeer finds agentplane's summary and the other target's with the lowest f, among those
+// that completed tasks.
+func bestPeer(sums []summary, f func(summary) time.Duration) (ap, best *summary) {
 	for i := range sums {
 		s := &sums[i]
 		if s.OK == 0 || f(*s) <= 0 {
@@ -72,11 +85,7 @@ func ratioLine(b *strings.Builder, sums []summary, what string, f func(summary) 
 			best = s
 		}
 	}
-	if ap == nil || best == nil {
-		return
-	}
-	fmt.Fprintf(b, "`agentplane/best-peer %s = %.2f` (agentplane %s, best peer %s %s)  \n", what, float64(f(*ap))/float64(f(*best)),
-		ms(f(*ap)), best.Target, ms(f(*best)))
+	return ap, best
 }
 
 // ceilingTable writes throughput per concurrency level and target, and each target's peak.

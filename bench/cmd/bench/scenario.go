@@ -124,6 +124,7 @@ const (
 	llmTPOT       = 2 * time.Millisecond
 	llmPrefill    = 20 * time.Microsecond
 	llmBatchSlope = 0.01 // simagent's default --llm-batch-slope
+	llmCacheGain  = 5    // simagent's default --llm-cache-speedup
 	promptMedian  = 300
 	promptP99     = 3000
 	outputMedian  = 200
@@ -152,6 +153,14 @@ func llmCapacity(cfg config, speeds []float64) float64 {
 		c += s * float64(cfg.maxConc) / task
 	}
 	return c
+}
+
+// idealTime is t's time in the model with nothing in its way: alone on a speed-1 replica (batch
+// 1), its conversation's earlier turns (contextTokens) in that replica's cache. No balancer
+// finishes a task sooner, so the p99 of these is the floor of any target's p99.
+func idealTime(t llmTurn) time.Duration {
+	prefill := (float64(t.promptTokens) + float64(t.contextTokens)/llmCacheGain) * float64(llmPrefill)
+	return time.Duration(prefill + float64(max(t.maxTokens, 1)-1)*float64(llmTPOT))
 }
 
 var mixedSpeeds = []float64{1, 1, 0.25, 0.25}

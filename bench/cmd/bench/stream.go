@@ -200,7 +200,7 @@ func llmSingle(ctx context.Context, c *http.Client, d *deployment, sc scenario, 
 			t.class = classOf(cfg.seed, id)
 		}
 		s := sendStream(ctx, c, d.url(), sc.name, t).sample
-		s.class = t.class
+		s.class, s.ideal = t.class, idealTime(t)
 		return s
 	}, nil)
 }
@@ -234,9 +234,9 @@ func conversations(ctx context.Context, c *http.Client, d *deployment, sc scenar
 					break
 				}
 			}
-			res := sendStream(ctx, c, d.url(), sc.name, llmTurn{id: id<<8 | k, contextID: ctxID,
-				promptTokens: p, maxTokens: o, contextTokens: contextTokens, target: d.target})
-			res.turn = k + 1
+			t := llmTurn{id: id<<8 | k, contextID: ctxID, promptTokens: p, maxTokens: o, contextTokens: contextTokens, target: d.target}
+			res := sendStream(ctx, c, d.url(), sc.name, t)
+			res.turn, res.ideal = k+1, idealTime(t)
 			if k == 0 {
 				firstS = res.sample
 			} else {
