@@ -85,33 +85,7 @@ func TestConversationsStayOnTheirReplica(t *testing.T) {
 // running on the slow one (the slow-server problem); when many wait, the slow one takes some,
 // so that waiting never costs more than it saves.
 func TestATaskWaitsForAFasterReplica(t *testing.T) {
-	fast := startAgent(t, "triage", "0", simagent.Config{Latency: latency(t, "50ms")})
-	slow := startAgent(t, "triage", "1", simagent.Config{Latency: latency(t, "600ms")})
-	g, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 2, fast, slow)))
-	pool := g.tasks.pool
-	send := func(id int) rpcReply {
-		r := post(t, srv.URL+"/agents/triage", sendV1(id, "x"))
-		if _, state := taskState(t, r.resp.Result); state != "TASK_STATE_COMPLETED" {
-			t.Fatalf("task %d: %s", id, r.raw)
-		}
-		return r
-	}
-	// Measure each replica: a task on it while the other is full (taken by other clients).
-	measure := func(id int, on, busy, want string) {
-		t.Helper()
-		rels := []func(){pool.tracker.Acquire(busy), pool.tracker.Acquire(busy)}
-		if r := send(id); r.replica != want {
-			t.Fatalf("measuring %s: the task ran on %s", want, r.replica)
-		}
-		for _, rel := range rels {
-			rel()
-		}
-		if _, ok := pool.latency.Value(on, time.Now()); !ok {
-			t.Fatalf("%s not measured", want)
-		}
-	}
-	measure(1, slow, fast, "triage-1")
-	measure(2, fast, slow, "triage-0")
+	pool, fast, send := measuredPair(t, "50ms", "600ms")
 
 	// Two tasks fill the fast replica; the third waits for it rather than take the slow one.
 	var wg sync.WaitGroup
@@ -142,5 +116,57 @@ func TestATaskWaitsForAFasterReplica(t *testing.T) {
 	wg.Wait()
 	if on["triage-1"] == 0 || on["triage-0"] <= on["triage-1"] {
 		t.Errorf("24 tasks at once ran %v; want most on the fast replica, some on the slow one", on)
+	}
+}
+
+// measuredPair starts an agent of two replicas (maxConcurrency 2) whose tasks take fastLat and
+// slowLat, and has the gateway measure each: one task on it while the other is full (taken by
+// other clients). It returns the gateway's pool, the fast replica's URL and a send that fails
+// the test unless the task completes.
+func measuredPair(t *testing.T, fastLat, slowLat string) (*pool, string, func(id int) rpcReply) {
+	t.Helper()
+	fast := startAgent(t, "triage", "0", simagent.Config{Latency: latency(t, fastLat)})
+	slow := startAgent(t, "triage", "1", simagent.Config{Latency: latency(t, slowLat)})
+	g, srv := newGateway(t, testutil.NewSource(testutil.Agent("triage", 2, fast, slow)))
+	pool := g.tasks.pool
+	send := func(id int) rpcReply {
+		r := post(t, srv.URL+"/agents/triage", sendV1(id, "x"))
+		if _, state := taskState(t, r.resp.Result); state != "TASK_STATE_COMPLETED" {
+			t.Fatalf("task %d: %s", id, r.raw)
+		}
+		return r
+	}
+	measure := func(id int, on, busy, want string) {
+		t.Helper()
+		rels := []func(){pool.tracker.Acquire(busy), pool.tracker.Acquire(busy)}
+		if r := send(id); r.replica != want {
+			t.Fatalf("measuring %s: the task ran on %s", want, r.replica)
+		}
+		for _, rel := range rels {
+			rel()
+		}
+		if _, ok := pool.latency.Value(on, time.Now()); !ok {
+			t.Fatalf("%s not measured", want)
+		}
+	}
+	measure(1, slow, fast, "triage-1")
+	measure(2, fast, slow, "triage-0")
+	return pool, fast, send
+}
+
+// Replicas of one speed differ in their measured durations by chance, so a replica that only
+// looks twice as fast is not waited for: waiting would idle the free one. (Waiting would pay
+// here, 50ms + 100ms against 200ms, so only the speed test keeps the task from it.)
+func TestATaskDoesNotWaitForAReplicaOnlyTwiceAsFast(t *testing.T) {
+	pool, fast, send := measuredPair(t, "100ms", "200ms")
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Go(func() { send(10 + i) })
+	}
+	waitFor(t, func() bool { return pool.tracker.InFlight(fast) == 2 })
+	r := send(12)
+	wg.Wait()
+	if r.replica != "triage-1" {
+		t.Errorf("with the fast replica full, the task waited for it (ran on %s); want it on the free replica at once", r.replica)
 	}
 }

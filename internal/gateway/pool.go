@@ -366,21 +366,21 @@ func (p *pool) pickAmong(agent discovery.Agent, tried map[string]bool, contextID
 	return discovery.Endpoint{}, nil, &balancer.NoReplicaError{Policy: pol.Name, Stage: "capacity", Candidates: len(cands), Err: balancer.ErrSaturated}
 }
 
-// holdGain is how much sooner a task must be expected to finish by waiting for a full, faster
-// replica than by starting now on the free one the balancer chose, for it to wait. Below it
-// the gateway keeps every free slot busy: replicas of one speed differ in their measured
-// latency by chance (one long task moves an average), and waiting for a replica that only
-// looks faster would idle a good one.
-const holdGain = 2
+// holdSpeedup is how much faster, by measured task duration, a full replica must be than the
+// free one the balancer chose for a task to wait for it: a pool of another kind (a GPU pool
+// beside a CPU one), not a replica of the same kind that looks faster by chance (one long task
+// moves an average, and waiting for it would idle a good replica).
+const holdSpeedup = 3
 
 // holdForFaster reports whether a task does better waiting for a slot on the agent's full
-// replicas that are much faster than cands[chosen] (a fast GPU pool beside a slow CPU one) than
-// starting on cands[chosen] now: the slow-server problem. Waiting costs the tasks ahead of it
-// in the queue and itself over the rate the faster replicas free slots (their slots over their
-// task duration), then their task duration; starting now costs the chosen replica's expected
-// delay (scorer.Cost, as the balancer's Delay scorer counts it). Only
-// replicas measured recently count, so that a task never waits for replicas that stopped
-// finishing tasks (hung): their measure goes stale, and the next pick takes the free replica.
+// replicas that are much faster than cands[chosen] (holdSpeedup) than starting on
+// cands[chosen] now: the slow-server problem. Waiting costs the tasks ahead of it in the queue
+// and itself over the rate the faster replicas free slots (their slots over their task
+// duration), then their task duration; starting now costs the chosen replica's expected delay
+// (scorer.Cost, as the balancer's Delay scorer counts it). The task waits when that is no
+// later. Only replicas measured recently count, so that a task never waits for replicas that
+// stopped finishing tasks (hung): their measure goes stale, and the next pick takes the free
+// replica.
 func (p *pool) holdForFaster(agent string, cands []balancer.Candidate, fresh []bool, chosen int) bool {
 	c := cands[chosen]
 	if c.Latency <= 0 {
@@ -391,7 +391,7 @@ func (p *pool) holdForFaster(agent string, cands []balancer.Candidate, fresh []b
 	var sum float64
 	for i, o := range cands {
 		if i == chosen || !fresh[i] || !o.Ready || o.Ejected || o.Site != c.Site || o.InFlight < max(o.Capacity, 1) ||
-			float64(o.Latency)*holdGain > now {
+			o.Latency*holdSpeedup > c.Latency {
 			continue
 		}
 		slots += max(o.Capacity, 1)
@@ -402,7 +402,7 @@ func (p *pool) holdForFaster(agent string, cands []balancer.Candidate, fresh []b
 	}
 	lat := sum / float64(slots) // their task duration, weighted by their slots
 	wait := float64(p.queue.Waiting(agent)+1) * lat / float64(slots)
-	return (wait+lat)*holdGain <= now
+	return wait+lat <= now
 }
 
 // capacityOf is how many tasks endpoint e takes at once: a peer gateway's free slots, or the
