@@ -120,8 +120,8 @@ func TestATaskWaitsForAFasterReplica(t *testing.T) {
 }
 
 // measuredPair starts an agent of two replicas (maxConcurrency 2) whose tasks take fastLat and
-// slowLat, and has the gateway measure each: one task on it while the other is full (taken by
-// other clients). It returns the gateway's pool, the fast replica's URL and a send that fails
+// slowLat, and has the gateway measure each: holdMinTasks tasks on it while the other is full
+// (taken by other clients). It returns the gateway's pool, the fast replica's URL and a send that fails
 // the test unless the task completes.
 func measuredPair(t *testing.T, fastLat, slowLat string) (*pool, string, func(id int) rpcReply) {
 	t.Helper()
@@ -149,8 +149,10 @@ func measuredPair(t *testing.T, fastLat, slowLat string) (*pool, string, func(id
 			t.Fatalf("%s not measured", want)
 		}
 	}
-	measure(1, slow, fast, "triage-1")
-	measure(2, fast, slow, "triage-0")
+	for i := range holdMinTasks { // the hold compares medians of holdMinTasks or more
+		measure(1+2*i, slow, fast, "triage-1")
+		measure(2+2*i, fast, slow, "triage-0")
+	}
 	return pool, fast, send
 }
 

@@ -352,7 +352,7 @@ func (p *pool) pickAmong(agent discovery.Agent, tried map[string]bool, contextID
 		if err != nil {
 			return discovery.Endpoint{}, nil, err
 		}
-		if !peers && agent.State != discovery.AgentStateful && p.holdForFaster(agent.Name, cands, fresh, i) {
+		if !peers && agent.State != discovery.AgentStateful && p.holdForFaster(agent.Name, cands, fresh, i, now) {
 			return discovery.Endpoint{}, nil, &balancer.NoReplicaError{Policy: pol.Name, Stage: "hold for a faster replica", Candidates: len(cands), Err: balancer.ErrSaturated}
 		}
 		if rel, ok := p.tracker.TryAcquire(cands[i].Key, cands[i].Capacity); ok {
@@ -366,11 +366,17 @@ func (p *pool) pickAmong(agent discovery.Agent, tried map[string]bool, contextID
 	return discovery.Endpoint{}, nil, &balancer.NoReplicaError{Policy: pol.Name, Stage: "capacity", Candidates: len(cands), Err: balancer.ErrSaturated}
 }
 
-// holdSpeedup is how much faster, by measured task duration, a full replica must be than the
-// free one the balancer chose for a task to wait for it: a pool of another kind (a GPU pool
-// beside a CPU one), not a replica of the same kind that looks faster by chance (one long task
-// moves an average, and waiting for it would idle a good replica).
+// holdSpeedup is how much faster a full replica must be than the free one the balancer chose
+// for a task to wait for it, by the median of their recent task durations: a pool of another
+// kind (a GPU pool beside a CPU one), not a replica of the same kind that looks faster by
+// chance (waiting for it would idle a good replica). Medians, not the averages the balancer
+// scores with: with heavy-tailed durations, such as an LLM's answers of a few to thousands of
+// tokens, the averages of equal replicas differ 3× by chance, and holding on them cost
+// conversations on equal replicas 2× in p99 time to first token in the bench.
 const holdSpeedup = 3
+
+// holdMinTasks is how many recent task durations a replica needs before its median counts.
+const holdMinTasks = 4
 
 // holdForFaster reports whether a task does better waiting for a slot on the agent's full
 // replicas that are much faster than cands[chosen] (holdSpeedup) than starting on
@@ -381,17 +387,26 @@ const holdSpeedup = 3
 // later. Only replicas measured recently count, so that a task never waits for replicas that
 // stopped finishing tasks (hung): their measure goes stale, and the next pick takes the free
 // replica.
-func (p *pool) holdForFaster(agent string, cands []balancer.Candidate, fresh []bool, chosen int) bool {
+func (p *pool) holdForFaster(agent string, cands []balancer.Candidate, fresh []bool, chosen int, t time.Time) bool {
 	c := cands[chosen]
 	if c.Latency <= 0 {
 		return false
 	}
-	now := scorer.Cost(c.Latency, c)
 	var slots int
 	var sum float64
+	var median time.Duration // the chosen one's, read once a faster one may count
 	for i, o := range cands {
-		if i == chosen || !fresh[i] || !o.Ready || o.Ejected || o.Site != c.Site || o.InFlight < max(o.Capacity, 1) ||
-			o.Latency*holdSpeedup > c.Latency {
+		if i == chosen || !fresh[i] || !o.Ready || o.Ejected || o.Site != c.Site || o.InFlight < max(o.Capacity, 1) {
+			continue
+		}
+		if median == 0 {
+			m, ok := p.latency.Median(c.Key, t, holdMinTasks)
+			if !ok {
+				return false
+			}
+			median = m
+		}
+		if m, ok := p.latency.Median(o.Key, t, holdMinTasks); !ok || m*holdSpeedup > median {
 			continue
 		}
 		slots += max(o.Capacity, 1)
@@ -402,7 +417,7 @@ func (p *pool) holdForFaster(agent string, cands []balancer.Candidate, fresh []b
 	}
 	lat := sum / float64(slots) // their task duration, weighted by their slots
 	wait := float64(p.queue.Waiting(agent)+1) * lat / float64(slots)
-	return wait+lat <= now
+	return wait+lat <= scorer.Cost(c.Latency, c)
 }
 
 // capacityOf is how many tasks endpoint e takes at once: a peer gateway's free slots, or the

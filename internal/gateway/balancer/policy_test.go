@@ -229,3 +229,50 @@ func TestRegistry(t *testing.T) {
 		t.Fatalf("Names = %v", got)
 	}
 }
+
+func TestEWMAMedian(t *testing.T) {
+	e := NewEWMA(time.Second)
+	t0 := time.Now()
+	if _, ok := e.Median("a", t0, 1); ok {
+		t.Fatal("Median of a key never observed")
+	}
+	// Heavy-tailed durations: most short, a few a hundred times longer. The average follows the
+	// long ones; the median does not.
+	for i := range 40 {
+		d := 100 * time.Millisecond
+		if i%5 == 4 {
+			d = 10 * time.Second
+		}
+		e.Observe("a", d, t0.Add(time.Duration(i)*100*time.Millisecond))
+	}
+	now := t0.Add(4 * time.Second)
+	if m, ok := e.Median("a", now, 4); !ok || m != 100*time.Millisecond {
+		t.Errorf("Median = %v %v, want 100ms", m, ok)
+	}
+	if v, _ := e.Value("a", now); v < time.Second {
+		t.Errorf("the average %v did not follow the long tasks: the test no longer shows why Median exists", v)
+	}
+	// Only the last RecentTasks count: 32 slow tasks after them move the median.
+	for i := range RecentTasks {
+		e.Observe("a", time.Second, now.Add(time.Duration(i)*time.Millisecond))
+	}
+	if m, _ := e.Median("a", now.Add(time.Second), 1); m != time.Second {
+		t.Errorf("Median after %d one-second tasks = %v, want 1s", RecentTasks, m)
+	}
+	// Too few tasks, or too long ago, and there is no median.
+	e.Observe("b", time.Second, t0)
+	if _, ok := e.Median("b", t0, 2); ok {
+		t.Error("Median with 1 task when 2 are asked for")
+	}
+	if _, ok := e.Median("b", t0.Add(10*time.Second), 1); ok {
+		t.Error("Median 10 decay constants after the last task")
+	}
+	// A stale average starts over; the recent durations stay.
+	e.Observe("b", 3*time.Second, t0.Add(5*time.Second))
+	if m, ok := e.Median("b", t0.Add(5*time.Second), 2); !ok || m != 3*time.Second {
+		t.Errorf("Median after the average started over = %v %v, want 3s of [1s 3s]", m, ok)
+	}
+	if v, _ := e.Value("b", t0.Add(5*time.Second)); v != 3*time.Second {
+		t.Errorf("Value after 5 decay constants = %v, want the new task alone, 3s", v)
+	}
+}
