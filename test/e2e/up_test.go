@@ -101,9 +101,11 @@ func TestKilledReplicaIsRestartedAndServesAgain(t *testing.T) {
 	// Keep tasks flowing while the replica is killed: every one must succeed.
 	ctx, stopLoad := context.WithCancel(t.Context())
 	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		ok, fail int
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		ok, fail  int
+		restarted bool // echo-1 is back: an answer from it now comes from the new process
+		onNew     int  // tasks the restarted echo-1 served
 	)
 	for w := range 6 {
 		wg.Go(func() {
@@ -115,6 +117,9 @@ func TestKilledReplicaIsRestartedAndServesAgain(t *testing.T) {
 					t.Errorf("task during the kill failed: %v %s", err, r.Body)
 				} else {
 					ok++
+					if restarted && r.Replica == "echo-1" {
+						onNew++
+					}
 				}
 				mu.Unlock()
 			}
@@ -134,27 +139,25 @@ func TestKilledReplicaIsRestartedAndServesAgain(t *testing.T) {
 		return testutil.Check(after.Ready && after.Restarts == 1 && after.PID != before.PID, "echo-1 is not restarted and ready: %+v", after)
 	})
 	t.Logf("echo-1 back %v after SIGKILL (pid %d → %d)", time.Since(killedAt).Round(time.Millisecond), before.PID, after.PID)
-	// Tasks keep succeeding after the restart, then the load stops.
+	// Tasks keep succeeding after the restart, and the restarted replica is back in rotation: it
+	// serves some of them. (Under load, where spreading matters: one client at a time goes to the
+	// replica measured fastest, which need not be the restarted one.)
 	mu.Lock()
 	okAtRestart := ok
+	restarted = true
 	mu.Unlock()
 	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
 		mu.Lock()
 		defer mu.Unlock()
-		return testutil.Check(ok >= okAtRestart+20, "%d tasks since echo-1 restarted, want 20", ok-okAtRestart)
+		return testutil.Check(ok >= okAtRestart+20 && onNew > 0, "%d tasks since echo-1 restarted, %d on it; want 20, some on it", ok-okAtRestart, onNew)
 	})
 	stopLoad()
 	wg.Wait()
-	t.Logf("tasks during the kill: %d ok, %d failed", ok, fail)
+	t.Logf("tasks during the kill: %d ok, %d failed, %d on the restarted echo-1", ok, fail, onNew)
 	if ok < 50 {
 		t.Fatalf("only %d tasks ran during the kill", ok)
 	}
 
-	// The restarted replica receives traffic again.
-	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
-		r, err := post(t.Context(), up.URL+"/agents/echo", sendV1(1, "x"))
-		return testutil.Check(err == nil && r.Error == nil && r.Replica == "echo-1", "the task did not land on the restarted echo-1: %v %+v", err, r)
-	})
 	if !strings.Contains(up.stderr.String(), "replica echo-1 exited") {
 		t.Errorf("up did not report the exit:\n%s", up.stderr.String())
 	}
