@@ -88,21 +88,13 @@ func TestATaskWaitsForAFasterReplica(t *testing.T) {
 	pool, fast, send := measuredPair(t, "50ms", "600ms")
 
 	// Two tasks fill the fast replica; the third waits for it rather than take the slow one.
-	var wg sync.WaitGroup
-	for i := range 2 {
-		wg.Go(func() { send(10 + i) })
-	}
-	waitFor(t, func() bool { return pool.tracker.InFlight(fast) == 2 })
-	start := time.Now()
-	r := send(12)
-	took := time.Since(start)
-	wg.Wait()
-	if r.replica != "triage-0" {
+	if r, took := sendWhileFull(t, pool, fast, send); r.replica != "triage-0" {
 		t.Errorf("with the fast replica full, the task went to %s (took %v); want it to wait for the fast one", r.replica, took)
 	}
 
 	// Many at once: more wait than the fast replica clears in a slow one's task time, and the
 	// slow one takes some of them.
+	var wg sync.WaitGroup
 	var mu sync.Mutex
 	on := map[string]int{}
 	for i := range 24 {
@@ -121,8 +113,8 @@ func TestATaskWaitsForAFasterReplica(t *testing.T) {
 
 // measuredPair starts an agent of two replicas (maxConcurrency 2) whose tasks take fastLat and
 // slowLat, and has the gateway measure each: holdMinTasks tasks on it while the other is full
-// (taken by other clients). It returns the gateway's pool, the fast replica's URL and a send that fails
-// the test unless the task completes.
+// (taken by other clients). It returns the gateway's pool, the fast replica's URL and a send
+// that fails the test unless the task completes.
 func measuredPair(t *testing.T, fastLat, slowLat string) (*pool, string, func(id int) rpcReply) {
 	t.Helper()
 	fast := startAgent(t, "triage", "0", simagent.Config{Latency: latency(t, fastLat)})
@@ -156,19 +148,27 @@ func measuredPair(t *testing.T, fastLat, slowLat string) (*pool, string, func(id
 	return pool, fast, send
 }
 
+// sendWhileFull fills the fast replica of measuredPair with two tasks, sends a third, and
+// returns where it ran and how long it took.
+func sendWhileFull(t *testing.T, pool *pool, fast string, send func(id int) rpcReply) (rpcReply, time.Duration) {
+	t.Helper()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for i := range 2 {
+		wg.Go(func() { send(10 + i) })
+	}
+	waitFor(t, func() bool { return pool.tracker.InFlight(fast) == 2 })
+	start := time.Now()
+	r := send(12)
+	return r, time.Since(start)
+}
+
 // Replicas of one speed differ in their measured durations by chance, so a replica that only
 // looks twice as fast is not waited for: waiting would idle the free one. (Waiting would pay
 // here, 50ms + 100ms against 200ms, so only the speed test keeps the task from it.)
 func TestATaskDoesNotWaitForAReplicaOnlyTwiceAsFast(t *testing.T) {
 	pool, fast, send := measuredPair(t, "100ms", "200ms")
-	var wg sync.WaitGroup
-	for i := range 2 {
-		wg.Go(func() { send(10 + i) })
-	}
-	waitFor(t, func() bool { return pool.tracker.InFlight(fast) == 2 })
-	r := send(12)
-	wg.Wait()
-	if r.replica != "triage-1" {
+	if r, _ := sendWhileFull(t, pool, fast, send); r.replica != "triage-1" {
 		t.Errorf("with the fast replica full, the task waited for it (ran on %s); want it on the free replica at once", r.replica)
 	}
 }

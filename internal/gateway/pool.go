@@ -394,17 +394,16 @@ func (p *pool) holdForFaster(agent string, cands []balancer.Candidate, fresh []b
 	}
 	var slots int
 	var sum float64
-	var median time.Duration // the chosen one's, read once a faster one may count
+	var median time.Duration // the chosen one's, read once a full replica may count
+	known := false
 	for i, o := range cands {
 		if i == chosen || !fresh[i] || !o.Ready || o.Ejected || o.Site != c.Site || o.InFlight < max(o.Capacity, 1) {
 			continue
 		}
-		if median == 0 {
-			m, ok := p.latency.Median(c.Key, t, holdMinTasks)
-			if !ok {
+		if !known {
+			if median, known = p.latency.Median(c.Key, t, holdMinTasks); !known {
 				return false
 			}
-			median = m
 		}
 		if m, ok := p.latency.Median(o.Key, t, holdMinTasks); !ok || m*holdSpeedup > median {
 			continue

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -24,5 +25,29 @@ func TestFloorCountsCompletedTasksOnly(t *testing.T) {
 	s := summarize("x", ss, time.Second)
 	if s.Floor99 != 99*time.Millisecond {
 		t.Errorf("Floor99 = %v, want 99ms", s.Floor99)
+	}
+}
+
+func TestFloorLine(t *testing.T) {
+	sums := []summary{
+		{Target: "haproxy", OK: 10, P99: 4 * time.Second, Floor99: 3 * time.Second},
+		{Target: "nginx", OK: 10, P99: 5 * time.Second, Floor99: 3 * time.Second},
+		{Target: "agentplane", OK: 10, P99: 2 * time.Second, Floor99: 3 * time.Second},
+	}
+	var b strings.Builder
+	p99Lines(&b, sums, "urgent p99")
+	for _, want := range []string{"`agentplane/best-peer urgent p99 = 0.50`", "`floor/best-peer urgent p99 = 0.75` (floor 3.00 s: haproxy's"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("missing %q in:\n%s", want, b.String())
+		}
+	}
+	// Without ideal times (the scenarios that are not LLM-shaped) there is no floor.
+	for i := range sums {
+		sums[i].Floor99 = 0
+	}
+	b.Reset()
+	p99Lines(&b, sums, "p99")
+	if strings.Contains(b.String(), "floor") {
+		t.Errorf("a floor line without ideal times:\n%s", b.String())
 	}
 }

@@ -28,7 +28,7 @@ func (r *report) llmTable(b *strings.Builder, res scenarioResult) {
 		fmt.Fprintf(b, "\nFailed to run: %s\n", f)
 	}
 	b.WriteString("\n")
-	ratioLine(b, res.sums, "p99", func(s summary) time.Duration { return s.P99 })
+	p99Lines(b, res.sums, "p99")
 	if sc.llm {
 		ratioLine(b, res.sums, "TTFT p99", func(s summary) time.Duration { return s.TTFT99 })
 	}
@@ -43,7 +43,7 @@ func (r *report) llmTable(b *strings.Builder, res scenarioResult) {
 					}
 				}
 			}
-			ratioLine(b, per, c.name+" p99", func(s summary) time.Duration { return s.P99 })
+			p99Lines(b, per, c.name+" p99")
 		}
 	}
 	b.WriteString("\n")
@@ -56,8 +56,7 @@ func hits(s summary) string {
 	return fmt.Sprintf("%.0f%% (%d/%d)", 100*s.hitRate(), s.Hits, s.Hits+s.Misses)
 }
 
-// ratioLine writes "agentplane/best-peer <what> = x", and, when the tasks carry their ideal
-// time, "floor/best-peer <what> = y": how far below the best peer any balancer could go.
+// ratioLine writes "agentplane/best-peer <what> = x".
 func ratioLine(b *strings.Builder, sums []summary, what string, f func(summary) time.Duration) {
 	ap, best := bestPeer(sums, f)
 	if ap == nil || best == nil {
@@ -65,9 +64,17 @@ func ratioLine(b *strings.Builder, sums []summary, what string, f func(summary) 
 	}
 	fmt.Fprintf(b, "`agentplane/best-peer %s = %.2f` (agentplane %s, best peer %s %s)  \n", what, float64(f(*ap))/float64(f(*best)),
 		ms(f(*ap)), best.Target, ms(f(*best)))
-	if strings.HasSuffix(what, "p99") && !strings.HasPrefix(what, "TTFT") && best.Floor99 > 0 {
+}
+
+// p99Lines writes the end-to-end p99 ratio line and under it "floor/best-peer <what> = y": the
+// p99 the best peer's completed tasks would have had with nothing in their way (Floor99) over
+// its p99, how far below the best peer any balancer could go.
+func p99Lines(b *strings.Builder, sums []summary, what string) {
+	p99 := func(s summary) time.Duration { return s.P99 }
+	ratioLine(b, sums, what, p99)
+	if ap, best := bestPeer(sums, p99); ap != nil && best != nil && best.Floor99 > 0 {
 		fmt.Fprintf(b, "`floor/best-peer %s = %.2f` (floor %s: %s's completed tasks each alone on a speed-1 replica, with a cache hit; no balancer goes lower)  \n",
-			what, float64(best.Floor99)/float64(f(*best)), ms(best.Floor99), best.Target)
+			what, float64(best.Floor99)/float64(best.P99), ms(best.Floor99), best.Target)
 	}
 }
 
